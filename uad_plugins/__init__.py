@@ -1,0 +1,31 @@
+"""uad_plugins: a plugin framework for unsupervised anomaly detection on top of anomalib.
+
+Importing this package is cheap (no torch). The public API:
+
+    create_model, create_synthesizer, create_metric, list_components   one door for construction
+    hookimpl, ModelSpec, SynthesizerSpec, MetricSpec                    what plugin authors use
+    UadError                                                            base of every user-facing error
+"""
+
+from __future__ import annotations
+
+from uad_plugins.errors import UadError
+from uad_plugins.factory import create_metric, create_model, create_synthesizer, get_spec, list_components
+from uad_plugins.hookspecs import hookimpl
+from uad_plugins.specs import MetricSpec, ModelSpec, SynthesizerSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MetricSpec",
+    "ModelSpec",
+    "SynthesizerSpec",
+    "UadError",
+    "__version__",
+    "create_metric",
+    "create_model",
+    "create_synthesizer",
+    "get_spec",
+    "hookimpl",
+    "list_components",
+]

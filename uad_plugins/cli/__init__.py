@@ -1,0 +1,1 @@
+"""The ``uad`` command line (the outermost layer: nothing in the package imports it)."""

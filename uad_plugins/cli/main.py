@@ -1,0 +1,161 @@
+"""The ``uad`` command: a table of sub-commands, global flags, and one place that turns errors into messages.
+
+Light sub-commands (``plugins``) never import torch; the training ones build their jsonargparse parser only when
+they are asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from uad_plugins import __version__
+from uad_plugins.errors import UadError
+
+__all__ = ["main"]
+
+#: sub-command -> (one-line help, module:function that runs it with the remaining argv)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("train a model, then test it (default data: the embedded demo dataset)", "uad_plugins.cli.train:fit"),
+    "validate": ("run validation of a checkpoint", "uad_plugins.cli.train:validate"),
+    "test": ("test a checkpoint and write metrics.json", "uad_plugins.cli.train:test"),
+    "predict": ("score images with a checkpoint; heatmaps + JSON/CSV of scores", "uad_plugins.cli.train:predict"),
+    "synth": ("make synthetic anomalies from a folder of images", "uad_plugins.cli.synth:synth"),
+    "plugins": ("list and inspect plugins (list [PATTERN] [--kind K] [--json] | show NAME)", ""),
+}
+
+EPILOG = """examples:
+  uad fit --model plugin:pbas
+  uad fit --model plugin:pbas --data MVTecAD --data.root ../shared/data/mvtec_ad_256 --data.category bottle
+  uad test --ckpt_path results/pbas/.../weights/lightning/model.ckpt
+  uad predict --ckpt_path RUN/weights/lightning/model.ckpt --data_path my_images/ --output out/
+  uad plugins list --kind model
+  uad synth --synthesizer plugin:perlin --input good/ --output synth/ --seed 0
+
+global flags (any position): --traceback (show the stack on errors), --plugin-file PATH.py (load a local plugin)
+"""
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uad", description="uad_plugins: unsupervised anomaly detection with pluggable models.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"uad_plugins {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, _) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _pop_global_flags(argv: list[str]) -> tuple[list[str], bool, list[str]]:
+    """Remove ``--traceback`` and ``--plugin-file PATH`` (they may appear anywhere)."""
+    out, files, show_tb = [], [], False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--traceback" and not (out[:2] == ["plugins", "show"]):
+            show_tb = True
+        elif arg == "--plugin-file" and i + 1 < len(argv):
+            files.append(argv[i + 1])
+            i += 1
+        elif arg.startswith("--plugin-file="):
+            files.append(arg.split("=", 1)[1])
+        else:
+            out.append(arg)
+        i += 1
+    return out, show_tb, files
+
+
+def _load_plugin_files(files: Sequence[str]) -> None:
+    if not files:
+        return
+    from uad_plugins.errors import PluginLoadError
+    from uad_plugins.manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    for file in files:
+        if not pm.load_plugin_file(file):
+            failure = pm.failures[os.path.splitext(os.path.basename(file))[0]]
+            raise PluginLoadError(f"--plugin-file {file} failed to load: {failure.error}",
+                                  hint="Fix the file, or run with --traceback for the stack.")
+
+
+def _resolve(target: str) -> Callable[[list[str]], int]:
+    import importlib
+
+    module, _, fn = target.partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``uad`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    args, show_tb, plugin_files = _pop_global_flags(list(sys.argv[1:] if argv is None else argv))
+    show_tb = show_tb or os.environ.get("UAD_TRACEBACK", "") == "1"
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.getLogger("uad_plugins").setLevel(logging.INFO)
+    try:
+        _load_plugin_files(plugin_files)
+        if not args or args[0] in ("-h", "--help", "--version"):
+            _top_parser().parse_args(args or ["--help"])
+            return 0
+        command, rest = args[0], args[1:]
+        if command == "plugins":
+            from uad_plugins.cli.plugins import add_plugins_parser, run_plugins
+
+            parser = argparse.ArgumentParser(prog="uad plugins", description="List and inspect plugins.")
+            add_plugins_parser(parser)
+            ns = parser.parse_args(rest)
+            if getattr(ns, "traceback", False) is False and show_tb and ns.action == "show":
+                ns.traceback = True
+            return run_plugins(ns)
+        if command not in COMMANDS:
+            from uad_plugins.errors import close_matches
+
+            guesses = close_matches(command, COMMANDS)
+            raise UadError(f"unknown command '{command}'.",
+                           hint=(f"Did you mean '{guesses[0]}'? " if guesses else "")
+                           + "Commands: " + ", ".join(COMMANDS) + " (see 'uad --help').")
+        return int(_resolve(COMMANDS[command][1])(rest) or 0)
+    except UadError as exc:
+        if show_tb:
+            traceback.print_exc()
+        print(f"error: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # argparse/jsonargparse usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a bare traceback by default
+        wrapped = _wrap_known(exc)
+        if wrapped is not None:
+            if show_tb:
+                traceback.print_exc()
+            print(f"error: {wrapped.render()}", file=sys.stderr)
+            return wrapped.exit_code
+        if show_tb:
+            traceback.print_exc()
+        print(f"error: unexpected failure: {type(exc).__name__}: {exc}\n"
+              "This is probably a bug in uad_plugins or a plugin; run again with --traceback and report it.",
+              file=sys.stderr)
+        return 1
+
+
+def _wrap_known(exc: BaseException) -> UadError | None:
+    """A UadError found in the chain of causes (Lightning wraps errors raised inside hooks)."""
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UadError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

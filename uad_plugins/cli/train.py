@@ -1,0 +1,243 @@
+"""``uad fit|validate|test|predict``: jsonargparse parsers over anomalib's model, data and trainer types."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from uad_plugins.cli.resolve import normalise_argv
+from uad_plugins.errors import ConfigError, UadError
+
+__all__ = ["fit", "predict", "test", "validate"]
+
+DEMO_DATA = "uad_plugins.data.UadDemo"
+
+
+def _quiet_imports() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LitLogger.*")
+
+
+def _build_parser(command: str):  # noqa: ANN202
+    """The jsonargparse parser of one training sub-command."""
+    _quiet_imports()
+    import anomalib.data  # noqa: F401 - makes MVTecAD, Folder, ... resolvable by short name
+    from anomalib.data import AnomalibDataModule
+    from anomalib.models.components import AnomalibModule
+    from jsonargparse import ActionConfigFile, ArgumentParser
+    from lightning.pytorch import Trainer
+
+    import uad_plugins.data  # noqa: F401 - makes UadDemo resolvable by short name
+
+    descriptions = {
+        "fit": "Train a model, then test it. Without --data, the embedded demo dataset is used.",
+        "validate": "Run validation of a checkpoint (thresholds, normalisation statistics).",
+        "test": "Test a checkpoint; metrics go to metrics.json in its run folder.",
+        "predict": "Score images with a checkpoint; writes heatmaps and predictions.json/.csv.",
+    }
+    parser = ArgumentParser(prog=f"uad {command}", description=descriptions[command], exit_on_error=True)
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML recipe (see configs/)")
+    required_model = command == "fit"
+    parser.add_subclass_arguments(AnomalibModule, "model", required=required_model, fail_untyped=False,
+                                  help="plugin:<name> (see 'uad plugins list --kind model') or a class path")
+    if command != "predict":
+        parser.add_subclass_arguments(AnomalibDataModule, "data", required=False, fail_untyped=False,
+                                      help="datamodule: UadDemo (default for fit), MVTecAD, Folder, ...")
+    parser.add_class_arguments(Trainer, "trainer", instantiate=False, fail_untyped=False)
+    parser.add_argument("--seed_everything", type=int | None, default=0, help="global seed (null: do not seed)")
+    parser.add_argument("--default_root_dir", type=str, default="results", help="where run folders are created")
+    parser.add_argument("--metrics", type=list[str] | None, default=None,
+                        help="metric references, e.g. plugin:image_auroc plugin:pixel_aupro")
+    parser.add_argument("--ckpt_path", type=str | None, default=None,
+                        help="checkpoint (fit: resume from it; other commands: the model to use)")
+    if command == "fit":
+        parser.add_argument("--test", type=bool, default=True, help="test the trained model after fitting")
+        parser.add_argument("--honest_validation", type=bool, default=True,
+                            help="never fit thresholds on test data: validate on held-back normals + synthetic "
+                                 "anomalies when the datamodule would use the test set")
+        parser.add_argument("--validation_synthesizer", type=str, default="plugin:perlin",
+                            help="synthesizer making the validation anomalies")
+        parser.add_argument("--validation_ratio", type=float, default=0.2,
+                            help="share of training normals held back for validation")
+    if command in ("fit", "test", "predict"):
+        parser.add_argument("--heatmaps", type=bool, default=True, help="write heatmap overlay PNGs")
+    if command == "predict":
+        parser.add_argument("--data_path", type=str, required=True, help="an image or a folder of images")
+        parser.add_argument("--output", type=str | None, default=None,
+                            help="output folder (default: RUN/predictions)")
+    return parser
+
+
+def _parse(command: str, argv: list[str]):  # noqa: ANN202
+    norm = normalise_argv(argv)
+    args = list(norm.argv)
+    if command == "fit" and "data" not in norm.has:
+        args = ["--data", DEMO_DATA, *args]
+    parser = _build_parser(command)
+    cfg = parser.parse_args(args)
+    return parser, cfg, norm
+
+
+def _ns_dict(ns: Any) -> Any:
+    from jsonargparse import Namespace
+
+    if isinstance(ns, Namespace):
+        return {k: _ns_dict(v) for k, v in vars(ns).items()}
+    if isinstance(ns, list):
+        return [_ns_dict(v) for v in ns]
+    return ns
+
+
+def _explicit_trainer_args(parser, cfg) -> dict[str, Any]:  # noqa: ANN001
+    """Trainer options the user set (anything that differs from Lightning's defaults)."""
+    defaults = parser.get_defaults()
+    return {k: v for k, v in vars(cfg.trainer).items() if getattr(defaults.trainer, k, object()) != v}
+
+
+def _make_model(cfg, norm):  # noqa: ANN001, ANN202
+    from uad_plugins.factory import create_model
+
+    init_args = _ns_dict(cfg.model.init_args) if cfg.model.init_args is not None else {}
+    spec = norm.specs.get("--model")
+    return create_model(spec.reference if spec else cfg.model.class_path, **init_args)
+
+
+def _make_data(data_cfg: dict[str, Any] | None):  # noqa: ANN202
+    if not data_cfg or not data_cfg.get("class_path"):
+        return None
+    from uad_plugins.factory import _instantiate_nested
+
+    try:
+        return _instantiate_nested({"class_path": data_cfg["class_path"],
+                                    "init_args": data_cfg.get("init_args") or {}})
+    except TypeError as exc:
+        raise ConfigError(f"cannot build data {data_cfg['class_path']}: {exc}") from exc
+
+
+def _engine(cfg, parser, config_text: str | None = None, **extra: Any):  # noqa: ANN001, ANN202
+    from uad_plugins.engine import UadEngine
+
+    trainer_args = _explicit_trainer_args(parser, cfg)
+    trainer_args.pop("default_root_dir", None)
+    options = {k: getattr(cfg, k) for k in ("honest_validation", "validation_synthesizer", "validation_ratio",
+                                            "heatmaps") if k in cfg}
+    return UadEngine(default_root_dir=cfg.default_root_dir, seed=cfg.seed_everything, metrics=cfg.metrics,
+                     config_text=config_text, **options, **extra, **trainer_args)
+
+
+def _print_results(engine, results: list[dict[str, float]] | None) -> None:  # noqa: ANN001
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout)
+    if results:
+        table = Table(title="test metrics")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in sorted(results[0].items()):
+            table.add_row(key, f"{value:.4f}")
+        console.print(table)
+    info = engine.run_info
+    if "epochs" in info:
+        console.print(f"epochs: {info['epochs']}  steps: {info['steps']}  fit time: {info['fit_seconds']} s")
+    if "validation" in info:
+        console.print(f"validation: {json.dumps(info['validation'])}")
+    console.print(f"run folder: {engine.run_dir}")
+
+
+def fit(argv: list[str]) -> int:
+    """``uad fit``."""
+    parser, cfg, norm = _parse("fit", argv)
+    model = _make_model(cfg, norm)
+    datamodule = _make_data(_ns_dict(cfg.data))
+    config_text = parser.dump(cfg, skip_none=False)
+    spec = norm.specs.get("--model")
+    if spec is not None:
+        config_text = f"# model: {spec.reference} ({spec.provider})\n" + config_text
+    engine = _engine(cfg, parser, config_text=config_text, checkpoint_extra={"data": _ns_dict(cfg.data)})
+    engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    results = engine.test(model=model, datamodule=datamodule) if cfg.test else None
+    _print_results(engine, results)
+    return 0
+
+
+def _load_for_eval(cfg, norm):  # noqa: ANN001, ANN202
+    from uad_plugins.engine import load_model_from_checkpoint
+    from uad_plugins.engine.checkpoint import read_checkpoint_metadata
+    from uad_plugins.engine.run import find_run_dir
+
+    if not cfg.ckpt_path:
+        raise ConfigError("this command needs --ckpt_path (the model.ckpt of a 'uad fit' run).")
+    spec = norm.specs.get("--model")
+    expected = spec.class_path if spec else (cfg.model.class_path if cfg.get("model") else None)
+    model = load_model_from_checkpoint(cfg.ckpt_path, expected_class_path=expected)
+    meta, _ = read_checkpoint_metadata(cfg.ckpt_path)
+    return model, meta, find_run_dir(cfg.ckpt_path)
+
+
+def _eval_data(cfg, meta: dict[str, Any]):  # noqa: ANN001, ANN202
+    data_cfg = _ns_dict(cfg.data) if cfg.get("data") else None
+    if not data_cfg or not data_cfg.get("class_path"):
+        data_cfg = meta.get("data")
+    if not data_cfg:
+        raise ConfigError("no --data given and the checkpoint does not record its data.",
+                          hint="Pass --data (e.g. --data MVTecAD --data.root ... --data.category ...).")
+    return _make_data(data_cfg)
+
+
+def validate(argv: list[str]) -> int:
+    """``uad validate``."""
+    parser, cfg, norm = _parse("validate", argv)
+    model, meta, run_dir = _load_for_eval(cfg, norm)
+    datamodule = _eval_data(cfg, meta)
+    engine = _engine(cfg, parser)
+    engine.open_run(model, datamodule, run_dir=(run_dir / "validate") if run_dir else None)
+    results = engine.validate(model=model, datamodule=datamodule)
+    print(json.dumps(results[0] if results else {}, indent=2, default=float))
+    return 0
+
+
+def test(argv: list[str]) -> int:
+    """``uad test``."""
+    parser, cfg, norm = _parse("test", argv)
+    model, meta, run_dir = _load_for_eval(cfg, norm)
+    datamodule = _eval_data(cfg, meta)
+    engine = _engine(cfg, parser)
+    engine.open_run(model, datamodule, run_dir=run_dir)
+    results = engine.test(model=model, datamodule=datamodule)
+    _print_results(engine, results)
+    return 0
+
+
+def predict(argv: list[str]) -> int:
+    """``uad predict``: heatmaps plus predictions.json and predictions.csv."""
+    parser, cfg, norm = _parse("predict", argv)
+    model, _, run_dir = _load_for_eval(cfg, norm)
+    output = Path(cfg.output) if cfg.output else ((run_dir or Path(cfg.default_root_dir)) / "predictions")
+    engine = _engine(cfg, parser)
+    engine.open_run(model, None, run_dir=output)
+    batches = engine.predict(model=model, data_path=cfg.data_path, return_predictions=True) or []
+    rows = []
+    for batch in batches:
+        for i, path in enumerate(batch.image_path):
+            score = float(batch.pred_score[i])
+            label = bool(batch.pred_label[i]) if batch.pred_label is not None else None
+            rows.append({"image_path": str(path), "pred_score": score, "pred_label": label})
+    if not rows:
+        raise UadError(f"no predictions were made for {cfg.data_path}.")
+    from uad_plugins.engine.run import write_json_atomic
+
+    write_json_atomic(output / "predictions.json", {"checkpoint": str(cfg.ckpt_path), "predictions": rows})
+    with open(output / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["image_path", "pred_score", "pred_label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{len(rows)} images scored; predictions: {output / 'predictions.json'}; heatmaps: {output / 'images'}")
+    return 0

@@ -1,0 +1,250 @@
+"""``UadEngine``: anomalib's Engine with honest validation, real seeding, user-first trainer arguments and
+run folders that say what was run.
+
+Differences from ``anomalib.engine.Engine``:
+
+* a model's ``trainer_arguments`` are defaults: a trainer option the user set is kept (with a warning when the
+  model suggests another value), never silently overridden;
+* ``seed`` seeds Python, numpy and torch (and dataloader workers) before anything random happens;
+* thresholds and score normalisation are never fitted on the test set: when the datamodule would take its
+  validation data from the test set, validation is rebuilt from held-back training normals plus anomalies made
+  by a synthesizer plugin (``plugin:perlin`` by default), and the run says so;
+* every run folder holds ``config.yaml`` (when given), ``plugins.json``, the checkpoint, ``metrics.json`` and
+  heatmap overlays.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from anomalib.engine import Engine
+from lightning.pytorch import Trainer, seed_everything
+
+from uad_plugins.engine.checkpoint import UadCheckpointMetadata
+from uad_plugins.engine.metrics import attach_metrics
+from uad_plugins.engine.run import new_run_dir, plugins_manifest, write_json_atomic, write_text_atomic
+from uad_plugins.errors import DataError
+
+__all__ = ["UadEngine"]
+
+logger = logging.getLogger("uad_plugins")
+
+
+class UadEngine(Engine):
+    """Train, validate, test and predict anomaly models (see the module docstring for what differs).
+
+    Args:
+        callbacks: extra Lightning callbacks.
+        logger: Lightning logger(s); off by default.
+        default_root_dir: where run folders are created (``<root>/<model>/<dataset>/<category>/vN``).
+        seed: global seed; ``None`` leaves the RNGs alone.
+        metrics: metric references for testing (default: image/pixel AUROC, F1-max, pixel AUPRO).
+        honest_validation: rebuild validation from training normals when it would come from the test set.
+        validation_synthesizer: synthesizer reference that makes the validation anomalies.
+        validation_ratio: share of training normals held back for validation.
+        heatmaps: write heatmap overlay PNGs for test and predict images.
+        config_text: the resolved configuration, saved as ``config.yaml`` in the run folder.
+        checkpoint_extra: more provenance stored in each checkpoint (the CLI records the data config there).
+        **trainer_kwargs: any ``lightning.Trainer`` argument; these always win over a model's suggestions.
+    """
+
+    def __init__(
+        self,
+        callbacks: list | None = None,
+        logger: Any = False,
+        default_root_dir: str | Path = "results",
+        *,
+        seed: int | None = 0,
+        metrics: Sequence[str] | None = None,
+        honest_validation: bool = True,
+        validation_synthesizer: str = "plugin:perlin",
+        validation_ratio: float = 0.2,
+        heatmaps: bool = True,
+        config_text: str | None = None,
+        checkpoint_extra: dict[str, Any] | None = None,
+        **trainer_kwargs: Any,
+    ) -> None:
+        self.user_trainer_args = set(trainer_kwargs)
+        super().__init__(callbacks=callbacks, logger=logger, default_root_dir=default_root_dir, **trainer_kwargs)
+        self.root = Path(default_root_dir)
+        self.seed = seed
+        self.metrics = list(metrics) if metrics else None
+        self.honest_validation = honest_validation
+        self.validation_synthesizer = validation_synthesizer
+        self.validation_ratio = validation_ratio
+        self.heatmaps = heatmaps
+        self.config_text = config_text
+        self.checkpoint_extra = dict(checkpoint_extra or {})
+        self.run_dir: Path | None = None
+        self.run_info: dict[str, Any] = {}
+        self._prepared: set[int] = set()
+
+    # ------------------------------------------------------------------ set-up
+    def _seed(self) -> None:
+        if self.seed is not None:
+            seed_everything(int(self.seed), workers=True, verbose=False)
+
+    def _model_name(self, model: Any) -> str:
+        spec = getattr(model, "_uad_spec", None)
+        return spec.name if spec is not None else type(model).__name__.lower()
+
+    def open_run(self, model: Any, datamodule: Any = None, run_dir: str | Path | None = None) -> Path:
+        """Create (or adopt) the run folder and point the trainer at it."""
+        if self.run_dir is None:
+            if run_dir is not None:
+                self.run_dir = Path(run_dir).resolve()
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            else:
+                dataset = getattr(datamodule, "name", "") if datamodule is not None else ""
+                category = str(getattr(datamodule, "category", "") or "") if datamodule is not None else ""
+                self.run_dir = new_run_dir(self.root, self._model_name(model), dataset, category)
+            self._cache.args["default_root_dir"] = self.run_dir
+        return self.run_dir
+
+    def _setup_workspace(self, model: Any, *args: Any, datamodule: Any = None, **kwargs: Any) -> None:
+        """anomalib calls this from every entry point: our run folder replaces its layout."""
+        self.open_run(model, datamodule)
+
+    def _setup_trainer(self, model: Any) -> None:
+        """Apply the model's suggested trainer arguments only where the user set nothing."""
+        args = self._cache.args
+        name = self._model_name(model)
+        for key, value in model.trainer_arguments.items():
+            if key in self.user_trainer_args:
+                if args.get(key) != value:
+                    logger.warning("%s suggests %s=%r; keeping your %s=%r.", name, key, value, key, args.get(key))
+            elif args.get(key) != value:
+                logger.info("Using %s's suggested %s=%r (set --trainer.%s to change it).", name, key, value, key)
+                args[key] = value
+        self._setup_anomalib_callbacks()
+        self._ensure_checkpoint_io_plugin(model)
+        if self._trainer is None:
+            self._trainer = Trainer(**args)
+
+    def _prepare_data(self, datamodule: Any, stage: str) -> None:
+        """Set the datamodule up with clear errors, and make validation honest before fitting."""
+        if datamodule is None or id(datamodule) in self._prepared:
+            return
+        from uad_plugins.data.checks import prepare_datamodule
+        from uad_plugins.data.validation import apply_synthetic_validation, needs_honest_validation
+
+        honest = stage == "fit" and self.honest_validation and needs_honest_validation(datamodule)
+        if honest:
+            from anomalib.data.utils import ValSplitMode
+
+            datamodule.val_split_mode = ValSplitMode.NONE
+        prepare_datamodule(datamodule, stage)
+        if honest:
+            from uad_plugins.factory import create_synthesizer
+
+            synthesizer = create_synthesizer(self.validation_synthesizer)
+            assert self.run_dir is not None
+            self.run_info["validation"] = apply_synthetic_validation(
+                datamodule, synthesizer, ratio=self.validation_ratio, seed=int(self.seed or 0),
+                output_dir=self.run_dir / "validation")
+            self.run_info["validation"]["synthesizer"] = self.validation_synthesizer
+        elif stage == "fit":
+            mode = getattr(datamodule, "val_split_mode", None)
+            self.run_info["validation"] = {"mode": str(getattr(mode, "value", mode))}
+        self._prepared.add(id(datamodule))
+
+    def _write_run_files(self, model: Any, datamodule: Any) -> None:
+        assert self.run_dir is not None
+        if self.config_text:
+            write_text_atomic(self.run_dir / "config.yaml", self.config_text)
+        components = [("model", model)]
+        if datamodule is not None:
+            components.append(("data", datamodule))
+        evaluator = getattr(model, "evaluator", None)
+        for metric in getattr(evaluator, "test_metrics", []) or []:
+            components.append(("metric", metric))
+        manifest = plugins_manifest(components, {"seed": self.seed})
+        write_json_atomic(self.run_dir / "plugins.json", manifest)
+        spec = getattr(model, "_uad_spec", None)
+        meta = {"model": spec.reference if spec else None, "plugins": manifest["components"], **self.checkpoint_extra}
+        if not any(isinstance(c, UadCheckpointMetadata) for c in self._cache.args["callbacks"]):
+            self._cache.args["callbacks"].append(UadCheckpointMetadata(meta))
+
+    def _add_heatmap_writer(self) -> None:
+        if not self.heatmaps or self._trainer is None:
+            return
+        from anomalib.visualization import ImageVisualizer
+
+        if not any(isinstance(c, ImageVisualizer) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(ImageVisualizer())
+
+    # ------------------------------------------------------------------ entry points
+    def fit(self, model: Any, train_dataloaders: Any = None, val_dataloaders: Any = None, datamodule: Any = None,
+            ckpt_path: str | Path | None = None) -> None:
+        """Train ``model`` on ``datamodule`` (validation made honest first)."""
+        self._seed()
+        attach_metrics(model, self.metrics)
+        self.open_run(model, datamodule)
+        self._prepare_data(datamodule, "fit")
+        self._write_run_files(model, datamodule)
+        self._setup_trainer(model)
+        start = time.perf_counter()
+        self.trainer.fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path)
+        elapsed = time.perf_counter() - start
+        epochs = int(self.trainer.current_epoch)
+        self.run_info.update(fit_seconds=round(elapsed, 2), epochs=epochs, steps=int(self.trainer.global_step),
+                             seconds_per_epoch=round(elapsed / max(epochs, 1), 2),
+                             checkpoint=str(self.best_model_path or ""))
+        self._write_metrics()
+
+    def validate(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | Path | None = None,
+                 verbose: bool = True, datamodule: Any = None) -> Any:
+        """Run validation (thresholds and normalisation statistics) and return its metrics."""
+        self._seed()
+        self.open_run(model or self.model, datamodule)
+        self._prepare_data(datamodule, "validate")
+        return super().validate(model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def test(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | Path | None = None,
+             verbose: bool = True, datamodule: Any = None) -> list[dict[str, float]]:
+        """Test on the datamodule's test split; metrics also land in ``metrics.json``."""
+        self._seed()
+        if model is not None and self._trainer is None:
+            attach_metrics(model, self.metrics)
+        self.open_run(model or self.model, datamodule)
+        self._prepare_data(datamodule, "test")
+        if model is not None and self._trainer is None:
+            self._write_run_files(model, datamodule)
+            self._setup_trainer(model)
+        self._add_heatmap_writer()
+        results = super().test(model, dataloaders, ckpt_path, verbose, datamodule)
+        metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        if datamodule is not None:
+            metrics_by_split = {"category": str(getattr(datamodule, "category", "") or "")}
+            self.run_info["test_data"] = metrics_by_split
+        self.run_info["test"] = metrics
+        self._write_metrics()
+        return results
+
+    def predict(self, model: Any = None, dataloaders: Any = None, datamodule: Any = None, dataset: Any = None,
+                return_predictions: bool | None = None, ckpt_path: str | Path | None = None,
+                data_path: str | Path | None = None) -> Any:
+        """Score images; ``data_path`` is an image file or a folder of images (checked before use)."""
+        self._seed()
+        if data_path is not None:
+            from uad_plugins.data.checks import check_image_file, list_image_files
+
+            files = list_image_files(data_path)
+            if not files:
+                raise DataError(f"no images found in {data_path}",
+                                hint="Give an image file or a folder with .png/.jpg/.jpeg/.bmp/.tif images.")
+            for file in files:
+                check_image_file(file)
+        self.open_run(model or self.model, datamodule)
+        if model is not None and self._trainer is None:
+            self._setup_trainer(model)
+        self._add_heatmap_writer()
+        return super().predict(model, dataloaders, datamodule, dataset, return_predictions, ckpt_path, data_path)
+
+    def _write_metrics(self) -> None:
+        if self.run_dir is not None:
+            write_json_atomic(self.run_dir / "metrics.json", {"run_dir": str(self.run_dir), **self.run_info})

@@ -1,0 +1,7 @@
+"""The built-in plugins: each listed module is registered exactly like a third-party entry point."""
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "uad_plugins.plugins.standard_metrics.hooks",
+    "uad_plugins.plugins.perlin.hooks",
+    "uad_plugins.plugins.pbas.hooks",
+)

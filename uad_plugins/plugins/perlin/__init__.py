@@ -1,0 +1,1 @@
+"""Perlin-noise anomalies (DRAEM-style), anomalib's generator behind the uad synthesizer interface."""

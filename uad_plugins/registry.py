@@ -1,0 +1,249 @@
+"""The registry: every component spec the plugins provide, indexed per kind by name and alias.
+
+Each hook implementation is called on its own, so every spec is stamped with the plugin that provided it and
+one failing hook is isolated. Name clashes within a kind keep both specs out of the index and are raised only
+when someone asks for that name, naming both providers.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from uad_plugins.errors import (
+    BadReferenceError,
+    ComponentConflictError,
+    PluginLoadError,
+    UnknownComponentError,
+    WrongKindError,
+    close_matches,
+)
+from uad_plugins.manager import PluginFailure, UadPluginManager, get_plugin_manager
+from uad_plugins.specs import KINDS, SPEC_TYPES, ComponentSpec
+
+__all__ = ["Registry", "get_registry", "parse_reference", "SCHEMES"]
+
+SCHEMES = ("plugin",)
+_SCHEME_RE = re.compile(r"^([A-Za-z][\w+.-]*):(.*)$")
+
+
+def parse_reference(value: str) -> tuple[str | None, str]:
+    """Split ``"plugin:pbas"`` into ``("plugin", "pbas")``; a value without a scheme gives ``(None, value)``.
+
+    A dotted class path (``pkg.mod.Class``) has no scheme. Windows drive letters are not references.
+    """
+    match = _SCHEME_RE.match(value.strip())
+    if not match or "." in match.group(1) or len(match.group(1)) == 1:
+        return None, value.strip()
+    return match.group(1), match.group(2).strip()
+
+
+@dataclass
+class _KindIndex:
+    specs: dict[str, ComponentSpec] = field(default_factory=dict)  # canonical name -> spec
+    lookup: dict[str, str] = field(default_factory=dict)  # name or alias -> canonical name
+    conflicts: dict[str, list[ComponentSpec]] = field(default_factory=dict)  # clashing name -> all providers
+
+
+class Registry:
+    """All components of all kinds, built from a plugin manager."""
+
+    def __init__(self, pm: UadPluginManager) -> None:
+        self.pm = pm
+        self.generation = -1
+        self._index: dict[str, _KindIndex] = {}
+        self.hook_failures: dict[str, PluginFailure] = {}  # plugin name -> failure in one of its hooks
+
+    # ------------------------------------------------------------------ building
+    def refresh(self) -> None:
+        """Rebuild the index if plugins were (un)registered since the last build."""
+        if self.generation == self.pm.generation:
+            return
+        self.hook_failures = {}
+        self._index = {kind: self._collect(kind) for kind in KINDS}
+        self.generation = self.pm.generation
+
+    def _collect(self, kind: str) -> _KindIndex:
+        index = _KindIndex()
+        spec_type = SPEC_TYPES[kind]
+        hook = getattr(self.pm.hook, f"uad_register_{kind}s")
+        for impl in reversed(hook.get_hookimpls()):  # pluggy lists last-registered first
+            plugin_name = self.pm.get_name(impl.plugin) or "?"
+            record = self.pm.records.get(plugin_name)
+            try:
+                items = _as_list(impl.function())
+                for item in items:
+                    if not isinstance(item, spec_type):
+                        raise PluginLoadError(
+                            f"uad_register_{kind}s returned {type(item).__name__} ({item!r:.60}); "
+                            f"expected {spec_type.__name__} objects"
+                        )
+                specs = [
+                    item.stamped(
+                        plugin=plugin_name,
+                        distribution=record.distribution if record else "unknown",
+                        version=record.version if record else "?",
+                        source=record.source if record else "unknown",
+                    )
+                    for item in items
+                ]
+            except Exception as exc:  # noqa: BLE001 - a broken hook is isolated and shown in `plugins list`
+                self.hook_failures[plugin_name] = _hook_failure(plugin_name, record, kind, exc)
+                if self.pm.strict:
+                    raise PluginLoadError(f"plugin {plugin_name}: {self.hook_failures[plugin_name].error}") from exc
+                continue
+            for spec in specs:
+                self._add(index, spec)
+        return index
+
+    @staticmethod
+    def _add(index: _KindIndex, spec: ComponentSpec) -> None:
+        for key in (spec.name, *spec.aliases):
+            if key in index.conflicts:
+                index.conflicts[key].append(spec)
+                continue
+            owner = index.lookup.get(key)
+            if owner is not None and index.specs[owner] is not spec:
+                index.conflicts[key] = [index.specs[owner], spec]
+                del index.lookup[key]
+                continue
+            index.lookup[key] = spec.name
+            index.specs.setdefault(spec.name, spec)
+
+    # ------------------------------------------------------------------ queries
+    def list(self, kind: str | None = None, pattern: str | None = None) -> list[ComponentSpec]:
+        """Specs sorted by kind and name; ``pattern`` is a glob on the name (``'p*'``)."""
+        self.refresh()
+        kinds = [kind] if kind else list(KINDS)
+        out: list[ComponentSpec] = []
+        for k in kinds:
+            self._check_kind(k)
+            for name, spec in sorted(self._index[k].specs.items()):
+                if pattern is None or fnmatch.fnmatchcase(name, pattern) or any(
+                    fnmatch.fnmatchcase(a, pattern) for a in spec.aliases
+                ):
+                    out.append(spec)
+        return out
+
+    def conflicts(self) -> dict[tuple[str, str], list[ComponentSpec]]:
+        self.refresh()
+        return {(k, name): specs for k in KINDS for name, specs in self._index[k].conflicts.items()}
+
+    def failures(self) -> dict[str, PluginFailure]:
+        """Plugins that failed to load, plus plugins whose hooks raised."""
+        self.refresh()
+        return {**self.pm.failures, **self.hook_failures}
+
+    def get(self, kind: str, name: str, *, flag: str | None = None) -> ComponentSpec:
+        """The spec of ``kind`` called ``name`` (or an alias); clear errors for every way this can fail."""
+        self.refresh()
+        self._check_kind(kind)
+        asked = f"{flag} plugin:{name}" if flag else f"plugin:{name}"
+        index = self._index[kind]
+        if name in index.conflicts:
+            providers = index.conflicts[name]
+            listing = " and ".join(s.provider for s in providers)
+            external = next((s for s in providers if s.source != "builtin"), providers[-1])
+            raise ComponentConflictError(
+                f"{kind} name '{name}' (asked by {asked}) is provided by {len(providers)} plugins: {listing}.",
+                hint=f"Disable one with UAD_DISABLE_PLUGINS={external.plugin}, or pass the class path directly: "
+                f"{flag or '--' + kind} {external.class_path}",
+            )
+        if name in index.lookup:
+            return index.specs[index.lookup[name]]
+        for other in KINDS:
+            if other != kind and name in self._index[other].lookup:
+                raise WrongKindError(
+                    f"'{name}' (asked by {asked}) is a {other}, not a {kind}.",
+                    hint=f"Use --{other if other != 'metric' else 'metrics'} plugin:{name}, or list the {kind}s "
+                    f"with 'uad plugins list --kind {kind}'.",
+                )
+        raise UnknownComponentError(f"unknown {kind} '{name}' (asked by {asked}).", hint=self._unknown_hint(kind, name))
+
+    def _unknown_hint(self, kind: str, name: str) -> str:
+        known = list(self._index[kind].lookup)
+        lines = []
+        guesses = close_matches(name, known)
+        if guesses:
+            lines.append("Did you mean: " + ", ".join(f"plugin:{g}" for g in guesses) + "?")
+        available = ", ".join(sorted(self._index[kind].specs)) or "none"
+        lines.append(f"Available {kind}s: {available} (see 'uad plugins list --kind {kind}').")
+        failed = self.failures()
+        if failed:
+            names = ", ".join(f"{f.name} ({f.distribution} {f.version}): {f.summary}" for f in failed.values())
+            lines.append(
+                f"note: {len(failed)} plugin(s) failed to load and may provide this {kind}: {names}. "
+                f"Run 'uad plugins show NAME --traceback'; silence with UAD_DISABLE_PLUGINS=NAME."
+            )
+        return "\n".join(lines)
+
+    def resolve(self, kind: str, reference: str, *, flag: str | None = None) -> ComponentSpec | None:
+        """Resolve a user reference for ``kind``.
+
+        ``plugin:<name>`` gives its spec; a dotted class path gives ``None`` (the caller passes it through);
+        a bare registered name or an unknown scheme is an error with a hint.
+        """
+        scheme, ident = parse_reference(reference)
+        if scheme is None:
+            if "." in ident:
+                return None
+            self.refresh()
+            shown = f"{flag} {reference}" if flag else reference
+            if ident in self._index[kind].lookup or ident in self._index[kind].conflicts:
+                raise BadReferenceError(
+                    f"'{ident}' (from {shown}) has no scheme.",
+                    hint=f"Did you mean 'plugin:{ident}'? Use 'plugin:<name>' for registered components or a "
+                    "dotted class path such as 'my_package.module.MyModel'.",
+                )
+            guesses = close_matches(ident, self._index[kind].lookup)
+            hint = f"Did you mean 'plugin:{guesses[0]}'? " if guesses else ""
+            raise BadReferenceError(
+                f"'{ident}' (from {shown}) is neither 'plugin:<name>' nor a dotted class path.",
+                hint=hint + f"See 'uad plugins list --kind {kind}' for the registered {kind}s.",
+            )
+        if scheme not in SCHEMES:
+            raise BadReferenceError(
+                f"unknown reference scheme '{scheme}' in '{reference}'.",
+                hint="Valid schemes: " + ", ".join(SCHEMES) + " (for example 'plugin:pbas').",
+            )
+        if not ident:
+            raise BadReferenceError(f"'{reference}' names no component.", hint="Write 'plugin:<name>'.")
+        return self.get(kind, ident, flag=flag)
+
+    @staticmethod
+    def _check_kind(kind: str) -> None:
+        if kind not in KINDS:
+            raise BadReferenceError(f"unknown component kind '{kind}'.", hint="Kinds: " + ", ".join(KINDS) + ".")
+
+
+def _as_list(result: object) -> list:
+    if result is None:
+        return []
+    if isinstance(result, ComponentSpec):
+        return [result]
+    if isinstance(result, (str, bytes)) or not isinstance(result, Iterable):
+        return [result]
+    return list(result)
+
+
+def _hook_failure(plugin_name: str, record, kind: str, exc: BaseException) -> PluginFailure:  # noqa: ANN001
+    import traceback
+
+    return PluginFailure(
+        name=plugin_name,
+        source=record.source if record else "unknown",
+        distribution=record.distribution if record else "unknown",
+        version=record.version if record else "?",
+        entry_point=record.entry_point if record else None,
+        error=f"uad_register_{kind}s failed: {type(exc).__name__}: {exc}",
+        traceback="".join(traceback.format_exception(exc)),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def get_registry() -> Registry:
+    """The process-wide registry over :func:`get_plugin_manager`."""
+    return Registry(get_plugin_manager())

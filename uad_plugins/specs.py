@@ -1,0 +1,192 @@
+"""Spec records: what a plugin hands to the core for each component it provides.
+
+A spec is a frozen dataclass. Authors set ``name``, ``target``, ``summary`` and the optional fields; the core
+stamps the provenance fields (``plugin``, ``distribution``, ``version``, ``source``) after collection.
+Nothing here imports torch: ``load()`` imports the target only when asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, ClassVar
+
+from uad_plugins.errors import ComponentLoadError, InvalidSpecError
+
+__all__ = ["ComponentSpec", "MetricSpec", "ModelSpec", "SynthesizerSpec", "KINDS", "SPEC_TYPES"]
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+KNOWN_TAGS = frozenset({"image", "pointcloud", "signal", "multi-class", "exportable"})
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """Fields shared by every kind of component.
+
+    Attributes:
+        name: registry key, lower snake case, explicit (never derived from a class name).
+        target: ``"package.module:Class"`` imported lazily by :meth:`load`.
+        summary: one line shown by ``uad plugins list``.
+        config: packaged default ``init_args``: ``"package:relative/path.yaml"`` or an inline mapping.
+        aliases: other names that resolve to this component.
+        tags: free labels; the known ones are image, pointcloud, signal, multi-class, exportable.
+        paper, homepage, license: provenance.
+        plugin, distribution, version, source: stamped by the core (source: builtin, entrypoint or local).
+    """
+
+    kind: ClassVar[str] = "component"
+    base_class: ClassVar[str] = ""
+
+    name: str
+    target: str
+    summary: str = ""
+    config: str | Mapping[str, Any] | None = None
+    aliases: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    paper: str | None = None
+    homepage: str | None = None
+    license: str | None = None
+    plugin: str | None = field(default=None, compare=False)
+    distribution: str | None = field(default=None, compare=False)
+    version: str | None = field(default=None, compare=False)
+    source: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for label, value in [("name", self.name), *[("alias", a) for a in self.aliases]]:
+            if not isinstance(value, str) or not NAME_PATTERN.match(value):
+                raise InvalidSpecError(
+                    f"{self.kind} spec has an invalid {label} {value!r}: names are lower snake case "
+                    f"(pattern {NAME_PATTERN.pattern}), for example 'my_model'."
+                )
+        if not isinstance(self.target, str) or not TARGET_PATTERN.match(self.target):
+            raise InvalidSpecError(
+                f"{self.kind} spec {self.name!r} has an invalid target {self.target!r}: "
+                "expected 'package.module:ClassName'."
+            )
+        if self.config is not None and not isinstance(self.config, (str, Mapping)):
+            raise InvalidSpecError(f"{self.kind} spec {self.name!r}: config must be 'package:file.yaml' or a mapping.")
+        if isinstance(self.config, str) and ":" not in self.config:
+            raise InvalidSpecError(
+                f"{self.kind} spec {self.name!r}: config {self.config!r} must be 'package:relative/path.yaml'."
+            )
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+        object.__setattr__(self, "tags", tuple(self.tags))
+
+    # ------------------------------------------------------------------ provenance
+    def stamped(self, *, plugin: str, distribution: str, version: str, source: str) -> ComponentSpec:
+        """A copy of this spec with the provenance fields set by the core."""
+        return dataclasses.replace(self, plugin=plugin, distribution=distribution, version=version, source=source)
+
+    @property
+    def reference(self) -> str:
+        """How a user names this component: ``plugin:<name>``."""
+        return f"plugin:{self.name}"
+
+    @property
+    def provider(self) -> str:
+        """Human-readable provenance, e.g. ``pbas (builtin, uad_plugins 0.1.0)``."""
+        dist = f"{self.distribution} {self.version}" if self.distribution else "unknown distribution"
+        return f"{self.plugin} ({self.source}, {dist})"
+
+    @property
+    def class_path(self) -> str:
+        """The dotted class path jsonargparse understands (``package.module.Class``)."""
+        module, _, attr = self.target.partition(":")
+        return f"{module}.{attr}"
+
+    # ------------------------------------------------------------------ loading
+    def load(self) -> type:
+        """Import the target and check that it has the base class of its kind."""
+        module_name, _, attr = self.target.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
+            raise ComponentLoadError(
+                f"{self.kind} '{self.name}' from plugin {self.provider} could not be imported from "
+                f"'{self.target}': {type(exc).__name__}: {exc}",
+                hint=f"Check that the plugin's dependencies are installed; 'uad plugins show {self.plugin}' "
+                "gives details.",
+            ) from exc
+        base = _import_dotted(self.base_class) if self.base_class else None
+        if base is not None and not (isinstance(obj, type) and issubclass(obj, base)):
+            raise ComponentLoadError(
+                f"{self.kind} '{self.name}' from plugin {self.provider}: target {self.target} is not a subclass "
+                f"of {self.base_class}.",
+                hint=f"A {self.kind} target must be a class deriving from {self.base_class}.",
+            )
+        return obj
+
+    def default_init_args(self) -> dict[str, Any]:
+        """The packaged default ``init_args`` (empty when the spec has none)."""
+        if self.config is None:
+            return {}
+        if isinstance(self.config, Mapping):
+            return dict(self.config)
+        package, _, path = self.config.partition(":")
+        import yaml  # PyYAML: light, and only needed when defaults are read
+
+        try:
+            text = resources.files(package).joinpath(path).read_text(encoding="utf-8")
+        except (ModuleNotFoundError, FileNotFoundError, OSError) as exc:
+            raise ComponentLoadError(
+                f"{self.kind} '{self.name}' from plugin {self.provider}: packaged config {self.config!r} "
+                f"cannot be read: {exc}",
+                hint="Plugin packages must ship their YAML as package data.",
+            ) from exc
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ComponentLoadError(f"{self.kind} '{self.name}': packaged config {self.config!r} is not a mapping.")
+        return data.get("init_args", data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (used by ``uad plugins list --json`` and ``plugins.json``)."""
+        out = {"name": self.name, "kind": self.kind}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else (
+                dict(value) if isinstance(value, Mapping) else value)
+        out["reference"] = self.reference
+        return out
+
+
+@dataclass(frozen=True)
+class ModelSpec(ComponentSpec):
+    """A model: a Lightning module deriving from anomalib's ``AnomalibModule``."""
+
+    kind: ClassVar[str] = "model"
+    base_class: ClassVar[str] = "anomalib.models.components:AnomalibModule"
+
+
+@dataclass(frozen=True)
+class SynthesizerSpec(ComponentSpec):
+    """A synthesizer: makes synthetic anomalies (derives from ``uad_plugins.synth:Synthesizer``)."""
+
+    kind: ClassVar[str] = "synthesizer"
+    base_class: ClassVar[str] = "uad_plugins.synth.base:Synthesizer"
+
+
+@dataclass(frozen=True)
+class MetricSpec(ComponentSpec):
+    """A metric: an anomalib ``AnomalibMetric`` subclass, with its default fields and prefix in ``config``."""
+
+    kind: ClassVar[str] = "metric"
+    base_class: ClassVar[str] = "anomalib.metrics:AnomalibMetric"
+
+
+SPEC_TYPES: dict[str, type[ComponentSpec]] = {s.kind: s for s in (ModelSpec, SynthesizerSpec, MetricSpec)}
+KINDS: tuple[str, ...] = tuple(SPEC_TYPES)
+
+
+def _import_dotted(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
