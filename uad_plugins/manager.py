@@ -13,6 +13,7 @@ Environment switches:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.metadata as metadata
@@ -21,7 +22,7 @@ import os
 import sys
 import traceback
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,8 @@ import pluggy
 from uad_plugins import hookspecs
 from uad_plugins.errors import PluginLoadError
 
-__all__ = ["PluginFailure", "PluginRecord", "UadPluginManager", "get_plugin_manager", "reset_plugin_manager"]
+__all__ = ["PluginFailure", "PluginRecord", "UadPluginManager", "get_plugin_manager", "reset_plugin_manager",
+           "using_plugin_manager"]
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 
@@ -100,7 +102,7 @@ class UadPluginManager(pluggy.PluginManager):
             self.enable_tracing()
 
     # ------------------------------------------------------------------ registration
-    def parse_hookimpl_opts(self, plugin: object, name: str):  # noqa: ANN201 - pluggy signature
+    def parse_hookimpl_opts(self, plugin: object, name: str):
         """Only ``uad_*`` attributes can be hooks (so helper functions never become hooks by accident)."""
         if not name.startswith("uad_"):
             return None
@@ -196,7 +198,7 @@ class UadPluginManager(pluggy.PluginManager):
                 continue
             try:
                 plugin = ep.load()
-            except BaseException as exc:  # noqa: BLE001 - SystemExit in a plugin must not end the CLI either
+            except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 self._fail(ep.name, "entrypoint", dist_name, version, ep.value, exc)
@@ -218,7 +220,7 @@ class UadPluginManager(pluggy.PluginManager):
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module
             spec.loader.exec_module(module)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             sys.modules.pop(module_name, None)
@@ -233,9 +235,11 @@ def _builtin_name(module_path: str) -> str:
     return parts[-2] if parts[-1] == "hooks" and len(parts) > 1 else parts[-1]
 
 
+_overrides: list[UadPluginManager] = []  # innermost `using_plugin_manager` last
+
+
 @functools.lru_cache(maxsize=1)
-def get_plugin_manager() -> UadPluginManager:
-    """The process-wide manager, built on first use (never at import): built-ins, then entry points."""
+def _default_manager() -> UadPluginManager:
     pm = UadPluginManager()
     pm.load_builtins()
     pm.load_entrypoints()
@@ -244,12 +248,27 @@ def get_plugin_manager() -> UadPluginManager:
     return pm
 
 
-def reset_plugin_manager() -> None:
-    """Forget the cached manager (tests, or after installing a plugin in-process)."""
-    get_plugin_manager.cache_clear()
-    from uad_plugins import registry
+def get_plugin_manager() -> UadPluginManager:
+    """The process-wide manager, built on first use (never at import).
 
-    registry.get_registry.cache_clear()
+    It loads the built-ins, then entry points, then the files in ``UAD_PLUGIN_FILES`` (a comma list).
+    """
+    return _overrides[-1] if _overrides else _default_manager()
+
+
+@contextlib.contextmanager
+def using_plugin_manager(pm: UadPluginManager) -> Iterator[UadPluginManager]:
+    """Make ``pm`` the manager every lookup uses inside the ``with`` block (tests, embedding)."""
+    _overrides.append(pm)
+    try:
+        yield pm
+    finally:
+        _overrides.remove(pm)
+
+
+def reset_plugin_manager() -> None:
+    """Forget the cached manager (after installing or removing a plugin in-process)."""
+    _default_manager.cache_clear()
 
 
 def module_from_hooks(name: str, **hooks: object) -> types.ModuleType:

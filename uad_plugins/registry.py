@@ -8,7 +8,6 @@ when someone asks for that name, naming both providers.
 from __future__ import annotations
 
 import fnmatch
-import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from uad_plugins.errors import (
 from uad_plugins.manager import PluginFailure, UadPluginManager, get_plugin_manager
 from uad_plugins.specs import KINDS, SPEC_TYPES, ComponentSpec
 
-__all__ = ["Registry", "get_registry", "parse_reference", "SCHEMES"]
+__all__ = ["SCHEMES", "Registry", "get_registry", "parse_reference"]
 
 SCHEMES = ("plugin",)
 _SCHEME_RE = re.compile(r"^([A-Za-z][\w+.-]*):(.*)$")
@@ -90,7 +89,7 @@ class Registry:
                     )
                     for item in items
                 ]
-            except Exception as exc:  # noqa: BLE001 - a broken hook is isolated and shown in `plugins list`
+            except Exception as exc:
                 self.hook_failures[plugin_name] = _hook_failure(plugin_name, record, kind, exc)
                 if self.pm.strict:
                     raise PluginLoadError(f"plugin {plugin_name}: {self.hook_failures[plugin_name].error}") from exc
@@ -229,7 +228,7 @@ def _as_list(result: object) -> list:
     return list(result)
 
 
-def _hook_failure(plugin_name: str, record, kind: str, exc: BaseException) -> PluginFailure:  # noqa: ANN001
+def _hook_failure(plugin_name: str, record, kind: str, exc: BaseException) -> PluginFailure:
     import traceback
 
     return PluginFailure(
@@ -243,7 +242,11 @@ def _hook_failure(plugin_name: str, record, kind: str, exc: BaseException) -> Pl
     )
 
 
-@functools.lru_cache(maxsize=1)
 def get_registry() -> Registry:
-    """The process-wide registry over :func:`get_plugin_manager`."""
-    return Registry(get_plugin_manager())
+    """The registry over the current plugin manager (one per manager, rebuilt when plugins change)."""
+    pm = get_plugin_manager()
+    registry = getattr(pm, "_uad_registry", None)
+    if registry is None:
+        registry = Registry(pm)
+        pm._uad_registry = registry
+    return registry

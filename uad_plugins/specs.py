@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from uad_plugins.errors import ComponentLoadError, InvalidSpecError
 
-__all__ = ["ComponentSpec", "MetricSpec", "ModelSpec", "SynthesizerSpec", "KINDS", "SPEC_TYPES"]
+__all__ = ["KINDS", "SPEC_TYPES", "ComponentSpec", "MetricSpec", "ModelSpec", "SynthesizerSpec"]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -36,6 +36,7 @@ class ComponentSpec:
         aliases: other names that resolve to this component.
         tags: free labels; the known ones are image, pointcloud, signal, multi-class, exportable.
         paper, homepage, license: provenance.
+        test_config: tiny ``init_args`` for the contract test (same forms as ``config``), layered over ``config``.
         plugin, distribution, version, source: stamped by the core (source: builtin, entrypoint or local).
     """
 
@@ -51,6 +52,7 @@ class ComponentSpec:
     paper: str | None = None
     homepage: str | None = None
     license: str | None = None
+    test_config: str | Mapping[str, Any] | None = None
     plugin: str | None = field(default=None, compare=False)
     distribution: str | None = field(default=None, compare=False)
     version: str | None = field(default=None, compare=False)
@@ -68,12 +70,14 @@ class ComponentSpec:
                 f"{self.kind} spec {self.name!r} has an invalid target {self.target!r}: "
                 "expected 'package.module:ClassName'."
             )
-        if self.config is not None and not isinstance(self.config, (str, Mapping)):
-            raise InvalidSpecError(f"{self.kind} spec {self.name!r}: config must be 'package:file.yaml' or a mapping.")
-        if isinstance(self.config, str) and ":" not in self.config:
-            raise InvalidSpecError(
-                f"{self.kind} spec {self.name!r}: config {self.config!r} must be 'package:relative/path.yaml'."
-            )
+        for label in ("config", "test_config"):
+            value = getattr(self, label)
+            if value is not None and not isinstance(value, (str, Mapping)):
+                raise InvalidSpecError(
+                    f"{self.kind} spec {self.name!r}: {label} must be 'package:file.yaml' or a mapping.")
+            if isinstance(value, str) and ":" not in value:
+                raise InvalidSpecError(
+                    f"{self.kind} spec {self.name!r}: {label} {value!r} must be 'package:relative/path.yaml'.")
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "tags", tuple(self.tags))
 
@@ -107,7 +111,7 @@ class ComponentSpec:
             obj: Any = importlib.import_module(module_name)
             for part in attr.split("."):
                 obj = getattr(obj, part)
-        except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
+        except Exception as exc:
             raise ComponentLoadError(
                 f"{self.kind} '{self.name}' from plugin {self.provider} could not be imported from "
                 f"'{self.target}': {type(exc).__name__}: {exc}",
@@ -125,24 +129,31 @@ class ComponentSpec:
 
     def default_init_args(self) -> dict[str, Any]:
         """The packaged default ``init_args`` (empty when the spec has none)."""
-        if self.config is None:
+        return self._read_config(self.config)
+
+    def test_init_args(self) -> dict[str, Any]:
+        """Tiny ``init_args`` for contract tests: ``test_config`` over the packaged defaults."""
+        return {**self.default_init_args(), **self._read_config(self.test_config)}
+
+    def _read_config(self, config: str | Mapping[str, Any] | None) -> dict[str, Any]:
+        if config is None:
             return {}
-        if isinstance(self.config, Mapping):
-            return dict(self.config)
-        package, _, path = self.config.partition(":")
+        if isinstance(config, Mapping):
+            return dict(config)
+        package, _, path = config.partition(":")
         import yaml  # PyYAML: light, and only needed when defaults are read
 
         try:
             text = resources.files(package).joinpath(path).read_text(encoding="utf-8")
         except (ModuleNotFoundError, FileNotFoundError, OSError) as exc:
             raise ComponentLoadError(
-                f"{self.kind} '{self.name}' from plugin {self.provider}: packaged config {self.config!r} "
+                f"{self.kind} '{self.name}' from plugin {self.provider}: packaged config {config!r} "
                 f"cannot be read: {exc}",
                 hint="Plugin packages must ship their YAML as package data.",
             ) from exc
         data = yaml.safe_load(text) or {}
         if not isinstance(data, dict):
-            raise ComponentLoadError(f"{self.kind} '{self.name}': packaged config {self.config!r} is not a mapping.")
+            raise ComponentLoadError(f"{self.kind} '{self.name}': packaged config {config!r} is not a mapping.")
         return data.get("init_args", data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -57,13 +57,15 @@ def synthesize_folder(synthesizer_ref: str, input_path: str | Path, output: str 
     import torch
     from PIL import Image
 
-    from uad_plugins.data.checks import list_image_files, read_rgb_image
-    from uad_plugins.engine.run import component_record
     from uad_plugins.factory import create_synthesizer
 
     if count < 1:
         raise ConfigError(f"--count must be at least 1, got {count}.")
     synthesizer = create_synthesizer(synthesizer_ref, **options)
+
+    from uad_plugins.data.checks import list_image_files, read_rgb_image
+    from uad_plugins.engine.run import component_record
+
     if getattr(synthesizer, "modality", "image") != "image":
         raise ConfigError(f"{synthesizer_ref} works on {synthesizer.modality} data, not on images.")
     files = list_image_files(input_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ def _quiet_imports() -> None:
     warnings.filterwarnings("ignore", message=".*LitLogger.*")
 
 
-def _build_parser(command: str):  # noqa: ANN202
+def _build_parser(command: str):
     """The jsonargparse parser of one training sub-command."""
     _quiet_imports()
     import anomalib.data  # noqa: F401 - makes MVTecAD, Folder, ... resolvable by short name
@@ -75,7 +76,7 @@ def _build_parser(command: str):  # noqa: ANN202
     return parser
 
 
-def _parse(command: str, argv: list[str]):  # noqa: ANN202
+def _parse(command: str, argv: list[str]):
     norm = normalise_argv(argv)
     args = list(norm.argv)
     if command == "fit" and "data" not in norm.has:
@@ -90,18 +91,22 @@ def _ns_dict(ns: Any) -> Any:
 
     if isinstance(ns, Namespace):
         return {k: _ns_dict(v) for k, v in vars(ns).items()}
-    if isinstance(ns, list):
+    if isinstance(ns, (list, tuple)):
         return [_ns_dict(v) for v in ns]
+    if isinstance(ns, Enum):
+        return ns.value
+    if isinstance(ns, Path):
+        return str(ns)
     return ns
 
 
-def _explicit_trainer_args(parser, cfg) -> dict[str, Any]:  # noqa: ANN001
+def _explicit_trainer_args(parser, cfg) -> dict[str, Any]:
     """Trainer options the user set (anything that differs from Lightning's defaults)."""
     defaults = parser.get_defaults()
     return {k: v for k, v in vars(cfg.trainer).items() if getattr(defaults.trainer, k, object()) != v}
 
 
-def _make_model(cfg, norm):  # noqa: ANN001, ANN202
+def _make_model(cfg, norm):
     from uad_plugins.factory import create_model
 
     init_args = _ns_dict(cfg.model.init_args) if cfg.model.init_args is not None else {}
@@ -109,7 +114,7 @@ def _make_model(cfg, norm):  # noqa: ANN001, ANN202
     return create_model(spec.reference if spec else cfg.model.class_path, **init_args)
 
 
-def _make_data(data_cfg: dict[str, Any] | None):  # noqa: ANN202
+def _make_data(data_cfg: dict[str, Any] | None):
     if not data_cfg or not data_cfg.get("class_path"):
         return None
     from uad_plugins.factory import _instantiate_nested
@@ -121,7 +126,7 @@ def _make_data(data_cfg: dict[str, Any] | None):  # noqa: ANN202
         raise ConfigError(f"cannot build data {data_cfg['class_path']}: {exc}") from exc
 
 
-def _engine(cfg, parser, config_text: str | None = None, **extra: Any):  # noqa: ANN001, ANN202
+def _engine(cfg, parser, config_text: str | None = None, **extra: Any):
     from uad_plugins.engine import UadEngine
 
     trainer_args = _explicit_trainer_args(parser, cfg)
@@ -132,7 +137,7 @@ def _engine(cfg, parser, config_text: str | None = None, **extra: Any):  # noqa:
                      config_text=config_text, **options, **extra, **trainer_args)
 
 
-def _print_results(engine, results: list[dict[str, float]] | None) -> None:  # noqa: ANN001
+def _print_results(engine, results: list[dict[str, float]] | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -168,7 +173,7 @@ def fit(argv: list[str]) -> int:
     return 0
 
 
-def _load_for_eval(cfg, norm):  # noqa: ANN001, ANN202
+def _load_for_eval(cfg, norm):
     from uad_plugins.engine import load_model_from_checkpoint
     from uad_plugins.engine.checkpoint import read_checkpoint_metadata
     from uad_plugins.engine.run import find_run_dir
@@ -182,7 +187,7 @@ def _load_for_eval(cfg, norm):  # noqa: ANN001, ANN202
     return model, meta, find_run_dir(cfg.ckpt_path)
 
 
-def _eval_data(cfg, meta: dict[str, Any]):  # noqa: ANN001, ANN202
+def _eval_data(cfg, meta: dict[str, Any]):
     data_cfg = _ns_dict(cfg.data) if cfg.get("data") else None
     if not data_cfg or not data_cfg.get("class_path"):
         data_cfg = meta.get("data")

@@ -25,9 +25,14 @@ class UadCheckpointMetadata(Callback):
     def __init__(self, metadata: dict[str, Any]) -> None:
         self.metadata = metadata
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:  # noqa: ANN001
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         cls = type(pl_module)
         checkpoint[KEY] = {"class_path": f"{cls.__module__}.{cls.__qualname__}", **self.metadata}
+        # Metric states belong to an evaluation run, not to the model: the checkpoint must load into a model
+        # built with any metric selection.
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith("evaluator.")]:
+            del state[key]
 
 
 def read_checkpoint_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -42,7 +47,7 @@ def read_checkpoint_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str
     try:
         with anomalib_safe_globals():
             ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UadError(f"checkpoint {file} cannot be read: {type(exc).__name__}: {str(exc)[:300]}",
                        hint="The file is truncated or not a Lightning checkpoint; train again or use another file.") \
             from exc
@@ -51,7 +56,7 @@ def read_checkpoint_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str
     return dict(ckpt.get(KEY) or {}), dict(ckpt.get("hyper_parameters") or {})
 
 
-def load_model_from_checkpoint(path: str | Path, expected_class_path: str | None = None):  # noqa: ANN201
+def load_model_from_checkpoint(path: str | Path, expected_class_path: str | None = None):
     """Rebuild the model stored in a checkpoint written by ``uad fit`` (or any AnomalibModule checkpoint).
 
     Backbone weights come from the checkpoint's state dict, so ``pretrained`` is switched off while rebuilding:
@@ -69,13 +74,13 @@ def load_model_from_checkpoint(path: str | Path, expected_class_path: str | None
     module_name, _, attr = class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), attr)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ConfigError(f"checkpoint {path} holds a {class_path}, which cannot be imported: {exc}",
                           hint="Install the plugin package that provides this model.") from exc
     overrides = {"pretrained": False} if "pretrained" in hparams else {}
     try:
         model = cls.load_from_checkpoint(str(path), map_location="cpu", **overrides)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UadError(f"checkpoint {path} does not load into {class_path}: {type(exc).__name__}: {str(exc)[:400]}",
                        hint="The checkpoint may come from another version of the model.") from exc
     if meta.get("model"):

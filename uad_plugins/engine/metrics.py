@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from uad_plugins.factory import create_metric
 
-__all__ = ["DEFAULT_METRICS", "build_evaluator", "attach_metrics"]
+__all__ = ["DEFAULT_METRICS", "attach_metrics", "build_evaluator"]
 
 #: computed by `uad fit` / `uad test` when no --metrics are given
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -18,7 +18,7 @@ DEFAULT_METRICS: tuple[str, ...] = (
 )
 
 
-def build_evaluator(metrics: Sequence[str] | None = None):  # noqa: ANN201 - anomalib type imported lazily
+def build_evaluator(metrics: Sequence[str] | None = None):
     """An anomalib ``Evaluator`` whose test metrics are the given references (default :data:`DEFAULT_METRICS`)."""
     from anomalib.metrics import Evaluator
 
@@ -26,6 +26,6 @@ def build_evaluator(metrics: Sequence[str] | None = None):  # noqa: ANN201 - ano
     return Evaluator(test_metrics=[create_metric(ref) for ref in refs])
 
 
-def attach_metrics(model, metrics: Sequence[str] | None = None) -> None:  # noqa: ANN001
+def attach_metrics(model, metrics: Sequence[str] | None = None) -> None:
     """Replace the model's evaluator with one computing ``metrics``."""
     model.evaluator = build_evaluator(metrics)

@@ -1,0 +1,65 @@
+"""Shared fixtures: offline, 2 threads, a per-session cache, and fresh plugin managers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MVTEC_ROOT = SHARED / "data" / "mvtec_ad_256"
+SHARED_WEIGHTS = SHARED / "weights" / "tf_efficientnet_lite0.safetensors"
+
+# Never touch the network, keep caches inside the test session.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if "torch" in sys.modules or os.environ.get("UAD_TEST_THREADS_SET") != "1":
+        try:
+            import torch
+
+            torch.set_num_threads(2)
+        except ImportError:
+            pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """UAD_CACHE_DIR for the whole session (the demo dataset is generated once), unless one is set."""
+    if os.environ.get("UAD_CACHE_DIR"):
+        return Path(os.environ["UAD_CACHE_DIR"])
+    cache = tmp_path_factory.mktemp("uad_cache")
+    os.environ["UAD_CACHE_DIR"] = str(cache)
+    return cache
+
+
+@pytest.fixture
+def fresh_manager():
+    """A new plugin manager with the built-ins only (no entry points), used by every lookup in the test."""
+    from uad_plugins.manager import UadPluginManager, using_plugin_manager
+
+    pm = UadPluginManager()
+    pm.load_builtins()
+    with using_plugin_manager(pm):
+        yield pm
+
+
+@pytest.fixture
+def plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Write a plugin module ``name.py`` with ``source`` into tmp_path and make it importable."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    created: list[str] = []
+
+    def write(name: str, source: str) -> str:
+        (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+        created.append(name)
+        return name
+
+    yield write
+    for name in created:
+        sys.modules.pop(name, None)
