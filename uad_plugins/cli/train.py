@@ -168,7 +168,7 @@ def fit(argv: list[str]) -> int:
         config_text = f"# model: {spec.reference} ({spec.provider})\n" + config_text
     engine = _engine(cfg, parser, config_text=config_text, checkpoint_extra={"data": _ns_dict(cfg.data)})
     engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    results = engine.test(model=model, datamodule=datamodule) if cfg.test else None
+    results = engine.test(model=model, datamodule=datamodule, verbose=False) if cfg.test else None
     _print_results(engine, results)
     return 0
 
@@ -216,7 +216,7 @@ def test(argv: list[str]) -> int:
     datamodule = _eval_data(cfg, meta)
     engine = _engine(cfg, parser)
     engine.open_run(model, datamodule, run_dir=run_dir)
-    results = engine.test(model=model, datamodule=datamodule)
+    results = engine.test(model=model, datamodule=datamodule, verbose=False)
     _print_results(engine, results)
     return 0
 

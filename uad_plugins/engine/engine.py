@@ -113,7 +113,8 @@ class UadEngine(Engine):
         """Apply the model's suggested trainer arguments only where the user set nothing."""
         args = self._cache.args
         name = self._model_name(model)
-        for key, value in model.trainer_arguments.items():
+        suggestions = {} if self._trainer is not None else model.trainer_arguments
+        for key, value in suggestions.items():
             if key in self.user_trainer_args:
                 if args.get(key) != value:
                     logger.warning("%s suggests %s=%r; keeping your %s=%r.", name, key, value, key, args.get(key))

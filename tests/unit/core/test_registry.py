@@ -74,12 +74,12 @@ def test_dotted_path_passes_through(fresh_manager) -> None:
 
 
 def test_unknown_scheme(fresh_manager) -> None:
-    with pytest.raises(BadReferenceError, match="(?s)unknown reference scheme .plugn.*Valid schemes: plugin"):
+    with pytest.raises(BadReferenceError, match=r"(?s)unknown reference scheme .plugn.*Valid schemes: plugin"):
         get_registry().resolve("model", "plugn:pbas")
 
 
 def test_wrong_kind(fresh_manager) -> None:
-    with pytest.raises(WrongKindError, match="'perlin' .* is a synthesizer, not a model"):
+    with pytest.raises(WrongKindError, match=r"'perlin' .* is a synthesizer, not a model"):
         get_registry().resolve("model", "plugin:perlin", flag="--model")
 
 

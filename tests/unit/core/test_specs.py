@@ -59,8 +59,8 @@ def test_load_checks_import_and_base_class() -> None:
     ok = SynthesizerSpec(name="p", target="uad_plugins.plugins.perlin.synthesizer:PerlinSynthesizer")
     assert ok.load().__name__ == "PerlinSynthesizer"
     wrong_base = MetricSpec(name="x", target="uad_plugins.plugins.perlin.synthesizer:PerlinSynthesizer")
-    with pytest.raises(ComponentLoadError, match="not a subclass of anomalib.metrics:AnomalibMetric"):
+    with pytest.raises(ComponentLoadError, match=r"not a subclass of anomalib\.metrics:AnomalibMetric"):
         wrong_base.load()
     missing = ModelSpec(name="y", target="no_such_package_xyz.mod:Cls")
-    with pytest.raises(ComponentLoadError, match="could not be imported.*ModuleNotFoundError"):
+    with pytest.raises(ComponentLoadError, match=r"could not be imported.*ModuleNotFoundError"):
         missing.load()

@@ -1,0 +1,92 @@
+"""The real entry-point path: pip-install the example and the broken plugin packages, then drive `uad`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = {"uad-example-model": REPO / "entrypoints" / "uad-example-model",
+            "uad-broken-plugin": REPO / "entrypoints" / "uad-broken-plugin"}
+UAD = [sys.executable, "-m", "uad_plugins"]
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _pip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def installed() -> None:
+    """Install both packages for real (a wheel build, no editable shortcut), remove them afterwards."""
+    result = _pip("install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                  *[str(p) for p in PACKAGES.values()])
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield
+    _pip("uninstall", "-y", "-q", *PACKAGES)
+
+
+def uad(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([*UAD, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_list_shows_example_ok_and_broken_failed(installed) -> None:
+    result = uad("plugins", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["plugin"]: r for r in json.loads(result.stdout)}
+    example, broken = rows["example"], rows["broken"]
+    assert example["status"] == "ok" and example["source"] == "entrypoint"
+    assert example["distribution"] == "uad-example-model" and example["version"] == "0.1.0"
+    assert example["components"] == [{"name": "example", "kind": "model", "reference": "plugin:example",
+                                      "summary": example["components"][0]["summary"],
+                                      "tags": ["image", "exportable"]}]
+    assert broken["status"] == "error" and "ModuleNotFoundError" in broken["error"]
+    assert rows["perlin"]["status"] == "ok"  # everything else still works
+
+
+def test_show_broken_with_traceback(installed) -> None:
+    result = uad("plugins", "show", "broken", "--traceback")
+    assert result.returncode == 0
+    assert "status:      error" in result.stdout and "Traceback" in result.stdout
+    assert "uad_dependency_that_does_not_exist" in result.stdout
+
+
+def test_switches(installed) -> None:
+    strict = uad("plugins", "list", env={"UAD_PLUGINS_STRICT": "1"})
+    assert strict.returncode == 2 and "broken" in strict.stderr and "UAD_PLUGINS_STRICT" in strict.stderr
+    disabled = uad("plugins", "list", "--json", env={"UAD_DISABLE_PLUGINS": "broken"})
+    rows = {r["plugin"]: r for r in json.loads(disabled.stdout)}
+    assert rows["broken"]["status"] == "disabled" and rows["example"]["status"] == "ok"
+    none = uad("plugins", "list", "--json", env={"UAD_LOAD_PLUGINS": ""})
+    rows = {r["plugin"]: r for r in json.loads(none.stdout)}
+    assert rows["example"]["status"] == rows["broken"]["status"] == "disabled"
+    assert rows["perlin"]["status"] == "ok"
+
+
+def test_fit_example_from_the_cli(installed, tmp_path: Path) -> None:
+    result = uad("fit", "--model", "plugin:example", "--model.image_size", "64", "--trainer.max_epochs", "1",
+                 "--trainer.enable_progress_bar", "false", "--default_root_dir", str(tmp_path),
+                 "--heatmaps", "false")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    run_dir = next(tmp_path.glob("example/UadDemo/*/v0"))
+    plugins = json.loads((run_dir / "plugins.json").read_text())
+    model = next(c for c in plugins["components"] if c["kind"] == "model")
+    assert model["requirement"] == "uad-example-model==0.1.0" and model["source"] == "entrypoint"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["image_AUROC"] <= 1.0 and metrics["epochs"] == 1
+    assert (run_dir / "weights" / "lightning" / "model.ckpt").is_file()
+
+
+def test_example_package_own_tests_use_the_conformance_kit(installed) -> None:
+    tests = PACKAGES["uad-example-model"] / "tests"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
+                            capture_output=True, text=True, timeout=600, cwd=tests)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "2 passed" in result.stdout
