@@ -11,17 +11,17 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
+    "BadReferenceError",
+    "ComponentConflictError",
+    "ComponentLoadError",
+    "ConfigError",
+    "DataError",
+    "InvalidSpecError",
+    "PluginLoadError",
     "UadError",
     "UnknownComponentError",
-    "BadReferenceError",
-    "WrongKindError",
-    "ComponentConflictError",
-    "PluginLoadError",
-    "ComponentLoadError",
-    "InvalidSpecError",
-    "DataError",
     "WeightsError",
-    "ConfigError",
+    "WrongKindError",
     "close_matches",
 ]
 

@@ -15,8 +15,14 @@ from uad_plugins.errors import ComponentLoadError, ConfigError
 from uad_plugins.registry import get_registry
 from uad_plugins.specs import SPEC_TYPES, ComponentSpec
 
-__all__ = ["create_metric", "create_model", "create_synthesizer", "list_components", "resolve_component",
-           "get_spec"]
+__all__ = [
+    "create_metric",
+    "create_model",
+    "create_synthesizer",
+    "get_spec",
+    "list_components",
+    "resolve_component",
+]
 
 
 def list_components(kind: str | None = None, pattern: str | None = None) -> list[ComponentSpec]:
@@ -82,7 +88,7 @@ def _import_class(kind: str, dotted: str) -> type:
     module_name, _, attr = dotted.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), attr)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ComponentLoadError(f"{kind} class '{dotted}' cannot be imported: {type(exc).__name__}: {exc}",
                                  hint="Give 'plugin:<name>' or an importable 'package.module.Class'.") from exc
     base = SPEC_TYPES[kind].base_class

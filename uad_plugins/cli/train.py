@@ -24,6 +24,7 @@ def _quiet_imports() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LitLogger.*")
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen backbones, on purpose
 
 
 def _build_parser(command: str):
@@ -106,6 +107,14 @@ def _explicit_trainer_args(parser, cfg) -> dict[str, Any]:
     return {k: v for k, v in vars(cfg.trainer).items() if getattr(defaults.trainer, k, object()) != v}
 
 
+def _seed(cfg) -> None:  # noqa: ANN001
+    """Seed before anything random is built (model initialisation included)."""
+    if cfg.seed_everything is not None:
+        from lightning.pytorch import seed_everything
+
+        seed_everything(int(cfg.seed_everything), workers=True, verbose=False)
+
+
 def _make_model(cfg, norm):
     from uad_plugins.factory import create_model
 
@@ -160,6 +169,7 @@ def _print_results(engine, results: list[dict[str, float]] | None) -> None:
 def fit(argv: list[str]) -> int:
     """``uad fit``."""
     parser, cfg, norm = _parse("fit", argv)
+    _seed(cfg)
     model = _make_model(cfg, norm)
     datamodule = _make_data(_ns_dict(cfg.data))
     config_text = parser.dump(cfg, skip_none=False)

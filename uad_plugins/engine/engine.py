@@ -192,7 +192,9 @@ class UadEngine(Engine):
         self.trainer.fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path)
         elapsed = time.perf_counter() - start
         epochs = int(self.trainer.current_epoch)
+        batches = int(self.trainer.fit_loop.epoch_loop.total_batch_idx) + 1
         self.run_info.update(fit_seconds=round(elapsed, 2), epochs=epochs, steps=int(self.trainer.global_step),
+                             train_batches=batches,
                              seconds_per_epoch=round(elapsed / max(epochs, 1), 2),
                              checkpoint=str(self.best_model_path or ""))
         self._write_metrics()

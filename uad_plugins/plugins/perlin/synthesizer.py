@@ -20,13 +20,15 @@ class PerlinSynthesizer(Synthesizer):
         probability: chance of perturbing an image (1.0 always; an unperturbed image gets an empty mask).
         blend_factor: opacity range ``(low, high)`` of the anomaly.
         rotation_range: rotation range of the noise pattern in degrees.
+        seed: seed of the random choices anomalib's generator fixes at construction (its solarize threshold), so
+            that two instances with the same arguments make the same anomalies for the same call seed.
     """
 
     modality = "image"
 
     def __init__(self, anomaly_source_path: str | None = None, probability: float = 1.0,
                  blend_factor: tuple[float, float] = (0.2, 1.0),
-                 rotation_range: tuple[float, float] = (-90.0, 90.0)) -> None:
+                 rotation_range: tuple[float, float] = (-90.0, 90.0), seed: int = 0) -> None:
         from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 
         if not 0.0 <= probability <= 1.0:
@@ -37,9 +39,11 @@ class PerlinSynthesizer(Synthesizer):
         if anomaly_source_path is not None and not Path(anomaly_source_path).is_dir():
             raise ConfigError(f"perlin: anomaly_source_path {anomaly_source_path!r} is not a folder.",
                               hint="Give a folder of texture images, or leave it unset for noise textures.")
-        self.generator = PerlinAnomalyGenerator(
-            anomaly_source_path=anomaly_source_path, probability=probability,
-            blend_factor=(float(low), float(high)), rotation_range=tuple(rotation_range))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.generator = PerlinAnomalyGenerator(
+                anomaly_source_path=anomaly_source_path, probability=probability,
+                blend_factor=(float(low), float(high)), rotation_range=tuple(rotation_range))
 
     def synthesize(self, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if sample.ndim != 3 or sample.shape[0] != 3:

@@ -1,0 +1,91 @@
+"""`uad fit|test|validate|predict` end to end on the demo data, with tiny PBAS settings."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_pbas: list[str], quiet: list[str]) -> tuple[Path, str]:
+    """One tiny PBAS run on the demo data, shared by the tests below."""
+    from uad_plugins.cli.main import main
+
+    root = tmp_path_factory.mktemp("runs")
+    code = main(["fit", *tiny_pbas, *quiet, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+                 "--default_root_dir", str(root), "--data.category", "washer"])
+    assert code == 0
+    run_dir = next(root.glob("pbas/UadDemo/washer/v*"))
+    return run_dir, str(run_dir / "weights" / "lightning" / "model.ckpt")
+
+
+def test_fit_writes_a_complete_run_folder(fitted) -> None:
+    run_dir, ckpt = fitted
+    assert Path(ckpt).is_file()
+    config = (run_dir / "config.yaml").read_text()
+    assert config.startswith("# model: plugin:pbas") and "image_size: 64" in config
+    plugins = json.loads((run_dir / "plugins.json").read_text())
+    refs = {c["reference"] for c in plugins["components"]}
+    assert {"plugin:pbas", "plugin:image_auroc", "plugin:pixel_aupro"} <= refs
+    assert plugins["libraries"]["anomalib"].startswith("2.")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"image_AUROC", "pixel_AUROC", "image_F1Max", "pixel_F1Max", "pixel_AUPRO"}
+    assert metrics["epochs"] == 1 and metrics["train_batches"] == 3
+    assert metrics["steps"] == 6  # PBAS steps two optimisers per batch
+    assert metrics["validation"]["mode"] == "synthetic" and metrics["validation"]["n_val_anomalous"] > 0
+    assert len(list((run_dir / "images").rglob("*.png"))) > 0
+
+
+def test_user_trainer_options_win_over_model_suggestions(fitted) -> None:
+    run_dir, _ = fitted
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 1  # pbas suggests 10
+
+
+def test_test_from_checkpoint_reuses_recorded_data(fitted, uad, quiet) -> None:
+    run_dir, ckpt = fitted
+    code, out, err = uad("test", "--ckpt_path", ckpt, *quiet)
+    assert code == 0, err
+    assert "image_AUROC" in out and str(run_dir) in out
+
+
+def test_validate_from_checkpoint(fitted, uad, quiet) -> None:
+    _, ckpt = fitted
+    code, _out, err = uad("validate", "--ckpt_path", ckpt, *quiet)
+    assert code == 0, err
+
+
+def test_predict_writes_scores_and_heatmaps(fitted, uad, quiet, tmp_path: Path) -> None:
+    from uad_plugins.data import default_demo_root
+
+    _, ckpt = fitted
+    images = default_demo_root() / "washer" / "test" / "crack"
+    code, _out, err = uad("predict", "--ckpt_path", ckpt, "--data_path", images, "--output", tmp_path / "pred",
+                         *quiet)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "pred" / "predictions.json").read_text())["predictions"]
+    n_images = len(list(images.glob("*.png")))
+    assert len(rows) == n_images and all(0.0 <= r["pred_score"] <= 1.0 for r in rows)
+    with open(tmp_path / "pred" / "predictions.csv", encoding="utf-8") as fh:
+        assert len(list(csv.DictReader(fh))) == n_images
+    assert len(list((tmp_path / "pred" / "images").rglob("*.png"))) == n_images
+
+
+def test_seed_everything_makes_runs_repeatable(uad, tiny_pbas, quiet, tmp_path: Path) -> None:
+    args = ["fit", *tiny_pbas, *quiet, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+            "--test", "false", "--heatmaps", "false", "--data.category", "tile", "--seed_everything", "7"]
+    states = []
+    for name in ("a", "b"):
+        code, _, err = uad(*args, "--default_root_dir", tmp_path / name)
+        assert code == 0, err
+        ckpt = next((tmp_path / name).rglob("model.ckpt"))
+        states.append(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key

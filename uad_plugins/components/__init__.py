@@ -1,0 +1,1 @@
+"""Reusable building blocks for model plugins (backbones and feature extractors), loaded lazily by the models."""

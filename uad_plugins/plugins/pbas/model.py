@@ -1,0 +1,215 @@
+"""``plugin:pbas``: the Lightning module of PBAS (Progressive Boundary guided Anomaly Synthesis)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn, optim
+from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+from uad_plugins.components.backbones import backbone_normalization
+from uad_plugins.errors import ConfigError
+from uad_plugins.plugins.pbas.torch_model import PbasModel
+
+__all__ = ["Pbas"]
+
+logger = logging.getLogger(__name__)
+
+
+class Pbas(AnomalibModule):
+    """PBAS (Chen et al., TCSVT 2025): boundary-guided feature-space anomaly synthesis with a patch discriminator.
+
+    Args:
+        backbone: timm backbone (frozen). The paper uses ``wide_resnet50_2``; the default ``tf_efficientnet_lite0``
+            is the backbone whose ImageNet weights ship with the install.
+        layers: backbone feature layers (``layer2``/``layer3`` for ResNets, ``blocks.2``/``blocks.4`` for Lite0).
+        pretrained: ``True`` (ImageNet weights), ``False`` (random init) or a local weights file.
+        image_size: side of the square input after pre-processing (288 in the paper).
+        pretrain_embed_dimension: per-layer mean-mapped dimension (1536).
+        target_embed_dimension: patch-feature dimension D (1536).
+        patch_size: local aggregation window (3).
+        dsc_hidden: discriminator hidden width (1024).
+        noise_scale: k, the synthetic offset as a fraction of the mean radius (0.25).
+        lr: Adam learning rate of the feature adaptor (1e-4).
+        dsc_lr: AdamW learning rate of the discriminator (2e-4).
+        weight_decay: Adam weight decay of the adaptor (1e-5).
+        center_momentum: EMA momentum of the one-pass centre initialisation (0.9).
+        smoothing_sigma: Gaussian sigma in pixels applied to the upsampled anomaly map (4).
+        pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "tf_efficientnet_lite0",
+        layers: Sequence[str] = ("blocks.2", "blocks.4"),
+        pretrained: bool | str = True,
+        image_size: int = 288,
+        pretrain_embed_dimension: int = 1536,
+        target_embed_dimension: int = 1536,
+        patch_size: int = 3,
+        dsc_hidden: int = 1024,
+        noise_scale: float = 0.25,
+        lr: float = 1e-4,
+        dsc_lr: float = 2e-4,
+        weight_decay: float = 1e-5,
+        center_momentum: float = 0.9,
+        smoothing_sigma: float = 4.0,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = False,
+    ) -> None:
+        if isinstance(layers, str):
+            layers = [layers]
+        _validate(image_size=image_size, pretrain_embed_dimension=pretrain_embed_dimension,
+                  target_embed_dimension=target_embed_dimension, patch_size=patch_size, dsc_hidden=dsc_hidden,
+                  noise_scale=noise_scale, lr=lr, dsc_lr=dsc_lr, weight_decay=weight_decay,
+                  center_momentum=center_momentum, smoothing_sigma=smoothing_sigma)
+        if pre_processor is True:  # the default needs this instance's image size and backbone normalisation
+            pre_processor = self.configure_pre_processor(image_size, backbone=backbone)
+        super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
+                         visualizer=visualizer)
+        self.image_size = int(image_size)
+        self.lr = float(lr)
+        self.dsc_lr = float(dsc_lr)
+        self.weight_decay = float(weight_decay)
+        self.model: PbasModel = PbasModel(
+            backbone=backbone, layers=list(layers), pretrained=pretrained, image_size=self.image_size,
+            pretrain_embed_dimension=pretrain_embed_dimension, target_embed_dimension=target_embed_dimension,
+            patch_size=patch_size, dsc_hidden=dsc_hidden, noise_scale=noise_scale, center_momentum=center_momentum,
+            smoothing_sigma=smoothing_sigma,
+        )
+        self.automatic_optimization = False
+
+    # ------------------------------------------------------------------ anomalib configuration
+    @classmethod
+    def configure_pre_processor(cls, image_size: int | tuple[int, int] | None = None,
+                                backbone: str = "tf_efficientnet_lite0") -> PreProcessor:
+        """Resize to ``image_size`` (square when an int; 288 by default) and normalise as the backbone expects.
+
+        The mean/std come from timm's pretrained config of ``backbone`` (0.5/0.5 for ``tf_efficientnet_lite0``,
+        ImageNet statistics otherwise).
+        """
+        if image_size is None:
+            size: tuple[int, int] = (288, 288)
+        elif isinstance(image_size, int):
+            size = (image_size, image_size)
+        else:
+            size = (int(image_size[0]), int(image_size[1]))
+        mean, std = backbone_normalization(backbone)
+        transform = Compose([Resize(size, antialias=True), Normalize(mean=list(mean), std=list(std))])
+        return PreProcessor(transform=transform)
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Suggested trainer settings (defaults the uad engine lets the user override; the paper trained 400
+        epochs)."""
+        return {"num_sanity_val_steps": 0, "max_epochs": 10}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """PBAS learns from normal images only."""
+        return LearningType.ONE_CLASS
+
+    def configure_optimizers(self) -> list[optim.Optimizer]:
+        """Adam for the feature adaptor, AdamW for the discriminator (one step of each per batch)."""
+        adaptor = optim.Adam(self.model.projection.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        discriminator = optim.AdamW(self.model.discriminator.parameters(), lr=self.dsc_lr)
+        return [adaptor, discriminator]
+
+    # ------------------------------------------------------------------ training
+    def _center_batches(self) -> Iterator[torch.Tensor]:
+        """Pre-processed training images for the centre pass (the PreProcessor only transforms in-loop batches)."""
+        transform = getattr(self.pre_processor, "transform", None) if self.pre_processor is not None else None
+        for batch in self.trainer.train_dataloader:
+            images = batch["image"] if isinstance(batch, dict) else batch.image
+            images = images.to(self.device)
+            yield transform(images) if transform is not None else images
+
+    def on_train_start(self) -> None:
+        """Approximate Boundary Learning: initialise the centres once, through the untrained adaptor."""
+        if bool(self.model.centers_initialized):
+            logger.info("pbas: centres already initialised (e.g. restored from a checkpoint); keeping them.")
+            return
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self.model.init_centers(self._center_batches())
+        finally:
+            self.model.train(was_training)
+        logger.info("pbas: initialised %d centres.", self.model.centers.shape[0])
+
+    def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
+        """One Adam step of the adaptor and one AdamW step of the discriminator on centre + BCE losses."""
+        del batch_idx
+        adaptor_opt, discriminator_opt = self.optimizers()
+        adaptor_opt.zero_grad()
+        discriminator_opt.zero_grad()
+        output = self.model.training_losses(batch.image)
+        self.manual_backward(output.loss)
+        adaptor_opt.step()
+        discriminator_opt.step()
+        size = len(batch.image)
+        self.log("loss", output.loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        self.log_dict({"center_loss": output.center_loss.detach(), "bce_real": output.bce_real.detach(),
+                       "bce_fake": output.bce_fake.detach()}, on_step=True, on_epoch=True, batch_size=size)
+        return {"loss": output.loss.detach()}
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Predictions merged into the batch (for thresholds, normalisation and metrics)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool = True,
+        **kwargs: Any,
+    ) -> Pbas:
+        """Load a trained PBAS. The backbone weights come from the checkpoint, so none are fetched again
+        (``pretrained`` defaults to ``False`` here; pass it explicitly to override)."""
+        kwargs.setdefault("pretrained", False)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, weights_only=weights_only, **kwargs)
+
+
+def _validate(**values: Any) -> None:
+    """Raise ConfigError for settings PBAS cannot use."""
+    checks: list[tuple[str, bool, str]] = [
+        ("image_size", isinstance(values["image_size"], int) and values["image_size"] >= 32,
+         "an integer of at least 32 (288 in the paper; multiples of 32 are safest)"),
+        ("pretrain_embed_dimension", isinstance(values["pretrain_embed_dimension"], int)
+         and values["pretrain_embed_dimension"] > 0, "a positive integer (1536 in the paper)"),
+        ("target_embed_dimension", isinstance(values["target_embed_dimension"], int)
+         and values["target_embed_dimension"] > 0, "a positive integer (1536 in the paper)"),
+        ("patch_size", isinstance(values["patch_size"], int) and values["patch_size"] >= 1
+         and values["patch_size"] % 2 == 1, "an odd positive integer (3 in the paper)"),
+        ("dsc_hidden", isinstance(values["dsc_hidden"], int) and values["dsc_hidden"] > 0,
+         "a positive integer (1024 in the paper)"),
+        ("noise_scale", values["noise_scale"] > 0, "> 0 (0.25 in the paper)"),
+        ("lr", values["lr"] > 0, "> 0 (1e-4 in the paper)"),
+        ("dsc_lr", values["dsc_lr"] > 0, "> 0 (2e-4 in the paper)"),
+        ("weight_decay", values["weight_decay"] >= 0, ">= 0 (1e-5 in the paper)"),
+        ("center_momentum", 0 <= values["center_momentum"] < 1, "in [0, 1) (0.9 in the paper)"),
+        ("smoothing_sigma", values["smoothing_sigma"] >= 0, ">= 0 (4 in the paper; 0 turns smoothing off)"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"pbas: {name}={values[name]!r} is not usable; it must be {expected}.",
+                              hint=f"Fix --model.{name}.")
