@@ -89,3 +89,12 @@ def test_seed_everything_makes_runs_repeatable(uad, tiny_pbas, quiet, tmp_path: 
     assert states[0].keys() == states[1].keys()
     for key in states[0]:
         assert torch.equal(states[0][key], states[1][key]), key
+
+
+def test_metrics_selection(uad, tiny_pbas, quiet, tmp_path: Path) -> None:
+    code, _, err = uad("fit", *tiny_pbas, *quiet, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+                         "--heatmaps", "false", "--data.category", "tile", "--default_root_dir", tmp_path,
+                         "--metrics", "plugin:image_auroc", "plugin:image_ap")
+    assert code == 0, err
+    metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
+    assert set(metrics["test"]) == {"image_AUROC", "image_AUPR"}

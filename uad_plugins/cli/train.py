@@ -78,6 +78,7 @@ def _build_parser(command: str):
 
 
 def _parse(command: str, argv: list[str]):
+    _quiet_imports()
     norm = normalise_argv(argv)
     args = list(norm.argv)
     if command == "fit" and "data" not in norm.has:
@@ -107,7 +108,7 @@ def _explicit_trainer_args(parser, cfg) -> dict[str, Any]:
     return {k: v for k, v in vars(cfg.trainer).items() if getattr(defaults.trainer, k, object()) != v}
 
 
-def _seed(cfg) -> None:  # noqa: ANN001
+def _seed(cfg) -> None:
     """Seed before anything random is built (model initialisation included)."""
     if cfg.seed_everything is not None:
         from lightning.pytorch import seed_everything

@@ -142,7 +142,8 @@ def run_synthesizer_contract(reference: str, *, init_args: dict[str, Any] | None
     assert mask.shape == (1, size, size), f"{reference}: mask shape {tuple(mask.shape)}, expected (1, {size}, {size})"
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0, f"{reference}: values outside [0, 1]"
     assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}, f"{reference}: mask is not binary"
-    assert torch.equal(out, again) and torch.equal(mask, mask2), f"{reference}: two instances with the same arguments differ for the same seed"
+    assert torch.equal(out, again) and torch.equal(mask, mask2), (
+        f"{reference}: two instances with the same arguments differ for the same seed")
     changed = (out - image).abs().amax(0) > 1e-6
     if mask.sum() > 0:
         assert changed[mask[0] > 0].float().mean() > 0.5, f"{reference}: the mask does not mark changed pixels"

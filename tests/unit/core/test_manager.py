@@ -98,3 +98,14 @@ def test_generation_changes_on_registration(plugin_module) -> None:
     before = pm.generation
     pm.load_entrypoints([_ep("good", "plug_good3")])
     assert pm.generation > before
+
+
+def test_trace_switch_prints_hook_calls(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from uad_plugins.registry import Registry
+
+    monkeypatch.setenv("UAD_TRACE_PLUGINS", "1")
+    pm = UadPluginManager()
+    pm.load_builtins()
+    Registry(pm).list()
+    pm.hook.uad_register_synthesizers()
+    assert "uad_register_synthesizers" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""A plugin that fails at import on purpose."""
