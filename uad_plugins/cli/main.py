@@ -24,7 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("run validation of a checkpoint", "uad_plugins.cli.train:validate"),
     "test": ("test a checkpoint and write metrics.json", "uad_plugins.cli.train:test"),
     "predict": ("score images with a checkpoint; heatmaps + JSON/CSV of scores", "uad_plugins.cli.train:predict"),
+    "export": ("export a checkpoint to an OpenVINO bundle, checked by a parity gate", "uad_plugins.cli.export:export"),
+    "infer": ("score images with an exported bundle (openvino + numpy only)", "uad_plugins.cli.infer:infer"),
     "synth": ("make synthetic anomalies from a folder of images", "uad_plugins.cli.synth:synth"),
+    "bench": ("benchmark models x data x precisions: bench.json, bench.md, plots", "uad_plugins.cli.bench:bench"),
     "plugins": ("list and inspect plugins (list [PATTERN] [--kind K] [--json] | show NAME)", ""),
 }
 
@@ -120,11 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                            hint=(f"Did you mean '{guesses[0]}'? " if guesses else "")
                            + "Commands: " + ", ".join(COMMANDS) + " (see 'uad --help').")
         return int(_resolve(COMMANDS[command][1])(rest) or 0)
-    except UadError as exc:
-        if show_tb:
-            traceback.print_exc()
-        print(f"error: {exc.render()}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -145,13 +143,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _is_user_error(exc: BaseException) -> bool:
+    """UadError, or the edge runtime's EdgeError (which imports nothing from the core, so is not a UadError)."""
+    return isinstance(exc, UadError) or type(exc).__name__ == "EdgeError"
+
+
 def _wrap_known(exc: BaseException) -> UadError | None:
-    """A UadError found in the chain of causes (Lightning wraps errors raised inside hooks)."""
+    """A user error found in the chain of causes (Lightning wraps errors raised inside hooks)."""
     seen = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, UadError):
-            return current
+        if _is_user_error(current):
+            return current  # type: ignore[return-value]
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None

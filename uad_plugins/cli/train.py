@@ -177,7 +177,10 @@ def fit(argv: list[str]) -> int:
     spec = norm.specs.get("--model")
     if spec is not None:
         config_text = f"# model: {spec.reference} ({spec.provider})\n" + config_text
-    engine = _engine(cfg, parser, config_text=config_text, checkpoint_extra={"data": _ns_dict(cfg.data)})
+    engine = _engine(cfg, parser, config_text=config_text, checkpoint_extra={
+        "data": _ns_dict(cfg.data), "seed": cfg.seed_everything,
+        "validation": {"synthesizer": cfg.validation_synthesizer, "ratio": cfg.validation_ratio,
+                       "honest": cfg.honest_validation}})
     engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     results = engine.test(model=model, datamodule=datamodule, verbose=False) if cfg.test else None
     _print_results(engine, results)

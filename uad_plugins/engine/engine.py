@@ -126,7 +126,7 @@ class UadEngine(Engine):
         if self._trainer is None:
             self._trainer = Trainer(**args)
 
-    def _prepare_data(self, datamodule: Any, stage: str) -> None:
+    def prepare_data(self, datamodule: Any, stage: str) -> None:
         """Set the datamodule up with clear errors, and make validation honest before fitting."""
         if datamodule is None or id(datamodule) in self._prepared:
             return
@@ -185,7 +185,7 @@ class UadEngine(Engine):
         self._seed()
         attach_metrics(model, self.metrics)
         self.open_run(model, datamodule)
-        self._prepare_data(datamodule, "fit")
+        self.prepare_data(datamodule, "fit")
         self._write_run_files(model, datamodule)
         self._setup_trainer(model)
         start = time.perf_counter()
@@ -204,7 +204,7 @@ class UadEngine(Engine):
         """Run validation (thresholds and normalisation statistics) and return its metrics."""
         self._seed()
         self.open_run(model or self.model, datamodule)
-        self._prepare_data(datamodule, "validate")
+        self.prepare_data(datamodule, "validate")
         return super().validate(model, dataloaders, ckpt_path, verbose, datamodule)
 
     def test(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | Path | None = None,
@@ -214,7 +214,7 @@ class UadEngine(Engine):
         if model is not None and self._trainer is None:
             attach_metrics(model, self.metrics)
         self.open_run(model or self.model, datamodule)
-        self._prepare_data(datamodule, "test")
+        self.prepare_data(datamodule, "test")
         if model is not None and self._trainer is None:
             self._write_run_files(model, datamodule)
             self._setup_trainer(model)

@@ -201,7 +201,7 @@ class PbasModel(nn.Module):
                                         align_corners=False)
             patches = patches.reshape(batch, depth, height * width).transpose(1, 2).reshape(-1, 1, depth)
             mapped.append(F.adaptive_avg_pool1d(patches, self.pretrain_embed_dimension).squeeze(1))
-        stacked = torch.stack(mapped, dim=1).reshape(len(mapped[0]), 1, -1)
+        stacked = torch.stack(mapped, dim=1).reshape(mapped[0].shape[0], 1, -1)
         features = F.adaptive_avg_pool1d(stacked, self.target_embed_dimension).reshape(-1, self.target_embed_dimension)
         return features, (height, width)
 

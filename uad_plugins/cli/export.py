@@ -1,0 +1,84 @@
+"""``uad export``: a checkpoint to an OpenVINO bundle, checked by the parity gate (see docs/deploy.md)."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from uad_plugins.errors import ConfigError
+
+__all__ = ["export"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uad export", description="Export a checkpoint to an OpenVINO bundle (IR with pre- and "
+        "post-processing, manifest.json, parity.json). The bundle is written only if the parity gate passes.")
+    parser.add_argument("--ckpt_path", required=True, help="model.ckpt of a 'uad fit' run")
+    parser.add_argument("--format", default="openvino", choices=["openvino"], help="export format")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="weights precision")
+    parser.add_argument("--output", default=None, help="bundle folder (default: RUN/bundle_<precision>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    parser.add_argument("--parity_samples", type=int, default=16, help="validation samples for the parity gate")
+    parser.add_argument("--calibration_samples", type=int, default=64, help="training images for INT8 calibration")
+    parser.add_argument("--max_metric_drop", type=float, default=0.01,
+                        help="INT8: largest allowed drop of image/pixel AUROC on validation (0.01 = 1 point)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the validation split (default: the run's)")
+    return parser
+
+
+def export(argv: list[str]) -> int:
+    """Entry point of ``uad export``."""
+    args = _parser().parse_args(argv)
+    if args.parity_samples < 1:
+        raise ConfigError(f"--parity_samples must be at least 1, got {args.parity_samples}.")
+    if not 0 <= args.max_metric_drop <= 1:
+        raise ConfigError(f"--max_metric_drop must be in [0, 1] (a fraction: 0.01 = 1 point), got "
+                          f"{args.max_metric_drop}.")
+    from uad_plugins.cli.train import _make_data, _quiet_imports
+
+    _quiet_imports()
+    from uad_plugins.engine import UadEngine, load_model_from_checkpoint
+    from uad_plugins.engine.checkpoint import read_checkpoint_metadata
+    from uad_plugins.engine.run import component_record, find_run_dir
+    from uad_plugins.export import export_bundle, take_samples
+    from uad_plugins.export.graph import input_size_of
+
+    model = load_model_from_checkpoint(args.ckpt_path)
+    meta, _ = read_checkpoint_metadata(args.ckpt_path)
+    if not meta.get("data"):
+        raise ConfigError(f"checkpoint {args.ckpt_path} does not record its data, which export needs for the "
+                          "parity gate and calibration.", hint="Export a checkpoint written by 'uad fit'.")
+    run_dir = find_run_dir(args.ckpt_path)
+    output = Path(args.output) if args.output else (run_dir or Path(args.ckpt_path).parent) / \
+        f"bundle_{args.precision}"
+    validation_cfg = meta.get("validation") or {}
+    seed = args.seed if args.seed is not None else int(meta.get("seed") or 0)
+    datamodule = _make_data(meta["data"])
+    size = input_size_of(model)
+    with tempfile.TemporaryDirectory(prefix="uad_export_") as work:
+        engine = UadEngine(default_root_dir=work, seed=seed, heatmaps=False,
+                           validation_synthesizer=validation_cfg.get("synthesizer", "plugin:perlin"),
+                           validation_ratio=float(validation_cfg.get("ratio", 0.2)))
+        engine.open_run(model, datamodule, run_dir=work)
+        engine.prepare_data(datamodule, "fit")
+        validation = take_samples(datamodule.val_data, size, None, source="validation")
+        calibration = take_samples(datamodule.train_data, size, args.calibration_samples, source="train",
+                                   normal_only=True) if args.precision == "int8" else None
+        provenance = {"component": component_record(model, "model"), "plugins": meta.get("plugins", []),
+                      "checkpoint": str(Path(args.ckpt_path).resolve())}
+        manifest = export_bundle(model, output, precision=args.precision, validation=validation,
+                                 calibration=calibration, parity_samples=args.parity_samples,
+                                 max_metric_drop=args.max_metric_drop, overwrite=args.overwrite,
+                                 provenance=provenance, progress=lambda msg: print(f"[export] {msg}", flush=True))
+    parity = manifest["parity"]
+    if parity["mode"] == "outputs":
+        print(f"parity: max |score diff| {parity['max_score_diff']:.2e}, max |map diff| {parity['max_map_diff']:.2e}, "
+              f"labels agree {parity['label_agreement']:.0%} on {parity['samples']} samples")
+    else:
+        for name, values in parity["metrics"].items():
+            print(f"parity: {name} eager {values['eager']:.4f} -> int8 {values['int8']:.4f} "
+                  f"(drop {values['drop'] * 100:.2f} points)")
+    print(f"bundle: {output}")
+    return 0

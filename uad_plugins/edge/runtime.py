@@ -1,0 +1,226 @@
+"""The torch-free edge runtime: load a bundle with openvino + numpy (+ pillow for image files) and score images.
+
+This module must never import torch, lightning, anomalib or any other part of uad_plugins except
+``uad_plugins.edge`` (a test runs it in a process where importing torch fails).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SUPPORTED_FORMAT_VERSIONS", "EdgeError", "EdgeModel", "EdgePrediction", "load_bundle"]
+
+SUPPORTED_FORMAT_VERSIONS = (1,)
+REQUIRED_FILES = ("manifest.json", "model.xml", "model.bin")
+
+
+class EdgeError(Exception):
+    """A bundle or an input the runtime cannot use; the message says what and what to do (CLI exit status 2)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        self.message, self.hint = message, hint
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n{self.hint}"
+
+
+@dataclass
+class EdgePrediction:
+    """Outputs for N images: ``pred_score [N]`` (0.5 = threshold), ``pred_label [N]``, ``anomaly_map [N, H, W]``
+    and ``pred_mask [N, H, W]`` at the bundle's input size, plus the image sources."""
+
+    pred_score: np.ndarray
+    pred_label: np.ndarray
+    anomaly_map: np.ndarray
+    pred_mask: np.ndarray
+    sources: list[str]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per image."""
+        return [{"image": src, "pred_score": float(s), "pred_label": bool(lbl)}
+                for src, s, lbl in zip(self.sources, self.pred_score, self.pred_label)]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(bundle: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """Read and check a bundle's manifest: format version, files present and intact."""
+    root = Path(bundle)
+    if not root.is_dir():
+        raise EdgeError(f"bundle not found: {root}", hint="Pass the folder written by 'uad export'.")
+    missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
+    if missing:
+        raise EdgeError(f"bundle {root} is incomplete: missing {', '.join(missing)}.",
+                        hint="Copy the whole bundle folder, or export it again with 'uad export'.")
+    try:
+        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EdgeError(f"bundle {root}: manifest.json is not valid JSON ({exc}).",
+                        hint="The file is corrupt; export the bundle again.") from exc
+    if manifest.get("format") != "uad-bundle":
+        raise EdgeError(f"{root} is not a uad bundle (manifest format {manifest.get('format')!r}).")
+    version = manifest.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise EdgeError(f"bundle {root} has format version {version}; this runtime reads "
+                        f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}.", hint="Upgrade uad_plugins.")
+    if verify:
+        for name, expected in (manifest.get("files") or {}).items():
+            file = root / name
+            if not file.is_file():
+                raise EdgeError(f"bundle {root} is incomplete: missing {name}.",
+                                hint="Copy the whole bundle folder, or export it again.")
+            if _sha256(file) != expected:
+                raise EdgeError(f"bundle {root}: {name} is corrupt (its sha256 does not match the manifest).",
+                                hint="The file was truncated or changed after export; copy or export it again.")
+    return manifest
+
+
+class EdgeModel:
+    """A compiled bundle. ``predict`` takes image files, HxWx3 uint8 arrays, or float ``[N, 3, H, W]`` in [0, 1]."""
+
+    def __init__(self, bundle: str | Path, *, device: str = "CPU", num_threads: int | None = None,
+                 verify: bool = True) -> None:
+        import openvino as ov
+
+        self.root = Path(bundle)
+        self.manifest = read_manifest(self.root, verify=verify)
+        spec = self.manifest["input"]
+        self.input_size: tuple[int, int] = (int(spec["height"]), int(spec["width"]))
+        config: dict[str, Any] = {}
+        hint = self.manifest.get("inference_precision_hint")
+        if hint and device.upper().startswith("CPU"):
+            config["INFERENCE_PRECISION_HINT"] = hint
+        if num_threads:
+            config["INFERENCE_NUM_THREADS"] = int(num_threads)
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(core.read_model(self.root / "model.xml"), device, config)
+        except Exception as exc:
+            raise EdgeError(f"bundle {self.root} cannot be loaded on {device}: {str(exc).strip()[:400]}",
+                            hint="Check the device name and that the bundle was exported by a compatible "
+                            "uad_plugins/OpenVINO.") from exc
+        self.output_names = [port.get_any_name() for port in self.compiled.outputs]
+
+    # ------------------------------------------------------------------ inputs
+    def _load_image(self, source: str | Path, resize: bool) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(source)
+        try:
+            with Image.open(path) as im:
+                im.load()
+                rgb = im.convert("RGB")
+        except FileNotFoundError as exc:
+            raise EdgeError(f"image not found: {path}") from exc
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise EdgeError(f"{path} cannot be read as an image ({type(exc).__name__}: {exc}).",
+                            hint="Remove or replace the file.") from exc
+        return self._fit_size(np.asarray(rgb), str(path), resize)
+
+    def _fit_size(self, array: np.ndarray, name: str, resize: bool) -> np.ndarray:
+        """HxWx3 uint8 -> 3xHxW float32 in [0, 1] at the bundle's input size."""
+        height, width = self.input_size
+        if array.shape[:2] != (height, width):
+            if not resize:
+                raise EdgeError(
+                    f"{name} is {array.shape[1]}x{array.shape[0]} (WxH) but the bundle expects {width}x{height}.",
+                    hint="Pass --resize (Python: resize=True) to resize it bilinearly, as in training.")
+            from PIL import Image
+
+            array = np.asarray(Image.fromarray(array).resize((width, height), Image.Resampling.BILINEAR))
+        return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32) / 255.0
+
+    def _as_batch(self, images: Any, resize: bool) -> tuple[np.ndarray, list[str]]:
+        if isinstance(images, (str, Path)):
+            images = [images]
+        if isinstance(images, np.ndarray):
+            return self._array_batch(images, resize)
+        items = list(images) if isinstance(images, Iterable) else [images]
+        if not items:
+            raise EdgeError("no images given.")
+        arrays, names = [], []
+        for i, item in enumerate(items):
+            if isinstance(item, (str, Path)):
+                arrays.append(self._load_image(item, resize))
+                names.append(str(item))
+            else:
+                batch, _ = self._array_batch(np.asarray(item), resize)
+                arrays.extend(batch)
+                names.append(f"array[{i}]")
+        return np.stack(arrays), names
+
+    def _array_batch(self, array: np.ndarray, resize: bool) -> tuple[np.ndarray, list[str]]:
+        height, width = self.input_size
+        if array.ndim == 3 and array.shape[-1] in (1, 3, 4) and array.dtype == np.uint8:
+            array = array[None]
+        if array.ndim == 4 and array.dtype == np.uint8:
+            if array.shape[-1] != 3:
+                raise EdgeError(f"images must have 3 channels (RGB), got {array.shape[-1]}.",
+                                hint="Convert grey-scale or RGBA images to RGB first.")
+            return np.stack([self._fit_size(a, f"array[{i}]", resize) for i, a in enumerate(array)]), \
+                [f"array[{i}]" for i in range(len(array))]
+        if array.ndim == 3:
+            array = array[None]
+        if array.ndim != 4 or array.shape[1] != 3:
+            raise EdgeError(f"expected float images [N, 3, {height}, {width}] in [0, 1] or uint8 [N, H, W, 3], "
+                            f"got shape {tuple(array.shape)}.")
+        if tuple(array.shape[-2:]) != (height, width):
+            raise EdgeError(f"float input is {array.shape[-1]}x{array.shape[-2]} (WxH) but the bundle expects "
+                            f"{width}x{height}.", hint="Resize upstream, or pass uint8 images with resize=True.")
+        if not np.isfinite(array).all():
+            raise EdgeError("the input contains NaN or infinite values.")
+        return np.ascontiguousarray(array, dtype=np.float32), [f"array[{i}]" for i in range(len(array))]
+
+    # ------------------------------------------------------------------ inference
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw graph outputs by name for a float batch ``[N, 3, H, W]``."""
+        result = self.compiled(batch)
+        return {port.get_any_name(): np.asarray(result[port]) for port in self.compiled.outputs}
+
+    def predict(self, images: Any, *, resize: bool = False, batch_size: int = 8) -> EdgePrediction:
+        """Score images (paths, arrays, or a batch); see the class docstring for accepted inputs."""
+        batch, names = self._as_batch(images, resize)
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(batch), batch_size):
+            for key, value in self.infer(batch[start:start + batch_size]).items():
+                parts.setdefault(key, []).append(value)
+        out = {k: np.concatenate(v) for k, v in parts.items()}
+        amap = out["anomaly_map"].reshape(len(batch), *self.input_size)
+        return EdgePrediction(pred_score=out["pred_score"].reshape(-1), pred_label=out["pred_label"].reshape(-1),
+                              anomaly_map=amap, pred_mask=out["pred_mask"].reshape(amap.shape), sources=names)
+
+
+def load_bundle(bundle: str | Path, *, device: str = "CPU", num_threads: int | None = None) -> EdgeModel:
+    """Load and compile a bundle written by ``uad export``."""
+    return EdgeModel(bundle, device=device, num_threads=num_threads)
+
+
+def list_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named by ``inputs`` (files, or folders searched recursively)."""
+    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes and p.is_file()))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise EdgeError(f"input not found: {path}")
+    return files

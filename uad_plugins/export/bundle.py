@@ -1,0 +1,212 @@
+"""``export_bundle``: model -> OpenVINO bundle (IR + manifest.json + parity.json), written whole or not at all."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata as md
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from uad_plugins.export.graph import ExportError, PostStats, append_postprocessing, convert_raw, input_size_of
+from uad_plugins.export.parity import ParityReport, auroc, compare_outputs, run_compiled, run_eager
+from uad_plugins.export.samples import Samples
+
+__all__ = ["BUNDLE_FORMAT_VERSION", "PRECISIONS", "export_bundle"]
+
+BUNDLE_FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+#: OpenVINO CPU runs FP32 IR in bf16 on CPUs that have it unless told otherwise: pin f32 for fp32/fp16 bundles
+INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "int8": "f32"}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("uad_plugins", "openvino", "torch", "anomalib", "nncf"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _compile(model_or_path: Any, precision: str) -> Any:
+    import openvino as ov
+
+    return ov.Core().compile_model(model_or_path, "CPU", {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision]})
+
+
+def _raw_outputs(compiled: Any, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
+    out = run_compiled(compiled, samples.images)
+    return out["raw_score"], out["raw_map"]
+
+
+def refit_post_stats(raw_scores: np.ndarray, raw_maps: np.ndarray, samples: Samples) -> PostStats:
+    """Thresholds (F1-adaptive) and min-max statistics fitted on raw outputs, as anomalib's PostProcessor does."""
+    from anomalib.metrics import F1AdaptiveThreshold, MinMax
+
+    if samples.labels is None or int(samples.labels.sum()) == 0 or int((samples.labels == 0).sum()) == 0:
+        raise ExportError("INT8 needs validation samples with both normal and anomalous images to re-fit "
+                          "thresholds after quantization.",
+                          hint="Use the default honest validation (synthetic anomalies) or a validation folder.")
+    scores = torch.from_numpy(np.asarray(raw_scores, dtype=np.float32))
+    maps = torch.from_numpy(np.asarray(raw_maps, dtype=np.float32)).reshape(len(scores), *raw_maps.shape[-2:])
+    batch = SimpleNamespace(pred_score=scores, gt_label=samples.labels.bool(), anomaly_map=maps,
+                            gt_mask=samples.masks.bool())
+    image_thr = F1AdaptiveThreshold(fields=["pred_score", "gt_label"])
+    image_thr.update(batch)
+    pixel_thr = F1AdaptiveThreshold(fields=["anomaly_map", "gt_mask"])
+    pixel_thr.update(batch)
+    image_mm, pixel_mm = MinMax(fields=["pred_score"]), MinMax(fields=["anomaly_map"])
+    image_mm.update(batch)
+    pixel_mm.update(batch)
+    image_min, image_max = (float(v) for v in image_mm.compute())
+    pixel_min, pixel_max = (float(v) for v in pixel_mm.compute())
+    pixel_threshold = float(pixel_thr.compute()) if bool(samples.masks.any()) else (pixel_min + pixel_max) / 2
+    return PostStats(image_threshold=float(image_thr.compute()), pixel_threshold=pixel_threshold,
+                     image_min=image_min, image_max=image_max, pixel_min=pixel_min, pixel_max=pixel_max)
+
+
+def _quantize(raw_model: Any, calibration: Samples, progress: Callable[[str], None]) -> Any:
+    import nncf
+
+    if len(calibration) == 0:
+        raise ExportError("the calibration set is empty: INT8 quantization needs normal images.",
+                          hint="Check the datamodule's training split.")
+    items = [np.ascontiguousarray(calibration.images[i:i + 1].numpy(), dtype=np.float32)
+             for i in range(len(calibration))]
+    progress(f"quantizing to INT8 with NNCF post-training quantization on {len(items)} calibration images")
+    return nncf.quantize(raw_model, nncf.Dataset(items), subset_size=len(items))
+
+
+def _metric_budget(eager_raw: tuple[np.ndarray, np.ndarray], int8_raw: tuple[np.ndarray, np.ndarray],
+                   samples: Samples, max_drop: float) -> tuple[dict[str, dict[str, float]], list[str]]:
+    labels = samples.labels.numpy()
+    metrics = {"image_AUROC": {"eager": auroc(eager_raw[0], labels), "int8": auroc(int8_raw[0], labels)}}
+    if samples.masks is not None and bool(samples.masks.any()):
+        masks = samples.masks.numpy().ravel()
+        metrics["pixel_AUROC"] = {"eager": auroc(eager_raw[1].ravel(), masks),
+                                  "int8": auroc(int8_raw[1].ravel(), masks)}
+    failures = []
+    for name, values in metrics.items():
+        values["drop"] = values["eager"] - values["int8"]
+        if values["drop"] > max_drop:
+            failures.append(f"{name} drops by {values['drop'] * 100:.2f} points ({values['eager']:.4f} -> "
+                            f"{values['int8']:.4f}), more than the allowed {max_drop * 100:.2f}")
+    return metrics, failures
+
+
+def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", validation: Samples,
+                  calibration: Samples | None = None, parity_samples: int = 16, max_metric_drop: float = 0.01,
+                  overwrite: bool = False, provenance: dict[str, Any] | None = None,
+                  progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Export ``model`` to an OpenVINO bundle at ``output``; returns the manifest.
+
+    Raises :class:`ExportError` (nothing written) when conversion fails or the parity gate does not pass.
+    """
+    import openvino as ov
+
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision '{precision}'.", hint=f"Choose one of: {', '.join(PRECISIONS)}.")
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} already exists.", hint="Choose another --output, or pass --overwrite.")
+    model = model.eval()
+    started = time.perf_counter()
+    size = input_size_of(model)
+    stats = PostStats.from_post_processor(model.post_processor)
+    progress(f"converting {type(model).__name__} to OpenVINO (input [N, 3, {size[0]}, {size[1]}])")
+    raw = convert_raw(model, size)
+    refitted = False
+    report: ParityReport
+    check = validation.subset(parity_samples)
+    if precision == "int8":
+        if calibration is None:
+            raise ExportError("INT8 export needs calibration images.")
+        raw_q = _quantize(raw, calibration, progress)
+        progress(f"re-fitting thresholds and normalisation on the INT8 model's outputs ({len(validation)} "
+                 "validation images)")
+        int8_raw = _raw_outputs(_compile(raw_q, precision), validation)
+        eager_raw = _raw_outputs(_compile(raw, "fp32"), validation)
+        stats = refit_post_stats(*int8_raw, validation)
+        refitted = True
+        metrics, failures = _metric_budget(eager_raw, int8_raw, validation, max_metric_drop)
+        report = ParityReport(precision=precision, samples=len(validation), passed=not failures, mode="metrics",
+                              tolerances={"max_metric_drop": max_metric_drop}, metrics=metrics, failures=failures)
+        raw = raw_q
+    full = append_postprocessing(raw, stats)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        ov.save_model(full, tmp / "model.xml", compress_to_fp16=(precision == "fp16"))
+        compiled = _compile(tmp / "model.xml", precision)
+        names = [f"{check.source}[{i}]" for i in range(len(check))]
+        exported = run_compiled(compiled, check.images)
+        if precision != "int8":
+            progress(f"parity gate: eager vs OpenVINO {precision.upper()} on {len(check)} {check.source} samples")
+            report = compare_outputs(precision, run_eager(model, check.images), exported, names,
+                                     threshold=stats.normalized_image_threshold)
+        else:
+            eager = run_eager(model, check.images)
+            report.label_agreement = float((eager["pred_label"].astype(bool)
+                                            == exported["pred_label"].astype(bool)).mean())
+        if not report.passed:
+            raise ExportError(report.explain(), hint="Nothing was written. See docs/deploy.md for the tolerances; "
+                              "for INT8, --max_metric_drop sets the allowed quality loss.")
+        (tmp / "parity.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        manifest = {
+            "format": "uad-bundle", "format_version": BUNDLE_FORMAT_VERSION,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "modality": "image", "precision": precision,
+            "inference_precision_hint": INFERENCE_PRECISION[precision],
+            **(provenance or {}),
+            "versions": _versions(),
+            "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "range": [0, 1], "color": "RGB",
+                      "channels": 3, "height": size[0], "width": size[1], "dynamic_batch": True},
+            "preprocessing": {"in_graph": True, "resize": "caller (fixed input size)", **_normalisation(model)},
+            "postprocessing": {"in_graph": True, **stats.to_dict(), "refitted_after_quantization": refitted,
+                               "fitted_on": validation.source},
+            "outputs": {"pred_score": ["N"], "pred_label": ["N"], "anomaly_map": ["N", 1, size[0], size[1]],
+                        "pred_mask": ["N", 1, size[0], size[1]]},
+            "parity": report.summary(),
+            "export_seconds": round(time.perf_counter() - started, 2),
+        }
+        manifest["files"] = {name: _sha256(tmp / name) for name in ("model.xml", "model.bin", "parity.json")}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+        tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    progress(f"bundle written to {out} ({manifest['export_seconds']} s)")
+    return manifest
+
+
+def _normalisation(model: Any) -> dict[str, Any]:
+    from torchvision.transforms.v2 import Normalize
+
+    transform = getattr(getattr(model, "pre_processor", None), "transform", None)
+    for t in list(getattr(transform, "transforms", [transform])) if transform is not None else []:
+        if isinstance(t, Normalize):
+            return {"mean": [float(v) for v in t.mean], "std": [float(v) for v in t.std]}
+    return {"mean": None, "std": None}

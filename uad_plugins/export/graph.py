@@ -1,0 +1,161 @@
+"""Building the OpenVINO graph: the model (with its pre-processing) converted, then post-processing appended.
+
+The model part goes through ``torch.export`` (``openvino.convert_model`` on the exported program) with a dynamic
+batch and the fixed input size of the model's pre-processing. Post-processing — anomalib's min-max normalisation
+centred on the threshold, then the thresholds — is appended as OpenVINO ops from :class:`PostStats`, so FP32, FP16
+and INT8 bundles are built the same way and INT8 can carry statistics re-fitted after quantization.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from uad_plugins.errors import UadError
+
+__all__ = ["PostStats", "RawExportModule", "append_postprocessing", "convert_raw", "input_size_of",
+           "normalise_like_anomalib"]
+
+
+class ExportError(UadError):
+    """The model cannot be exported (an op that does not convert, a failed parity gate, ...)."""
+
+
+@dataclass(frozen=True)
+class PostStats:
+    """Normalisation statistics and thresholds in raw score units (anomalib's PostProcessor buffers)."""
+
+    image_threshold: float
+    pixel_threshold: float
+    image_min: float
+    image_max: float
+    pixel_min: float
+    pixel_max: float
+    normalized_image_threshold: float = 0.5
+    normalized_pixel_threshold: float = 0.5
+
+    @classmethod
+    def from_post_processor(cls, post: Any) -> PostStats:
+        """Read the fitted buffers of an anomalib ``PostProcessor``; NaN (never fitted) is an error."""
+        values = {
+            "image_threshold": float(post.image_threshold), "pixel_threshold": float(post.pixel_threshold),
+            "image_min": float(post.image_min), "image_max": float(post.image_max),
+            "pixel_min": float(post.pixel_min), "pixel_max": float(post.pixel_max),
+            "normalized_image_threshold": float(post.normalized_image_threshold),
+            "normalized_pixel_threshold": float(post.normalized_pixel_threshold),
+        }
+        missing = [k for k, v in values.items() if math.isnan(v)]
+        if missing:
+            raise ExportError(f"the model's post-processing was never fitted ({', '.join(missing)} are NaN).",
+                              hint="Export a checkpoint from 'uad fit' (validation fits thresholds and "
+                              "normalisation), or run 'uad validate --ckpt_path ...' first.")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def normalise_like_anomalib(raw: torch.Tensor, low: float, high: float, threshold: float) -> torch.Tensor:
+    """anomalib's normalisation: ``clip((raw - threshold) / (high - low) + 0.5, 0, 1)`` (degenerate range aware)."""
+    span = high - low
+    if span == 0:
+        return torch.where(raw > threshold, 1.0, torch.where(raw < threshold, 0.0, 0.5))
+    return ((raw - threshold) / span + 0.5).clamp(0, 1)
+
+
+def input_size_of(model: Any) -> tuple[int, int]:
+    """The (height, width) the model's pre-processing resizes to."""
+    from torchvision.transforms.v2 import Resize
+
+    transform = getattr(getattr(model, "pre_processor", None), "transform", None)
+    stack = list(getattr(transform, "transforms", [transform])) if transform is not None else []
+    for t in stack:
+        if isinstance(t, Resize) and t.size is not None:
+            size = list(t.size)
+            return (int(size[0]), int(size[-1]))
+    size = getattr(model, "input_size", None)
+    if size:
+        return int(size[0]), int(size[1])
+    raise ExportError(f"cannot tell the input size of {type(model).__name__}: its pre-processor has no Resize.",
+                      hint="Give the model a pre-processor that resizes to a fixed size.")
+
+
+class RawExportModule(nn.Module):
+    """Pre-processing (normalisation) + the model, returning raw ``(pred_score [N], anomaly_map [N,1,H,W])``."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.pre_processor = model.pre_processor
+        self.model = model.model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pre_processor(image) if self.pre_processor is not None else image
+        out = self.model(x)
+        anomaly_map = out.anomaly_map
+        if anomaly_map.ndim == 3:
+            anomaly_map = anomaly_map.unsqueeze(1)
+        score = out.pred_score if out.pred_score is not None else anomaly_map.amax(dim=(-3, -2, -1))
+        return score.reshape(-1), anomaly_map
+
+
+def convert_raw(model: Any, input_size: tuple[int, int]) -> Any:
+    """The raw module as an ``openvino.Model`` with input ``input [?, 3, H, W]`` and outputs raw score and map."""
+    import openvino as ov
+
+    module = RawExportModule(model).eval()
+    example = torch.rand(2, 3, *input_size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        with torch.no_grad():
+            program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},), strict=False)
+            ov_model = ov.convert_model(program)
+    except Exception as exc:
+        raise ExportError(f"{type(model).__name__} could not be converted to OpenVINO: {type(exc).__name__}: "
+                          f"{str(exc)[:600]}",
+                          hint="Its eval-mode forward must be traceable by torch.export (no numpy, no "
+                          "data-dependent Python control flow). Run with --traceback for details.") from exc
+    ov_model.inputs[0].get_tensor().set_names({"input"})
+    ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([-1, 3, *input_size])})
+    ov_model.outputs[0].get_tensor().set_names({"raw_score"})
+    ov_model.outputs[1].get_tensor().set_names({"raw_map"})
+    return ov_model
+
+
+def append_postprocessing(raw_model: Any, stats: PostStats) -> Any:
+    """A new ``openvino.Model``: ``raw_model`` followed by normalisation and thresholds.
+
+    Outputs: ``pred_score [N]``, ``pred_label [N]``, ``anomaly_map [N,1,H,W]``, ``pred_mask [N,1,H,W]``.
+    """
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    def const(value: float) -> Any:
+        return ops.constant(np.float32(value))
+
+    def normalise(node: Any, low: float, high: float, threshold: float) -> Any:
+        span = high - low
+        if span == 0:  # degenerate: above / at / below the threshold -> 1 / 0.5 / 0
+            above = ops.convert(ops.greater(node, const(threshold)), "f32")
+            below = ops.convert(ops.less(node, const(threshold)), "f32")
+            return ops.add(ops.multiply(ops.subtract(above, below), const(0.5)), const(0.5))
+        shifted = ops.add(ops.divide(ops.subtract(node, const(threshold)), const(span)), const(0.5))
+        return ops.clamp(shifted, 0.0, 1.0)
+
+    # the values feeding the raw model's results (its Result nodes themselves are left out of the new model)
+    raw_score, raw_map = (result.input_value(0) for result in raw_model.get_results()[:2])
+    score = normalise(raw_score, stats.image_min, stats.image_max, stats.image_threshold)
+    amap = normalise(raw_map, stats.pixel_min, stats.pixel_max, stats.pixel_threshold)
+    label = ops.greater(score, const(stats.normalized_image_threshold))
+    mask = ops.greater(amap, const(stats.normalized_pixel_threshold))
+    results = []
+    for node, name in ((score, "pred_score"), (label, "pred_label"), (amap, "anomaly_map"), (mask, "pred_mask")):
+        result = ops.result(node)
+        result.output(0).get_tensor().set_names({name})
+        results.append(result)
+    model = ov.Model(results, raw_model.get_parameters(), "uad_bundle")
+    return model
