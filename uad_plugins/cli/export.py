@@ -16,6 +16,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="uad export", description="Export a checkpoint to an OpenVINO bundle (IR with pre- and "
         "post-processing, manifest.json, parity.json). The bundle is written only if the parity gate passes.")
     parser.add_argument("--ckpt_path", required=True, help="model.ckpt of a 'uad fit' run")
+    parser.add_argument("--model", default=None,
+                        help="plugin:<name> the checkpoint must hold (a safety check; default: whatever it holds)")
     parser.add_argument("--format", default="openvino", choices=["openvino"], help="export format")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="weights precision")
     parser.add_argument("--output", default=None, help="bundle folder (default: RUN/bundle_<precision>)")
@@ -45,7 +47,13 @@ def export(argv: list[str]) -> int:
     from uad_plugins.export import export_bundle, take_samples
     from uad_plugins.export.graph import input_size_of
 
-    model = load_model_from_checkpoint(args.ckpt_path)
+    expected = None
+    if args.model:
+        from uad_plugins.factory import get_spec
+
+        spec = get_spec("model", args.model, flag="--model")
+        expected = spec.class_path if spec is not None else args.model
+    model = load_model_from_checkpoint(args.ckpt_path, expected_class_path=expected)
     meta, _ = read_checkpoint_metadata(args.ckpt_path)
     if not meta.get("data"):
         raise ConfigError(f"checkpoint {args.ckpt_path} does not record its data, which export needs for the "

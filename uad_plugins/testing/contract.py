@@ -62,11 +62,13 @@ class ContractReport:
     anomaly_map_shape: tuple[int, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
     max_abs_diff_after_reload: float = float("nan")
+    parity: dict[str, Any] = field(default_factory=dict)
 
 
 def run_model_contract(reference: str, workdir: str | Path, *, init_args: dict[str, Any] | None = None,
-                       max_steps: int = 2, batch_size: int = 4) -> ContractReport:
-    """Fit, predict and checkpoint-round-trip the model ``reference`` (``plugin:<name>``) on tiny data.
+                       train_batches: int = 2, batch_size: int = 4, export: bool = True) -> ContractReport:
+    """Fit, predict and checkpoint-round-trip the model ``reference`` (``plugin:<name>``) on tiny data; for a spec
+    tagged ``exportable``, also export to OpenVINO FP32 through the parity gate and run it with the edge runtime.
 
     Raises ``AssertionError`` with a readable message when the model breaks the contract.
     """
@@ -86,7 +88,7 @@ def run_model_contract(reference: str, workdir: str | Path, *, init_args: dict[s
     datamodule = MVTecAD(root=data_root, category="synthetic", train_batch_size=batch_size,
                          eval_batch_size=batch_size, num_workers=0, seed=0)
     engine = UadEngine(default_root_dir=workdir / "runs", seed=0, heatmaps=False, accelerator="cpu", devices=1,
-                       max_epochs=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
+                       max_epochs=1, limit_train_batches=train_batches, logger=False, enable_progress_bar=False,
                        enable_model_summary=False, num_sanity_val_steps=0)
     engine.fit(model=model, datamodule=datamodule)
     report = ContractReport(name=spec.name, steps=int(engine.trainer.global_step),
@@ -119,7 +121,32 @@ def run_model_contract(reference: str, workdir: str | Path, *, init_args: dict[s
     assert report.max_abs_diff_after_reload < 1e-5, (
         f"{reference}: predictions change after a checkpoint round trip (max abs diff "
         f"{report.max_abs_diff_after_reload:.3g})")
+    if export and "exportable" in spec.tags:
+        report.parity = _export_contract(reference, reloaded, datamodule, workdir / "bundle")
     return report
+
+
+def _export_contract(reference: str, model: Any, datamodule: Any, output: Path) -> dict[str, Any]:
+    """FP32 OpenVINO export passes the parity gate, and the edge runtime reproduces the eager scores."""
+    import numpy as np
+    import torch
+
+    from uad_plugins.edge import load_bundle
+    from uad_plugins.export import export_bundle, take_samples
+    from uad_plugins.export.graph import input_size_of
+
+    size = input_size_of(model)
+    validation = take_samples(datamodule.val_data, size, None, source="validation")
+    manifest = export_bundle(model, output, precision="fp32", validation=validation, progress=lambda _: None)
+    assert manifest["parity"]["passed"], f"{reference}: parity gate failed: {manifest['parity']}"
+    edge = load_bundle(output)
+    images = validation.images[:2]
+    result = edge.predict(images.numpy())
+    with torch.no_grad():
+        eager = model(images)
+    diff = float(np.abs(result.pred_score - eager.pred_score.numpy()).max())
+    assert diff < 1e-3, f"{reference}: edge runtime scores differ from eager by {diff:.3g}"
+    return manifest["parity"]
 
 
 def run_synthesizer_contract(reference: str, *, init_args: dict[str, Any] | None = None, size: int = 64) -> None:
