@@ -23,10 +23,16 @@ def _pip(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def installed() -> None:
-    """Install both packages for real (a wheel build, no editable shortcut), remove them afterwards."""
-    result = _pip("install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                  *[str(p) for p in PACKAGES.values()])
+def installed(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Install both packages for real (a wheel build, no editable shortcut), remove them afterwards.
+
+    They are built from copies, so the build leaves nothing in the repository.
+    """
+    import shutil
+
+    copies = tmp_path_factory.mktemp("packages")
+    sources = [shutil.copytree(p, copies / p.name) for p in PACKAGES.values()]
+    result = _pip("install", "--no-deps", "--no-build-isolation", "--no-index", "-q", *[str(p) for p in sources])
     assert result.returncode == 0, result.stdout + result.stderr
     yield
     _pip("uninstall", "-y", "-q", *PACKAGES)

@@ -1,1 +1,0 @@
-"""A plugin that fails at import on purpose."""
