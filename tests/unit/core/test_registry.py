@@ -100,7 +100,7 @@ def test_hook_returning_garbage_is_isolated(fresh_manager) -> None:
     fresh_manager.add_plugin(module_from_hooks("bad", uad_register_models=lambda: ["pbas"]), name="bad",
                              source="local", distribution="t", version="1")
     reg = get_registry()
-    assert [s.name for s in reg.list("synthesizer")] == ["perlin"]
+    assert "perlin" in [s.name for s in reg.list("synthesizer")]  # the other plugins still work
     assert "expected ModelSpec objects" in reg.failures()["bad"].error
 
 

@@ -1,0 +1,270 @@
+"""``plugin:onenip``: the Lightning module of OneNIP (one normal image prompt, multi-class)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn, optim
+from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+from uad_plugins.components.backbones import backbone_normalization
+from uad_plugins.errors import ConfigError
+from uad_plugins.plugins.onenip.torch_model import OnenipModel
+
+__all__ = ["Onenip"]
+
+logger = logging.getLogger(__name__)
+
+
+class Onenip(AnomalibModule):
+    """OneNIP (Gao, ECCV 2024): reconstruct and restore a target's features from one normal image prompt, with a
+    supervised refiner trained on synthetic anomalies.
+
+    Args:
+        backbone, layers, pretrained, image_size: frozen multi-scale backbone (as ``plugin:uniad``; the paper uses
+            timm ``tf_efficientnet_b4.aa_in1k``, the default ``tf_efficientnet_lite0`` has offline weights).
+        hidden_dim, num_heads, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout: 256, 8, 4, 4,
+            1024, 0.1.
+        neighbor_size: neighbour-mask window (7 at 224 px; must be smaller than the token grid; 0 = no mask).
+        jitter_scale, jitter_prob: feature jittering of every stream in training (20, 1.0).
+        refiner_width: refiner channels (128).
+        prompt_bank_size: normal training images kept as prompts (64); prompt_topk: training prompts are drawn
+            among the ``k`` nearest bank entries (3).
+        dice_weight: weight of the Dice term (0.5); dice_factor_two: standard Dice instead of OneNIP's variant.
+        synthesizer: synthesizer plugin reference (or ``{"class_path": ..., "init_args": ...}``) making the
+            training anomalies; ``plugin:perlin`` by default.
+        pool_size: average-pooling kernel of the image score (16).
+        lr, weight_decay, lr_decay_at, gradient_clip_val, max_epochs: as ``plugin:uniad``.
+        pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "tf_efficientnet_lite0",
+        layers: Sequence[str] = ("blocks.0", "blocks.1", "blocks.2", "blocks.4"),
+        pretrained: bool | str = True,
+        image_size: int = 224,
+        hidden_dim: int = 256,
+        num_heads: int = 8,
+        num_encoder_layers: int = 4,
+        num_decoder_layers: int = 4,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.1,
+        neighbor_size: int = 7,
+        jitter_scale: float = 20.0,
+        jitter_prob: float = 1.0,
+        refiner_width: int = 128,
+        prompt_bank_size: int = 64,
+        prompt_topk: int = 3,
+        dice_weight: float = 0.5,
+        dice_factor_two: bool = False,
+        synthesizer: str | Mapping[str, Any] = "plugin:perlin",
+        pool_size: int = 16,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        lr_decay_at: float = 0.8,
+        gradient_clip_val: float = 0.1,
+        max_epochs: int = 20,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = False,
+    ) -> None:
+        if isinstance(layers, str):
+            layers = [layers]
+        _validate(image_size=image_size, hidden_dim=hidden_dim, num_heads=num_heads,
+                  num_encoder_layers=num_encoder_layers, num_decoder_layers=num_decoder_layers,
+                  dim_feedforward=dim_feedforward, dropout=dropout, neighbor_size=neighbor_size,
+                  jitter_scale=jitter_scale, jitter_prob=jitter_prob, refiner_width=refiner_width,
+                  prompt_bank_size=prompt_bank_size, prompt_topk=prompt_topk, dice_weight=dice_weight,
+                  pool_size=pool_size, lr=lr, weight_decay=weight_decay, lr_decay_at=lr_decay_at,
+                  gradient_clip_val=gradient_clip_val, max_epochs=max_epochs)
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor(image_size, backbone=backbone)
+        super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
+                         visualizer=visualizer)
+        from uad_plugins import create_synthesizer
+
+        self.synthesizer = create_synthesizer(synthesizer)
+        mean, std = backbone_normalization(backbone)
+        self._mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self._std = torch.tensor(std).view(1, 3, 1, 1)
+        self.image_size = int(image_size)
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.lr_decay_at = float(lr_decay_at)
+        self.gradient_clip_val = float(gradient_clip_val)
+        self.suggested_max_epochs = int(max_epochs)
+        self.model: OnenipModel = OnenipModel(
+            backbone=backbone, layers=list(layers), pretrained=pretrained, image_size=self.image_size,
+            hidden_dim=hidden_dim, num_heads=num_heads, num_encoder_layers=num_encoder_layers,
+            num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward, dropout=dropout,
+            neighbor_size=neighbor_size, jitter_scale=jitter_scale, jitter_prob=jitter_prob,
+            refiner_width=refiner_width, prompt_bank_size=prompt_bank_size, prompt_topk=prompt_topk,
+            dice_weight=dice_weight, dice_factor_two=dice_factor_two, pool_size=pool_size,
+        )
+
+    # ------------------------------------------------------------------ anomalib configuration
+    @classmethod
+    def configure_pre_processor(cls, image_size: int | tuple[int, int] | None = None,
+                                backbone: str = "tf_efficientnet_lite0") -> PreProcessor:
+        """Resize to ``image_size`` (224 by default) and normalise as the backbone expects (no augmentation)."""
+        if image_size is None:
+            size: tuple[int, int] = (224, 224)
+        elif isinstance(image_size, int):
+            size = (image_size, image_size)
+        else:
+            size = (int(image_size[0]), int(image_size[1]))
+        mean, std = backbone_normalization(backbone)
+        transform = Compose([Resize(size, antialias=True), Normalize(mean=list(mean), std=list(std))])
+        return PreProcessor(transform=transform)
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Suggested trainer settings; any value the user sets wins (the paper: 1000 epochs, clip 0.1)."""
+        return {"max_epochs": self.suggested_max_epochs, "gradient_clip_val": self.gradient_clip_val,
+                "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """OneNIP learns from normal images (anomalies are synthesized)."""
+        return LearningType.ONE_CLASS
+
+    def configure_optimizers(self) -> Any:
+        """AdamW(1e-4, wd 1e-4) on the trainable parameters; x0.1 at ``lr_decay_at`` of ``max_epochs``."""
+        optimizer = optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=self.lr,
+                                betas=(0.9, 0.999), weight_decay=self.weight_decay)
+        trainer = getattr(self, "_trainer", None)
+        max_epochs = getattr(trainer, "max_epochs", None) if trainer is not None else None
+        if not max_epochs or max_epochs < 1 or self.lr_decay_at <= 0:
+            return optimizer
+        step = max(1, round(self.lr_decay_at * max_epochs))
+        scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=0.1)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ------------------------------------------------------------------ helpers
+    def _transformed(self, loader: Any) -> Iterator[torch.Tensor]:
+        """Pre-processed images of a dataloader (the PreProcessor only transforms in-loop batches)."""
+        transform = getattr(self.pre_processor, "transform", None) if self.pre_processor is not None else None
+        for batch in loader:
+            images = batch["image"] if isinstance(batch, dict) else batch.image
+            images = images.to(self.device)
+            yield transform(images) if transform is not None else images
+
+    def synthesize(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Synthetic anomalies for normalised images: undo the normalisation, call the synthesizer on [0, 1]
+        images, normalise again. Returns ``(anomalous [B, 3, H, W], mask [B, 1, H, W])``."""
+        mean, std = self._mean.to(images), self._std.to(images)
+        raw = (images * std + mean).clamp(0, 1)
+        out, mask = self.synthesizer(raw.detach().cpu())
+        out = out.to(images)
+        mask = (mask.to(images) > 0.5).to(images.dtype)
+        if mask.ndim == 3:
+            mask = mask.unsqueeze(1)
+        return (out - mean) / std, mask
+
+    # ------------------------------------------------------------------ training
+    def on_train_start(self) -> None:
+        """Fill the prompt bank once from the training normals (a bank restored from a checkpoint is kept)."""
+        if bool(self.model.prompt_bank_filled):
+            logger.info("onenip: prompt bank already filled (restored); keeping it.")
+            return
+        loader = self.trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        total = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
+        with torch.no_grad():
+            kept = self.model.build_prompt_bank(self._transformed(loader), total)
+        logger.info("onenip: prompt bank holds %d distinct training images.", kept)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
+        """Reconstruction + restoration MSE and 0.5 x Dice of the refiner on synthetic anomalies."""
+        del batch_idx
+        images = batch.image
+        anomalous, mask = self.synthesize(images)
+        output = self.model.training_losses(images, anomalous, mask)
+        size = images.shape[0]
+        self.log("loss", output.loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        self.log_dict({"mse": output.mse.detach(), "dice": output.dice.detach()}, on_step=True, on_epoch=True,
+                      batch_size=size)
+        return {"loss": output.loss}
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        """Fusion statistics from the validation images (never the test set): ``fusion_scale`` becomes
+        ``(max + min) / 2`` of the reconstruction maps over all validation images."""
+        loaders = self.trainer.val_dataloaders
+        if loaders is None:
+            return
+        loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
+        low, high = float("inf"), float("-inf")
+        with torch.no_grad():
+            for loader in loaders:
+                for images in self._transformed(loader):
+                    rec_map, _, _ = self.model.maps(images)
+                    low, high = min(low, float(rec_map.min())), max(high, float(rec_map.max()))
+        if high >= low:
+            self.model.fusion_scale.fill_((high + low) / 2)
+            logger.info("onenip: fusion scale %.4g from validation maps (min %.4g, max %.4g).",
+                        (high + low) / 2, low, high)
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Predictions merged into the batch (for thresholds, normalisation and metrics)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None,
+                             hparams_file: str | Path | None = None, strict: bool | None = None,
+                             weights_only: bool = True, **kwargs: Any) -> Onenip:
+        """Load a trained OneNIP; backbone weights, prompt bank and fusion scale come from the checkpoint."""
+        kwargs.setdefault("pretrained", False)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, weights_only=weights_only, **kwargs)
+
+
+def _validate(**values: Any) -> None:
+    """Raise ConfigError for OneNIP settings that cannot work."""
+    def positive_int(key: str) -> bool:
+        return isinstance(values[key], int) and not isinstance(values[key], bool) and values[key] > 0
+
+    checks: list[tuple[str, bool, str]] = [
+        ("image_size", positive_int("image_size") and values["image_size"] >= 32, "an integer >= 32 (224)"),
+        ("hidden_dim", positive_int("hidden_dim") and values["hidden_dim"] % 2 == 0, "a positive even integer"),
+        ("num_heads", positive_int("num_heads") and values["hidden_dim"] % values["num_heads"] == 0,
+         "a positive divisor of hidden_dim (8)"),
+        ("num_encoder_layers", positive_int("num_encoder_layers"), "a positive integer (4)"),
+        ("num_decoder_layers", positive_int("num_decoder_layers"), "a positive integer (4)"),
+        ("dim_feedforward", positive_int("dim_feedforward"), "a positive integer (1024)"),
+        ("dropout", 0 <= values["dropout"] < 1, "in [0, 1) (0.1)"),
+        ("neighbor_size", isinstance(values["neighbor_size"], int) and values["neighbor_size"] >= 0
+         and (values["neighbor_size"] == 0 or values["neighbor_size"] % 2 == 1), "0 (off) or an odd integer (7)"),
+        ("jitter_scale", values["jitter_scale"] >= 0, ">= 0 (20)"),
+        ("jitter_prob", 0 <= values["jitter_prob"] <= 1, "in [0, 1] (1.0)"),
+        ("refiner_width", positive_int("refiner_width"), "a positive integer (128)"),
+        ("prompt_bank_size", positive_int("prompt_bank_size"), "a positive integer (64)"),
+        ("prompt_topk", positive_int("prompt_topk"), "a positive integer (3)"),
+        ("dice_weight", values["dice_weight"] >= 0, ">= 0 (0.5)"),
+        ("pool_size", positive_int("pool_size") and values["pool_size"] <= values["image_size"],
+         "a positive integer <= image_size (16)"),
+        ("lr", values["lr"] > 0, "> 0 (1e-4)"),
+        ("weight_decay", values["weight_decay"] >= 0, ">= 0 (1e-4)"),
+        ("lr_decay_at", 0 <= values["lr_decay_at"] <= 1, "in [0, 1] (0.8; 0 = no decay)"),
+        ("gradient_clip_val", values["gradient_clip_val"] >= 0, ">= 0 (0.1)"),
+        ("max_epochs", positive_int("max_epochs"), "a positive integer"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"onenip: {key}={values[key]!r} is not usable; it must be {expected}.",
+                              hint=f"Fix --model.{key}.")

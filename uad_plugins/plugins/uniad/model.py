@@ -1,0 +1,200 @@
+"""``plugin:uniad``: the Lightning module of UniAD (unified multi-class anomaly detection)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn, optim
+from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+from uad_plugins.components.backbones import backbone_normalization
+from uad_plugins.errors import ConfigError
+from uad_plugins.plugins.uniad.torch_model import UniadModel
+
+__all__ = ["Uniad", "step_decay_optimizer"]
+
+
+def step_decay_optimizer(module: AnomalibModule, parameters: Any, lr: float, weight_decay: float,
+                         decay_at: float) -> Any:
+    """AdamW plus a one-time x0.1 learning-rate step at ``decay_at`` of ``trainer.max_epochs`` (per epoch).
+
+    The paper trains 1000 epochs with ``StepLR(800, 0.1)``: one decay at 80 % of training. Mapping the step to a
+    fraction keeps that shape for any ``max_epochs``. Without a known positive ``max_epochs`` there is no decay.
+    """
+    optimizer = optim.AdamW(parameters, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
+    trainer = getattr(module, "_trainer", None)
+    max_epochs = getattr(trainer, "max_epochs", None) if trainer is not None else None
+    if not max_epochs or max_epochs < 1 or decay_at <= 0:
+        return optimizer
+    step = max(1, round(decay_at * max_epochs))
+    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=0.1)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class Uniad(AnomalibModule):
+    """UniAD (You et al., NeurIPS 2022): one model for many classes, feature reconstruction by a neighbour-masked
+    transformer with layer-wise learned queries and feature jittering.
+
+    Args:
+        backbone: frozen timm backbone. The paper uses EfficientNet-B4 (timm ``tf_efficientnet_b4.aa_in1k``; the
+            bare name means the Noisy-Student weights); the default ``tf_efficientnet_lite0`` has offline weights.
+        layers: stages to concatenate (strides 2, 4, 8, 16).
+        pretrained: ``True`` (ImageNet weights), ``False`` (random init) or a local weights file.
+        image_size: square input side (224).
+        hidden_dim, num_heads, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout: 256, 8, 4, 4,
+            1024, 0.1.
+        neighbor_size: neighbour-mask window (7; must be smaller than the token grid; 0 = no mask).
+        jitter_scale, jitter_prob: feature jittering (20, 1.0).
+        pool_size: average-pooling kernel of the image score (16).
+        lr, weight_decay: AdamW (1e-4, 1e-4).
+        lr_decay_at: fraction of ``max_epochs`` at which the learning rate is multiplied by 0.1 (800/1000 = 0.8).
+        gradient_clip_val: suggested max-norm gradient clipping (0.1); a trainer value set by the user wins.
+        max_epochs: suggested training length (the paper trains 1000).
+        pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "tf_efficientnet_lite0",
+        layers: Sequence[str] = ("blocks.0", "blocks.1", "blocks.2", "blocks.4"),
+        pretrained: bool | str = True,
+        image_size: int = 224,
+        hidden_dim: int = 256,
+        num_heads: int = 8,
+        num_encoder_layers: int = 4,
+        num_decoder_layers: int = 4,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.1,
+        neighbor_size: int = 7,
+        jitter_scale: float = 20.0,
+        jitter_prob: float = 1.0,
+        pool_size: int = 16,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        lr_decay_at: float = 0.8,
+        gradient_clip_val: float = 0.1,
+        max_epochs: int = 20,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = False,
+    ) -> None:
+        if isinstance(layers, str):
+            layers = [layers]
+        validate_common("uniad", image_size=image_size, hidden_dim=hidden_dim, num_heads=num_heads,
+                        num_encoder_layers=num_encoder_layers, num_decoder_layers=num_decoder_layers,
+                        dim_feedforward=dim_feedforward, dropout=dropout, neighbor_size=neighbor_size,
+                        jitter_scale=jitter_scale, jitter_prob=jitter_prob, pool_size=pool_size, lr=lr,
+                        weight_decay=weight_decay, lr_decay_at=lr_decay_at, gradient_clip_val=gradient_clip_val,
+                        max_epochs=max_epochs)
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor(image_size, backbone=backbone)
+        super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
+                         visualizer=visualizer)
+        self.image_size = int(image_size)
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.lr_decay_at = float(lr_decay_at)
+        self.gradient_clip_val = float(gradient_clip_val)
+        self.suggested_max_epochs = int(max_epochs)
+        self.model: UniadModel = UniadModel(
+            backbone=backbone, layers=list(layers), pretrained=pretrained, image_size=self.image_size,
+            hidden_dim=hidden_dim, num_heads=num_heads, num_encoder_layers=num_encoder_layers,
+            num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward, dropout=dropout,
+            neighbor_size=neighbor_size, jitter_scale=jitter_scale, jitter_prob=jitter_prob, pool_size=pool_size,
+        )
+
+    @classmethod
+    def configure_pre_processor(cls, image_size: int | tuple[int, int] | None = None,
+                                backbone: str = "tf_efficientnet_lite0") -> PreProcessor:
+        """Resize to ``image_size`` (224 by default) and normalise as the backbone expects (no augmentation)."""
+        return resize_normalize(image_size, backbone)
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Suggested trainer settings; any value the user sets wins (the paper: 1000 epochs, clip 0.1)."""
+        return {"max_epochs": self.suggested_max_epochs, "gradient_clip_val": self.gradient_clip_val,
+                "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """UniAD learns from normal images only."""
+        return LearningType.ONE_CLASS
+
+    def configure_optimizers(self) -> Any:
+        """AdamW(1e-4, wd 1e-4) on the trainable (non-backbone) parameters, x0.1 at ``lr_decay_at``."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return step_decay_optimizer(self, params, self.lr, self.weight_decay, self.lr_decay_at)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
+        """MSE between reconstructed and clean backbone features."""
+        del batch_idx
+        loss = self.model(batch.image).loss
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.image.shape[0])
+        return {"loss": loss}
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Predictions merged into the batch (for thresholds, normalisation and metrics)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None,
+                             hparams_file: str | Path | None = None, strict: bool | None = None,
+                             weights_only: bool = True, **kwargs: Any) -> Uniad:
+        """Load a trained UniAD; backbone weights come from the checkpoint (``pretrained=False`` by default)."""
+        kwargs.setdefault("pretrained", False)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, weights_only=weights_only, **kwargs)
+
+
+def resize_normalize(image_size: int | tuple[int, int] | None, backbone: str) -> PreProcessor:
+    """``Resize`` to a square (or given) size, then the backbone's normalisation."""
+    if image_size is None:
+        size: tuple[int, int] = (224, 224)
+    elif isinstance(image_size, int):
+        size = (image_size, image_size)
+    else:
+        size = (int(image_size[0]), int(image_size[1]))
+    mean, std = backbone_normalization(backbone)
+    return PreProcessor(transform=Compose([Resize(size, antialias=True), Normalize(mean=list(mean), std=list(std))]))
+
+
+def validate_common(name: str, **values: Any) -> None:
+    """Raise ConfigError for UniAD-family settings that cannot work."""
+    def positive_int(key: str) -> bool:
+        return isinstance(values[key], int) and not isinstance(values[key], bool) and values[key] > 0
+
+    checks: list[tuple[str, bool, str]] = [
+        ("image_size", positive_int("image_size") and values["image_size"] >= 32, "an integer >= 32 (224)"),
+        ("hidden_dim", positive_int("hidden_dim") and values["hidden_dim"] % 2 == 0, "a positive even integer"),
+        ("num_heads", positive_int("num_heads") and values["hidden_dim"] % values["num_heads"] == 0,
+         "a positive divisor of hidden_dim (8)"),
+        ("num_encoder_layers", positive_int("num_encoder_layers"), "a positive integer (4)"),
+        ("num_decoder_layers", positive_int("num_decoder_layers"), "a positive integer (4)"),
+        ("dim_feedforward", positive_int("dim_feedforward"), "a positive integer (1024)"),
+        ("dropout", 0 <= values["dropout"] < 1, "in [0, 1) (0.1)"),
+        ("neighbor_size", isinstance(values["neighbor_size"], int) and values["neighbor_size"] >= 0
+         and (values["neighbor_size"] == 0 or values["neighbor_size"] % 2 == 1), "0 (off) or an odd integer (7)"),
+        ("jitter_scale", values["jitter_scale"] >= 0, ">= 0 (20)"),
+        ("jitter_prob", 0 <= values["jitter_prob"] <= 1, "in [0, 1] (1.0)"),
+        ("pool_size", positive_int("pool_size"), "a positive integer (16)"),
+        ("lr", values["lr"] > 0, "> 0 (1e-4)"),
+        ("weight_decay", values["weight_decay"] >= 0, ">= 0 (1e-4)"),
+        ("lr_decay_at", 0 <= values["lr_decay_at"] <= 1, "in [0, 1] (0.8; 0 = no decay)"),
+        ("gradient_clip_val", values["gradient_clip_val"] >= 0, ">= 0 (0.1)"),
+        ("max_epochs", positive_int("max_epochs"), "a positive integer"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"{name}: {key}={values[key]!r} is not usable; it must be {expected}.",
+                              hint=f"Fix --model.{key}.")
