@@ -5,6 +5,11 @@
 overrides a packaged default. In a ``--config`` YAML, ``model: plugin:pbas`` or ``model: {class_path: plugin:pbas,
 init_args: {...}}`` is rewritten the same way, the user's ``init_args`` layered over the defaults. A dotted class
 path passes through unchanged; a bare registered name is an error that suggests ``plugin:<name>``.
+
+Multi-class training: when ``--data.categories`` is given (or ``categories`` under ``data`` in a config), the data
+class becomes its unified counterpart (``MVTecAD`` -> ``UnifiedMVTecAD``, ``Visa`` -> ``UnifiedVisa``, ``Folder``
+-> ``CategoryFolders``, ``UadDemo`` or no ``--data`` -> ``UnifiedUadDemo``; see ``uad_plugins.data.multiclass``);
+another datamodule with categories is a ConfigError.
 """
 
 from __future__ import annotations
@@ -22,6 +27,19 @@ __all__ = ["NormalisedArgs", "normalise_argv"]
 
 #: flag -> component kind
 FLAG_KINDS = {"--model": "model", "--synthesizer": "synthesizer"}
+
+_MULTICLASS = "uad_plugins.data.multiclass."
+#: datamodule class name -> its unified (multi-class) counterpart, used when a ``categories`` option is given
+UNIFIED_DATA = {
+    "MVTecAD": _MULTICLASS + "UnifiedMVTecAD",
+    "Visa": _MULTICLASS + "UnifiedVisa",
+    "UadDemo": _MULTICLASS + "UnifiedUadDemo",
+    "Folder": _MULTICLASS + "CategoryFolders",
+    **{name: _MULTICLASS + name for name in ("UnifiedMVTecAD", "UnifiedVisa", "UnifiedUadDemo", "CategoryFolders")},
+}
+#: the unified demo datamodule (``--data.categories`` without ``--data``)
+UNIFIED_DEMO = UNIFIED_DATA["UadDemo"]
+_CATEGORY_FLAGS = ("--data.categories", "--data.init_args.categories")
 
 
 class NormalisedArgs:
@@ -44,6 +62,38 @@ def _resolve_value(kind: str, value: str, flag: str, specs: dict[str, ComponentS
         return None
     specs[flag] = spec
     return json.dumps(_component_json(spec))
+
+
+def _unified_class(value: str, where: str) -> str:
+    """The unified datamodule class path for ``value`` (a datamodule name or class path given with categories)."""
+    short = value.rsplit(".", 1)[-1]
+    ours = "." not in value or value.split(".", 1)[0] in ("anomalib", "uad_plugins")
+    if ours and short in UNIFIED_DATA:
+        return UNIFIED_DATA[short]
+    supported = ", ".join(sorted({"MVTecAD", "Visa", "UadDemo", "Folder", "CategoryFolders"}))
+    raise ConfigError(f"{where}: the datamodule {value!r} does not support categories (multi-class training).",
+                      hint=f"Use one of: {supported} (or drop --data.categories and train one category).")
+
+
+def _unify_data_value(value: Any, where: str) -> Any:
+    """Rewrite a data value (a class name, a class path, a ``{class_path: ...}`` mapping or its JSON) to the
+    unified class."""
+    if isinstance(value, Mapping):
+        return {**value, "class_path": _unified_class(str(value.get("class_path") or "UadDemo"), where)}
+    text = str(value).strip()
+    if text.startswith("{"):
+        try:
+            return json.dumps(_unify_data_value(json.loads(text), where))
+        except json.JSONDecodeError:
+            pass
+    return _unified_class(text, where)
+
+
+def _config_has_categories(data: Any) -> bool:
+    if not isinstance(data, Mapping):
+        return False
+    init_args = data.get("init_args")
+    return "categories" in data or (isinstance(init_args, Mapping) and "categories" in init_args)
 
 
 def _normalise_config(text_or_path: str, specs: dict[str, ComponentSpec], has: set[str]) -> str:
@@ -77,6 +127,8 @@ def _normalise_config(text_or_path: str, specs: dict[str, ComponentSpec], has: s
             if spec is not None:
                 specs[flag] = spec
                 data[key] = _component_json(spec, value.get("init_args"))
+    if _config_has_categories(data.get("data")):
+        data["data"] = _unify_data_value(data["data"], f"data: in {text_or_path}")
     if isinstance(data.get("metrics"), list):
         for ref in data["metrics"]:
             get_registry().resolve("metric", str(ref), flag="metrics: in config")
@@ -88,10 +140,16 @@ def normalise_argv(argv: list[str]) -> NormalisedArgs:
     out: list[str] = []
     specs: dict[str, ComponentSpec] = {}
     has: set[str] = set()
+    data_slot: tuple[str, int] | None = None  # where the data class was last given: ("flag"|"inline"|"config", i)
+    categories = False
     i = 0
     while i < len(argv):
         arg = argv[i]
         flag, eq, inline = arg.partition("=")
+        if flag in _CATEGORY_FLAGS:
+            categories = True
+        if flag == "--data":
+            data_slot = ("inline", len(out)) if eq else ("flag", len(out) + 1)
         takes_value = flag in FLAG_KINDS or flag in ("--config", "-c", "--metrics")
         if takes_value and not eq and i + 1 >= len(argv):
             out.append(arg)
@@ -116,7 +174,10 @@ def normalise_argv(argv: list[str]) -> NormalisedArgs:
         if flag in ("--config", "-c"):
             value = inline if eq else argv[i + 1]
             i += 1 if eq else 2
-            out += [flag, _normalise_config(value, specs, has)]
+            text = _normalise_config(value, specs, has)
+            out += [flag, text]
+            if _config_data(text) is not None:
+                data_slot = ("config", len(out) - 1)
             continue
         if flag == "--metrics":
             values = [inline] if eq else []
@@ -132,7 +193,36 @@ def normalise_argv(argv: list[str]) -> NormalisedArgs:
             continue
         out.append(arg)
         i += 1
+    if categories:
+        out = _unify_data(out, data_slot, has)
     return NormalisedArgs(out, specs, has)
+
+
+def _config_data(text: str) -> Any:
+    import yaml
+
+    data = yaml.safe_load(text) or {}
+    return data.get("data") if isinstance(data, dict) else None
+
+
+def _unify_data(out: list[str], slot: tuple[str, int] | None, has: set[str]) -> list[str]:
+    """``--data.categories`` was given: make the data class (last given in argv or a config) the unified one."""
+    if slot is None:
+        has.add("data")
+        return ["--data", UNIFIED_DEMO, *out]
+    kind, index = slot
+    out = list(out)
+    if kind == "flag" and index < len(out):
+        out[index] = _unify_data_value(out[index], "--data")
+    elif kind == "inline":
+        out[index] = "--data=" + str(_unify_data_value(out[index].partition("=")[2], "--data"))
+    elif kind == "config":
+        import yaml
+
+        data = yaml.safe_load(out[index])
+        data["data"] = _unify_data_value(data["data"], "data: in --config")
+        out[index] = yaml.safe_dump(data, sort_keys=False)
+    return out
 
 
 def _split_list(value: str) -> list[str]:

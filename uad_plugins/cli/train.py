@@ -36,7 +36,7 @@ def _build_parser(command: str):
     from jsonargparse import ActionConfigFile, ArgumentParser
     from lightning.pytorch import Trainer
 
-    import uad_plugins.data  # noqa: F401 - makes UadDemo resolvable by short name
+    import uad_plugins.data.multiclass  # noqa: F401 - makes UadDemo, UnifiedMVTecAD, ... resolvable by short name
 
     descriptions = {
         "fit": "Train a model, then test it. Without --data, the embedded demo dataset is used.",
@@ -160,6 +160,22 @@ def _print_results(engine, results: list[dict[str, float]] | None) -> None:
             table.add_row(key, f"{value:.4f}")
         console.print(table)
     info = engine.run_info
+    per_category = info.get("test_per_category")
+    if per_category:
+        names = sorted({name for values in per_category.values() for name in values})
+        table = Table(title="test metrics per category (mean = mean over categories)")
+        table.add_column("category")
+        for name in names:
+            table.add_column(name, justify="right")
+
+        def cell(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.4f}"
+
+        for category, values in per_category.items():
+            table.add_row(category, *(cell(values.get(name)) for name in names))
+        mean = info.get("test_mean_over_categories") or {}
+        table.add_row("mean", *(cell(mean.get(name)) for name in names), style="bold")
+        console.print(table)
     if "epochs" in info:
         console.print(f"epochs: {info['epochs']}  steps: {info['steps']}  fit time: {info['fit_seconds']} s")
     if "validation" in info:

@@ -23,6 +23,13 @@ from uad_plugins.data.demo import (
     ensure_demo_dataset,
     generate_demo_dataset,
 )
+from uad_plugins.data.multiclass import (
+    CategoryFolders,
+    UnifiedDataModule,
+    UnifiedMVTecAD,
+    UnifiedUadDemo,
+    UnifiedVisa,
+)
 from uad_plugins.data.validation import apply_synthetic_validation, needs_honest_validation
 
 __all__ = [
@@ -30,7 +37,12 @@ __all__ = [
     "DEMO_DEFECTS",
     "DEMO_VERSION",
     "MIN_SIDE",
+    "CategoryFolders",
     "UadDemo",
+    "UnifiedDataModule",
+    "UnifiedMVTecAD",
+    "UnifiedUadDemo",
+    "UnifiedVisa",
     "apply_synthetic_validation",
     "check_datamodule",
     "check_dataset_samples",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +145,12 @@ class UadEngine(Engine):
 
             synthesizer = create_synthesizer(self.validation_synthesizer)
             assert self.run_dir is not None
-            self.run_info["validation"] = apply_synthetic_validation(
-                datamodule, synthesizer, ratio=self.validation_ratio, seed=int(self.seed or 0),
-                output_dir=self.run_dir / "validation")
+            # a unified (multi-class) datamodule holds back normals of every category
+            split = getattr(datamodule, "stratified_synthetic_validation", None)
+            if not callable(split):
+                split = partial(apply_synthetic_validation, datamodule)
+            self.run_info["validation"] = split(synthesizer, ratio=self.validation_ratio, seed=int(self.seed or 0),
+                                                output_dir=self.run_dir / "validation")
             self.run_info["validation"]["synthesizer"] = self.validation_synthesizer
         elif stage == "fit":
             mode = getattr(datamodule, "val_split_mode", None)
@@ -177,6 +181,26 @@ class UadEngine(Engine):
 
         if not any(isinstance(c, ImageVisualizer) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(ImageVisualizer())
+
+    def _add_per_category_metrics(self, datamodule: Any) -> Any:
+        """With a multi-category datamodule, a fresh callback computing every metric per category (and heatmaps
+        written per category)."""
+        from anomalib.visualization import ImageVisualizer
+
+        from uad_plugins.engine.categories import CategoryImageVisualizer, PerCategoryMetrics, category_count
+
+        if self._trainer is None:
+            return None
+        callbacks = self.trainer.callbacks
+        callbacks[:] = [c for c in callbacks if not isinstance(c, PerCategoryMetrics)]
+        if datamodule is None or category_count(datamodule) < 2:
+            return None
+        for i, c in enumerate(callbacks):  # categories share file names: one heatmap folder per category
+            if type(c) is ImageVisualizer:
+                callbacks[i] = CategoryImageVisualizer.from_visualizer(c)
+        callback = PerCategoryMetrics(self.metrics)
+        self.trainer.callbacks.append(callback)
+        return callback
 
     # ------------------------------------------------------------------ entry points
     def fit(self, model: Any, train_dataloaders: Any = None, val_dataloaders: Any = None, datamodule: Any = None,
@@ -219,8 +243,14 @@ class UadEngine(Engine):
             self._write_run_files(model, datamodule)
             self._setup_trainer(model)
         self._add_heatmap_writer()
+        per_category = self._add_per_category_metrics(datamodule)
         results = super().test(model, dataloaders, ckpt_path, verbose, datamodule)
         metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        for key in ("test_per_category", "test_mean_over_categories"):
+            self.run_info.pop(key, None)
+        if per_category is not None:
+            self.run_info["test_per_category"] = per_category.per_category
+            self.run_info["test_mean_over_categories"] = per_category.mean
         if datamodule is not None:
             metrics_by_split = {"category": str(getattr(datamodule, "category", "") or "")}
             self.run_info["test_data"] = metrics_by_split
