@@ -102,6 +102,7 @@ class EdgeModel:
         self.manifest = read_manifest(self.root, verify=verify)
         spec = self.manifest["input"]
         self.input_size: tuple[int, int] = (int(spec["height"]), int(spec["width"]))
+        self.dynamic_batch = bool(spec.get("dynamic_batch", True))
         config: dict[str, Any] = {}
         hint = self.manifest.get("inference_precision_hint")
         if hint and device.upper().startswith("CPU"):
@@ -189,7 +190,10 @@ class EdgeModel:
 
     # ------------------------------------------------------------------ inference
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw graph outputs by name for a float batch ``[N, 3, H, W]``."""
+        """Graph outputs by name for a float batch ``[N, 3, H, W]`` (a fixed-batch bundle is fed one by one)."""
+        if not self.dynamic_batch and len(batch) > 1:
+            parts = [self.infer(batch[i:i + 1]) for i in range(len(batch))]
+            return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         result = self.compiled(batch)
         return {port.get_any_name(): np.asarray(result[port]) for port in self.compiled.outputs}
 

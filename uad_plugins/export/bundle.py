@@ -7,6 +7,8 @@ import hashlib
 import importlib.metadata as md
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,8 +55,8 @@ def _compile(model_or_path: Any, precision: str) -> Any:
     return ov.Core().compile_model(model_or_path, "CPU", {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision]})
 
 
-def _raw_outputs(compiled: Any, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
-    out = run_compiled(compiled, samples.images)
+def _raw_outputs(compiled: Any, samples: Samples, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    out = run_compiled(compiled, samples.images, batch_size)
     return out["raw_score"], out["raw_map"]
 
 
@@ -96,6 +98,24 @@ def _quantize(raw_model: Any, calibration: Samples, progress: Callable[[str], No
     return nncf.quantize(raw_model, nncf.Dataset(items), subset_size=len(items))
 
 
+def _check_compiles_in_a_child(ov_model: Any, precision: str) -> None:
+    """Compile the model in a separate process first: OpenVINO's CPU plugin can crash (SIGSEGV) on some
+    quantized graphs, and a crash must become an error, not the end of the export process."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="uad_int8_check_") as work:
+        path = Path(work) / "model.xml"
+        ov.save_model(ov_model, path, compress_to_fp16=False)
+        code = ("import sys, openvino as ov; ov.Core().compile_model(sys.argv[1], 'CPU', "
+                f"{{'INFERENCE_PRECISION_HINT': '{INFERENCE_PRECISION[precision]}'}})")
+        result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                                timeout=600)
+    if result.returncode != 0:
+        why = f"signal {-result.returncode}" if result.returncode < 0 else result.stderr.strip()[-300:]
+        raise ExportError(f"OpenVINO cannot compile the quantized {precision.upper()} model on this CPU ({why}).",
+                          hint="Export FP32 or FP16 instead; nothing was written.")
+
+
 def _metric_budget(eager_raw: tuple[np.ndarray, np.ndarray], int8_raw: tuple[np.ndarray, np.ndarray],
                    samples: Samples, max_drop: float) -> tuple[dict[str, dict[str, float]], list[str]]:
     labels = samples.labels.numpy()
@@ -133,7 +153,8 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
     size = input_size_of(model)
     stats = PostStats.from_post_processor(model.post_processor)
     progress(f"converting {type(model).__name__} to OpenVINO (input [N, 3, {size[0]}, {size[1]}])")
-    raw = convert_raw(model, size)
+    raw, dynamic_batch = convert_raw(model, size)
+    batch_size = 8 if dynamic_batch else 1
     refitted = False
     report: ParityReport
     check = validation.subset(parity_samples)
@@ -141,10 +162,11 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
         if calibration is None:
             raise ExportError("INT8 export needs calibration images.")
         raw_q = _quantize(raw, calibration, progress)
+        _check_compiles_in_a_child(raw_q, precision)
         progress(f"re-fitting thresholds and normalisation on the INT8 model's outputs ({len(validation)} "
                  "validation images)")
-        int8_raw = _raw_outputs(_compile(raw_q, precision), validation)
-        eager_raw = _raw_outputs(_compile(raw, "fp32"), validation)
+        int8_raw = _raw_outputs(_compile(raw_q, precision), validation, batch_size)
+        eager_raw = _raw_outputs(_compile(raw, "fp32"), validation, batch_size)
         stats = refit_post_stats(*int8_raw, validation)
         refitted = True
         metrics, failures = _metric_budget(eager_raw, int8_raw, validation, max_metric_drop)
@@ -159,7 +181,7 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
         ov.save_model(full, tmp / "model.xml", compress_to_fp16=(precision == "fp16"))
         compiled = _compile(tmp / "model.xml", precision)
         names = [f"{check.source}[{i}]" for i in range(len(check))]
-        exported = run_compiled(compiled, check.images)
+        exported = run_compiled(compiled, check.images, batch_size)
         if precision != "int8":
             progress(f"parity gate: eager vs OpenVINO {precision.upper()} on {len(check)} {check.source} samples")
             report = compare_outputs(precision, run_eager(model, check.images), exported, names,
@@ -180,7 +202,7 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
             **(provenance or {}),
             "versions": _versions(),
             "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "range": [0, 1], "color": "RGB",
-                      "channels": 3, "height": size[0], "width": size[1], "dynamic_batch": True},
+                      "channels": 3, "height": size[0], "width": size[1], "dynamic_batch": dynamic_batch},
             "preprocessing": {"in_graph": True, "resize": "caller (fixed input size)", **_normalisation(model)},
             "postprocessing": {"in_graph": True, **stats.to_dict(), "refitted_after_quantization": refitted,
                                "fitted_on": validation.source},

@@ -102,27 +102,35 @@ class RawExportModule(nn.Module):
         return score.reshape(-1), anomaly_map
 
 
-def convert_raw(model: Any, input_size: tuple[int, int]) -> Any:
-    """The raw module as an ``openvino.Model`` with input ``input [?, 3, H, W]`` and outputs raw score and map."""
+def convert_raw(model: Any, input_size: tuple[int, int]) -> tuple[Any, bool]:
+    """The raw module as an ``openvino.Model`` (input ``input``, outputs ``raw_score`` and ``raw_map``).
+
+    Returns ``(model, dynamic_batch)``. A dynamic batch is tried first; a model whose forward fixes the batch size
+    (anomalib's Patchcore does) is exported at batch 1 instead, and the edge runtime feeds it one image at a time.
+    """
     import openvino as ov
 
     module = RawExportModule(model).eval()
-    example = torch.rand(2, 3, *input_size)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    try:
-        with torch.no_grad():
-            program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},), strict=False)
-            ov_model = ov.convert_model(program)
-    except Exception as exc:
-        raise ExportError(f"{type(model).__name__} could not be converted to OpenVINO: {type(exc).__name__}: "
-                          f"{str(exc)[:600]}",
-                          hint="Its eval-mode forward must be traceable by torch.export (no numpy, no "
-                          "data-dependent Python control flow). Run with --traceback for details.") from exc
-    ov_model.inputs[0].get_tensor().set_names({"input"})
-    ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([-1, 3, *input_size])})
-    ov_model.outputs[0].get_tensor().set_names({"raw_score"})
-    ov_model.outputs[1].get_tensor().set_names({"raw_map"})
-    return ov_model
+    attempts = [(torch.rand(2, 3, *input_size), ({0: torch.export.Dim("batch", min=1, max=4096)},)),
+                (torch.rand(1, 3, *input_size), None)]
+    errors = []
+    for example, dynamic in attempts:
+        try:
+            with torch.no_grad():
+                program = torch.export.export(module, (example,), dynamic_shapes=dynamic, strict=False)
+                ov_model = ov.convert_model(program)
+        except Exception as exc:  # noqa: BLE001 - try the static export, then report both failures
+            errors.append(f"{type(exc).__name__}: {str(exc)[:400]}")
+            continue
+        dynamic_batch = dynamic is not None
+        ov_model.inputs[0].get_tensor().set_names({"input"})
+        ov_model.reshape({ov_model.inputs[0]: ov.PartialShape([-1 if dynamic_batch else 1, 3, *input_size])})
+        ov_model.outputs[0].get_tensor().set_names({"raw_score"})
+        ov_model.outputs[1].get_tensor().set_names({"raw_map"})
+        return ov_model, dynamic_batch
+    raise ExportError(f"{type(model).__name__} could not be converted to OpenVINO: " + " | ".join(errors),
+                      hint="Its eval-mode forward must be traceable by torch.export (no numpy, no data-dependent "
+                      "Python control flow). Run with --traceback for details.")
 
 
 def append_postprocessing(raw_model: Any, stats: PostStats) -> Any:

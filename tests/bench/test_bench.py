@@ -1,0 +1,155 @@
+"""``uad bench``: recipes load with clear errors, and a tiny recipe runs end to end into a well-formed report.
+
+Benchmarks are not tests: nothing here checks a number, only that the report is complete and well formed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uad_plugins.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ROW_FIELDS = {"model", "model_ref", "reference", "data", "category", "backend", "precision", "status", "error",
+              "quality", "latency", "gflops_per_s", "peak_fraction", "memory", "parameters", "flops_per_image",
+              "training", "export"}
+QUALITY_FIELDS = {"image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "image_AP"}
+
+#: random weights, 64 px, small dimensions, 1 epoch of 2 batches; Padim as the anomalib reference
+TINY_RECIPE = {
+    "name": "tiny",
+    "models": [
+        {"name": "pbas", "model": "plugin:pbas",
+         "init_args": {"pretrained": False, "image_size": 64, "pretrain_embed_dimension": 64,
+                       "target_embed_dimension": 64, "dsc_hidden": 32},
+         "trainer": {"max_epochs": 1}},
+        {"name": "padim", "model": "Padim", "reference": True, "image_size": 64,
+         "init_args": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "pre_trained": False,
+                       "n_features": 32},
+         "precisions": ["fp32"]},  # the INT8 path is covered by PBAS; one export less keeps the test short
+    ],
+    "data": [{"class_path": "UadDemo", "init_args": {"category": "washer", "num_workers": 0}}],
+    "trainer": {"limit_train_batches": 2, "num_sanity_val_steps": 0},
+    "precisions": ["fp32", "int8"],
+    "batch_sizes": [1, 2],
+    "timing": {"warmup": 1, "iterations": 2},
+    "export": {"parity_samples": 8, "calibration_samples": 8, "max_metric_drop": 1.0, "timeout_s": 300},
+    "seed": 0,
+    "threads": 2,
+}
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _is_png(path: Path) -> bool:
+    from PIL import Image
+
+    if path.read_bytes()[:8] != PNG_MAGIC:
+        return False
+    with Image.open(path) as image:
+        image.verify()
+        return image.format == "PNG"
+
+
+@pytest.mark.parametrize("name", ["pbas_bottle", "demo_quick"])
+def test_shipped_recipes_load(name: str) -> None:
+    from uad_plugins.bench.recipe import load_recipe
+
+    recipe = load_recipe(REPO / "configs" / "bench" / f"{name}.yaml", cwd=REPO)
+    assert recipe.models and recipe.data and recipe.iterations >= 1
+    if name == "pbas_bottle":
+        assert [m.reference for m in recipe.models] == [False, True, True]
+        assert recipe.precisions == ("fp32", "fp16", "int8") and recipe.batch_sizes == (1, 8)
+        assert recipe.data[0].init_args["root"] == str((REPO / "../shared/data/mvtec_ad_256").resolve())
+        assert all("max_epochs" not in recipe.trainer_for(m) for m in recipe.models if m.reference)
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"precisions": ["fp32", "bf16"]}, "unknown precision 'bf16'"),
+    ({"timing": {"warmup": 1, "iteration": 2}}, "Did you mean 'iterations'"),
+    ({"models": []}, "'models' must be a non-empty list"),
+    ({"batch_sizes": [1, 0]}, "must be an integer >= 1"),
+])
+def test_bad_recipe_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict,
+                                      expected: str) -> None:
+    recipe = _write(tmp_path / "bad.yaml", {**TINY_RECIPE, **change})
+    code = main(["bench", "--recipe", str(recipe), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_renders_without_running(tmp_path: Path) -> None:
+    from uad_plugins.bench.report import write_report
+
+    row = {"model": "m", "reference": False, "data": "D", "category": "c", "backend": "torch-eager",
+           "status": "ok", "quality": {"image_AUROC": 0.9}, "latency": {"1": {"p50_ms": 2.0, "p95_ms": 3.0}},
+           "memory": {}, "export": None}
+    failed = {**row, "backend": "openvino-int8", "status": "error", "error": "boom\nsecond line",
+              "quality": {}, "latency": {}}
+    files = write_report({"recipe": {"name": "r", "batch_sizes": [1]}, "rows": [row, failed]}, tmp_path)
+    text = files["markdown"].read_text(encoding="utf-8")
+    assert "| m | D/c | torch-eager | 0.900 |" in text and "openvino-int8 (failed)" in text
+    assert "boom second line" in text
+    assert all(_is_png(tmp_path / name) for name in ("accuracy_vs_latency.png", "latency_by_backend.png"))
+
+
+@pytest.mark.slow
+def test_tiny_recipe_runs_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = _write(tmp_path / "tiny.yaml", TINY_RECIPE)
+    out = tmp_path / "bench"
+    code = main(["bench", "--recipe", str(recipe), "--output", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout[-3000:]
+    assert "[bench] 1/2 pbas on UadDemo/washer: fitting" in stdout
+
+    report = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    assert report["schema"] == "uad-bench/1" and report["complete"] is True
+    fingerprint = report["fingerprint"]
+    assert {"cpu", "cpu_flags", "cores_logical", "torch_threads", "openvino_inference_threads", "versions",
+            "python", "platform", "date"} <= set(fingerprint)
+    assert {"torch", "openvino", "nncf", "anomalib", "timm", "numpy", "uad_plugins"} <= set(fingerprint["versions"])
+    assert report["matmul_peak"]["gflops_best"] > 0
+
+    rows = report["rows"]
+    assert [(r["model"], r["backend"]) for r in rows] == [
+        ("pbas", "torch-eager"), ("pbas", "openvino-fp32"), ("pbas", "openvino-int8"),
+        ("padim", "torch-eager"), ("padim", "openvino-fp32")]
+    for row in rows:
+        assert ROW_FIELDS <= set(row), ROW_FIELDS - set(row)
+        assert set(row["quality"]) == QUALITY_FIELDS
+        assert row["reference"] is (row["model"] == "padim")
+        assert row["status"] in ("ok", "error")
+        if row["status"] == "error":  # an export may fail (e.g. an INT8 crash); it must say why
+            assert row["error"] and row["backend"] != "torch-eager"
+            continue
+        assert set(row["latency"]) == {"1", "2"}
+        for timing in row["latency"].values():
+            assert 0 < timing["p50_ms"] <= timing["p95_ms"] and timing["iterations"] == 2
+            assert timing["throughput_ips"] > 0
+        assert 0.0 <= row["quality"]["image_AUROC"] <= 1.0
+        assert row["memory"]["inference_peak_rss_mb"] > 0 and row["memory"]["fit_peak_rss_mb"] > 0
+        assert row["flops_per_image"] > 0 and row["parameters"] > 0 and row["gflops_per_s"]["1"] > 0
+        assert row["training"]["epochs"] == 1 and row["training"]["train_batches"] == 2
+        if row["backend"] != "torch-eager":
+            assert row["export"]["bundle_mb"] > 0 and row["export"]["parity"]["passed"] is True
+            assert (out / "bundles").is_dir()
+    ok = {(r["model"], r["backend"]) for r in rows if r["status"] == "ok"}
+    assert {("pbas", "torch-eager"), ("pbas", "openvino-fp32"), ("padim", "torch-eager")} <= ok
+
+    markdown = (out / "bench.md").read_text(encoding="utf-8")
+    assert markdown.startswith("# Benchmark: tiny")
+    assert "| model | data | backend | image AUROC | pixel AUROC | AUPRO | F1-max | p50 ms bs1 |" in markdown
+    assert "| pbas | UadDemo/washer | openvino-fp32 |" in markdown
+    assert "| padim (ref) | UadDemo/washer | torch-eager |" in markdown
+    assert "| model | data | backend | epochs | batches | steps | fit s | params |" in markdown
+    for name in ("accuracy_vs_latency.png", "latency_by_backend.png"):
+        assert _is_png(out / name), name

@@ -1,0 +1,380 @@
+"""Benchmark recipes: a YAML file naming models x data x precisions, loaded and checked with clear errors.
+
+A recipe looks like::
+
+    name: pbas_bottle            # optional, default: the file's stem
+    models:
+      - name: pbas
+        model: plugin:pbas       # or an anomalib class path / short name (Padim, anomalib.models.Patchcore)
+        init_args: {image_size: 256}
+        reference: false         # true for the anomalib reference rows
+        trainer: {max_epochs: 10}          # per-model Trainer overrides (null removes a recipe-wide key)
+        precisions: [fp32]       # per-model override of the recipe's precisions
+        image_size: 256          # anomalib models: build their default pre-processor at this size
+        backbone_weights: lite0_imagenet   # load the offline Lite0 ImageNet weights into timm extractors
+    data:
+      - class_path: MVTecAD      # short anomalib names, UadDemo, or a dotted path
+        init_args: {root: ../shared/data/mvtec_ad_256, category: bottle}
+    trainer: {enable_progress_bar: false}
+    precisions: [fp32, fp16, int8]
+    batch_sizes: [1, 8]
+    timing: {warmup: 3, iterations: 20}
+    export: {parity_samples: 16, calibration_samples: 64, max_metric_drop: 0.01, timeout_s: 1800}
+    seed: 0
+    threads: 2
+
+Relative data roots are resolved against the current working directory when the recipe is loaded. This module
+imports only the standard library and PyYAML; :func:`resolve_references` imports the model and data classes.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from uad_plugins.errors import ConfigError, close_matches
+
+__all__ = ["BACKBONE_WEIGHTS", "PRECISIONS", "DataEntry", "ModelEntry", "Recipe", "load_recipe", "parse_recipe",
+           "resolve_references"]
+
+PRECISIONS = ("fp32", "fp16", "int8")
+#: values of a model's ``backbone_weights`` key
+BACKBONE_WEIGHTS = ("lite0_imagenet",)
+
+_TOP_KEYS = {"name", "description", "models", "data", "trainer", "precisions", "batch_sizes", "timing", "export",
+             "seed", "threads"}
+_MODEL_KEYS = {"name", "model", "init_args", "reference", "trainer", "image_size", "backbone_weights", "precisions"}
+_DATA_KEYS = {"name", "class_path", "init_args"}
+_TIMING_KEYS = {"warmup", "iterations"}
+_EXPORT_KEYS = {"parity_samples", "calibration_samples", "max_metric_drop", "timeout_s"}
+_DATA_ALIASES = {"UadDemo": "uad_plugins.data.UadDemo"}
+_MANAGED_TRAINER_KEYS = {"default_root_dir", "callbacks", "logger"}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of a recipe."""
+
+    name: str
+    model: str
+    init_args: dict[str, Any] = field(default_factory=dict)
+    reference: bool = False
+    trainer: dict[str, Any] = field(default_factory=dict)
+    image_size: int | None = None
+    backbone_weights: str | None = None
+    precisions: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class DataEntry:
+    """One datamodule of a recipe (``class_path`` already expanded to a dotted path)."""
+
+    name: str
+    class_path: str
+    init_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def category(self) -> str:
+        """The category the datamodule is built for ('' when it has none)."""
+        return str(self.init_args.get("category", "") or "")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A checked benchmark recipe."""
+
+    name: str
+    models: tuple[ModelEntry, ...]
+    data: tuple[DataEntry, ...]
+    trainer: dict[str, Any] = field(default_factory=dict)
+    precisions: tuple[str, ...] = PRECISIONS
+    batch_sizes: tuple[int, ...] = (1, 8)
+    warmup: int = 3
+    iterations: int = 20
+    seed: int | None = 0
+    threads: int = 2
+    parity_samples: int = 16
+    calibration_samples: int = 64
+    max_metric_drop: float = 0.01
+    timeout_s: float = 1800.0
+    description: str = ""
+    path: str | None = None
+    text: str = ""
+
+    def quick(self) -> Recipe:
+        """The same recipe with at most 1 warm-up and 3 timed iterations (a smoke run, not a measurement)."""
+        return replace(self, warmup=min(self.warmup, 1), iterations=min(self.iterations, 3))
+
+    def precisions_for(self, model: ModelEntry) -> tuple[str, ...]:
+        """The OpenVINO precisions benchmarked for one model (its own list, else the recipe's)."""
+        return self.precisions if model.precisions is None else model.precisions
+
+    def trainer_for(self, model: ModelEntry) -> dict[str, Any]:
+        """Trainer kwargs of one model: the recipe's, then the model's overrides (``None`` removes a key)."""
+        merged = {**self.trainer, **model.trainer}
+        return {k: v for k, v in merged.items() if v is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (recorded in bench.json)."""
+        return {
+            "name": self.name, "path": self.path, "description": self.description,
+            "models": [vars(m) for m in self.models], "data": [vars(d) for d in self.data],
+            "trainer": self.trainer, "precisions": list(self.precisions), "batch_sizes": list(self.batch_sizes),
+            "timing": {"warmup": self.warmup, "iterations": self.iterations}, "seed": self.seed,
+            "threads": self.threads,
+            "export": {"parity_samples": self.parity_samples, "calibration_samples": self.calibration_samples,
+                       "max_metric_drop": self.max_metric_drop, "timeout_s": self.timeout_s},
+        }
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _where(source: str, key: str) -> str:
+    return f"recipe {source}: '{key}'"
+
+
+def _check_keys(mapping: dict[str, Any], allowed: set[str], where: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            near = close_matches(str(key), allowed)
+            raise ConfigError(f"{where} has an unknown key '{key}'.",
+                              hint=(f"Did you mean '{near[0]}'? " if near else "")
+                              + f"Allowed keys: {', '.join(sorted(allowed))}.")
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}: {value!r}.")
+    return dict(value)
+
+
+def _int(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _number(value: Any, where: str, low: float, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or \
+            (high is not None and value > high):
+        bound = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        raise ConfigError(f"{where} must be a number {bound}, got {value!r}.")
+    return float(value)
+
+
+def _model_entry(raw: Any, index: int, source: str) -> ModelEntry:
+    where = f"recipe {source}: models[{index}]"
+    item = _mapping(raw, where)
+    _check_keys(item, _MODEL_KEYS, where)
+    ref = item.get("model")
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError(f"{where} needs 'model': plugin:<name> or an anomalib class path, got {ref!r}.",
+                          hint="e.g. 'model: plugin:pbas' or 'model: anomalib.models.Padim'.")
+    ref = ref.strip()
+    name = item.get("name") or ref.removeprefix("plugin:").rsplit(".", 1)[-1].lower()
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: 'name' must be a string, got {name!r}.")
+    reference = item.get("reference", False)
+    if not isinstance(reference, bool):
+        raise ConfigError(f"{where}: 'reference' must be true or false, got {reference!r}.")
+    image_size = item.get("image_size")
+    if image_size is not None:
+        image_size = _int(image_size, f"{where}: 'image_size'", 16)
+    weights = item.get("backbone_weights")
+    if weights is not None and weights not in BACKBONE_WEIGHTS:
+        raise ConfigError(f"{where}: unknown backbone_weights {weights!r}.",
+                          hint=f"Use one of: {', '.join(BACKBONE_WEIGHTS)} (or leave it out).")
+    precisions = None if item.get("precisions") is None else _precisions(item["precisions"], f"{where}: 'precisions'")
+    return ModelEntry(name=name, model=ref, init_args=_mapping(item.get("init_args"), f"{where}: 'init_args'"),
+                      reference=reference, trainer=_mapping(item.get("trainer"), f"{where}: 'trainer'"),
+                      image_size=image_size, backbone_weights=weights, precisions=precisions)
+
+
+def _precisions(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list, got {value!r}.")
+    for p in value:
+        if p not in PRECISIONS:
+            raise ConfigError(f"{where}: unknown precision {p!r}.",
+                              hint=f"Use some of: {', '.join(PRECISIONS)} (an empty list benchmarks eager only).")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where} lists a precision twice: {value}.")
+    return tuple(value)
+
+
+def _expand_data_class(class_path: str) -> str:
+    if class_path in _DATA_ALIASES:
+        return _DATA_ALIASES[class_path]
+    if "." not in class_path:
+        return f"anomalib.data.{class_path}"
+    return class_path
+
+
+def _data_entry(raw: Any, index: int, source: str, cwd: Path) -> DataEntry:
+    where = f"recipe {source}: data[{index}]"
+    item = _mapping(raw, where)
+    _check_keys(item, _DATA_KEYS, where)
+    class_path = item.get("class_path")
+    if not isinstance(class_path, str) or not class_path.strip():
+        raise ConfigError(f"{where} needs 'class_path' (UadDemo, MVTecAD, Folder, or a dotted path), "
+                          f"got {class_path!r}.")
+    short = class_path.strip()
+    init_args = _mapping(item.get("init_args"), f"{where}: 'init_args'")
+    root = init_args.get("root")
+    if isinstance(root, str) and root and not Path(root).expanduser().is_absolute():
+        init_args["root"] = str((cwd / root).resolve())
+    name = item.get("name") or short.rsplit(".", 1)[-1]
+    return DataEntry(name=str(name), class_path=_expand_data_class(short), init_args=init_args)
+
+
+def parse_recipe(data: Any, *, source: str = "<recipe>", name: str | None = None, text: str = "",
+                 cwd: str | Path | None = None) -> Recipe:
+    """Check a recipe already read from YAML; ``cwd`` is where relative data roots are resolved from."""
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    top = _mapping(data, f"recipe {source}")
+    if not top:
+        raise ConfigError(f"recipe {source} is empty.", hint="It needs at least 'models:' and 'data:'.")
+    _check_keys(top, _TOP_KEYS, f"recipe {source}")
+    models_raw = top.get("models")
+    if not isinstance(models_raw, list) or not models_raw:
+        raise ConfigError(f"{_where(source, 'models')} must be a non-empty list of models.",
+                          hint="e.g. models: [{name: pbas, model: plugin:pbas}]")
+    models = tuple(_model_entry(m, i, source) for i, m in enumerate(models_raw))
+    names = [m.name for m in models]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"recipe {source}: model names must be unique; repeated: {', '.join(duplicates)}.",
+                          hint="Give each entry its own 'name:'.")
+    data_raw = top.get("data")
+    if not isinstance(data_raw, list) or not data_raw:
+        raise ConfigError(f"{_where(source, 'data')} must be a non-empty list of datamodules.",
+                          hint="e.g. data: [{class_path: UadDemo, init_args: {category: washer}}]")
+    datas = tuple(_data_entry(d, i, source, base) for i, d in enumerate(data_raw))
+    labels = [(d.name, d.category) for d in datas]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"recipe {source}: two data entries have the same name and category.",
+                          hint="Give them distinct 'name:' values.")
+
+    precisions = _precisions(top.get("precisions", list(PRECISIONS)), _where(source, "precisions"))
+
+    sizes_raw = top.get("batch_sizes", [1, 8])
+    if not isinstance(sizes_raw, list) or not sizes_raw:
+        raise ConfigError(f"{_where(source, 'batch_sizes')} must be a non-empty list of integers, got {sizes_raw!r}.")
+    sizes = tuple(_int(s, f"{_where(source, 'batch_sizes')} entry", 1) for s in sizes_raw)
+    if len(set(sizes)) != len(sizes):
+        raise ConfigError(f"{_where(source, 'batch_sizes')} lists a batch size twice: {list(sizes)}.")
+
+    timing = _mapping(top.get("timing"), _where(source, "timing"))
+    _check_keys(timing, _TIMING_KEYS, _where(source, "timing"))
+    export = _mapping(top.get("export"), _where(source, "export"))
+    _check_keys(export, _EXPORT_KEYS, _where(source, "export"))
+    seed = top.get("seed", 0)
+    if seed is not None:
+        seed = _int(seed, _where(source, "seed"), 0)
+    description = top.get("description", "") or ""
+    if not isinstance(description, str):
+        raise ConfigError(f"{_where(source, 'description')} must be a string.")
+    recipe_name = top.get("name") or name or "bench"
+    if not isinstance(recipe_name, str):
+        raise ConfigError(f"{_where(source, 'name')} must be a string, got {recipe_name!r}.")
+    trainer = _mapping(top.get("trainer"), _where(source, "trainer"))
+    for where, options in [(_where(source, "trainer"), trainer)] + \
+            [(f"recipe {source}: model '{m.name}' trainer", m.trainer) for m in models]:
+        managed = sorted(set(options) & _MANAGED_TRAINER_KEYS)
+        if managed:
+            raise ConfigError(f"{where} sets {', '.join(managed)}, which the benchmark manages itself.",
+                              hint="Remove it; runs go to <output>/runs and no logger or extra callbacks are used.")
+    return Recipe(
+        name=recipe_name, models=models, data=datas, trainer=trainer,
+        precisions=precisions, batch_sizes=sizes,
+        warmup=_int(timing.get("warmup", 3), _where(source, "timing.warmup"), 0),
+        iterations=_int(timing.get("iterations", 20), _where(source, "timing.iterations"), 1),
+        seed=seed, threads=_int(top.get("threads", 2), _where(source, "threads"), 1),
+        parity_samples=_int(export.get("parity_samples", 16), _where(source, "export.parity_samples"), 1),
+        calibration_samples=_int(export.get("calibration_samples", 64),
+                                 _where(source, "export.calibration_samples"), 1),
+        max_metric_drop=_number(export.get("max_metric_drop", 0.01), _where(source, "export.max_metric_drop"),
+                                0.0, 1.0),
+        timeout_s=_number(export.get("timeout_s", 1800), _where(source, "export.timeout_s"), 1.0),
+        description=description, path=None if source.startswith("<") else source, text=text,
+    )
+
+
+def load_recipe(path: str | Path, *, cwd: str | Path | None = None) -> Recipe:
+    """Read and check a YAML recipe (see the module docstring for its keys)."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"recipe not found: {file}", hint="Pass --recipe configs/bench/<name>.yaml.")
+    text = file.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {file} is not valid YAML: {exc}") from exc
+    return parse_recipe(data, source=str(file), name=file.stem, text=text, cwd=cwd)
+
+
+# ---------------------------------------------------------------------------------------------- resolution
+def model_class(entry: ModelEntry) -> type:
+    """The class a model entry builds (plugin references through the registry, others imported)."""
+    from uad_plugins.factory import resolve_component
+
+    ref = entry.model
+    if not ref.startswith("plugin:") and "." not in ref:
+        ref = f"anomalib.models.{ref}"
+    cls, _, _ = resolve_component("model", ref)
+    return cls
+
+
+def model_reference(entry: ModelEntry) -> str:
+    """The reference ``create_model`` takes for an entry (short anomalib names expanded)."""
+    if not entry.model.startswith("plugin:") and "." not in entry.model:
+        return f"anomalib.models.{entry.model}"
+    return entry.model
+
+
+def data_class(entry: DataEntry) -> type:
+    """The datamodule class of a data entry."""
+    module_name, _, attr = entry.class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        hint = "Use UadDemo, an anomalib.data name (MVTecAD, Folder, Visa, ...) or a dotted class path."
+        raise ConfigError(f"data class '{entry.class_path}' cannot be imported: {exc}", hint=hint) from exc
+    return cls
+
+
+def resolve_references(recipe: Recipe) -> None:
+    """Import every model and data class and check the data roots exist, before anything is trained."""
+    for entry in recipe.models:
+        cls = model_class(entry)
+        params = inspect.signature(cls.__init__).parameters
+        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        unknown = [k for k in entry.init_args if k not in params and not accepts_any]
+        if unknown:
+            near = close_matches(unknown[0], [p for p in params if p != "self"])
+            raise ConfigError(f"model '{entry.name}' ({entry.model}) has no init argument "
+                              f"{', '.join(repr(u) for u in unknown)}.",
+                              hint=(f"Did you mean '{near[0]}'? " if near else "")
+                              + f"Its arguments: {', '.join(p for p in params if p != 'self')}.")
+        if entry.image_size is not None and "image_size" in entry.init_args:
+            raise ConfigError(f"model '{entry.name}': give the image size once, either 'image_size' or "
+                              "'init_args.image_size'.")
+    for entry in recipe.data:
+        data_class(entry)
+        root = entry.init_args.get("root")
+        if isinstance(root, str) and root and not Path(root).expanduser().exists():
+            raise ConfigError(f"data '{entry.name}': root {root} does not exist.",
+                              hint="Relative roots are resolved against the folder 'uad bench' runs in; run it "
+                              "from the repository root or give an absolute path.")
+
+
+def copy_args(args: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of init arguments (so building a component never changes the recipe)."""
+    return copy.deepcopy(args)

@@ -1,0 +1,43 @@
+"""``uad bench``: run a benchmark recipe and write bench.json, bench.md and PNG plots."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["bench"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uad bench",
+        description="Benchmark models x data x precisions: fit and test each model with the uad engine, time the "
+        "eager model, export an OpenVINO bundle per precision and measure its quality and speed. Writes "
+        "bench.json, bench.md, accuracy_vs_latency.png and latency_by_backend.png.",
+        epilog="example: uad bench --recipe configs/bench/demo_quick.yaml --quick")
+    parser.add_argument("--recipe", required=True, help="YAML recipe, e.g. configs/bench/pbas_bottle.yaml")
+    parser.add_argument("--output", default=None, help="output folder (default: bench_results/<recipe stem>)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: at most 1 warm-up and 3 timed iterations (latencies are indicative only)")
+    return parser
+
+
+def bench(argv: list[str]) -> int:
+    """Entry point of ``uad bench``."""
+    args = _parser().parse_args(argv)
+    from uad_plugins.bench.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    output = Path(args.output) if args.output else Path("bench_results") / Path(args.recipe).stem
+
+    from uad_plugins.cli.train import _quiet_imports
+
+    _quiet_imports()
+    from uad_plugins.bench.runner import run_benchmark
+
+    report = run_benchmark(recipe, output, quick=args.quick, progress=lambda msg: print(msg, flush=True))
+    rows = report["rows"]
+    failed = [r for r in rows if r["status"] != "ok"]
+    print(f"bench: {len(rows) - len(failed)} of {len(rows)} rows ok in {report.get('seconds')} s; "
+          f"report {output / 'bench.md'}")
+    return 0 if len(failed) < len(rows) else 1
