@@ -341,6 +341,10 @@ class _Bench:
             shutil.rmtree(run_dir)
         engine = UadEngine(default_root_dir=self.output / "runs", seed=recipe.seed, heatmaps=False,
                            metrics=list(METRICS.values()),
+                           # the checkpoint records its data, so `uad export/test` can be run on it later
+                           checkpoint_extra={"data": {"class_path": data_entry.class_path,
+                                                      "init_args": dict(data_entry.init_args)},
+                                             "seed": recipe.seed},
                            **{**_DEFAULT_TRAINER, **recipe.trainer_for(model_entry)})
         engine.open_run(model, datamodule, run_dir=run_dir)
 
