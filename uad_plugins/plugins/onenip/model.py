@@ -16,9 +16,9 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
-from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from uad_plugins.components.backbones import backbone_normalization
+from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.errors import ConfigError
 from uad_plugins.plugins.onenip.torch_model import OnenipModel
 
@@ -120,15 +120,7 @@ class Onenip(AnomalibModule):
     def configure_pre_processor(cls, image_size: int | tuple[int, int] | None = None,
                                 backbone: str = "tf_efficientnet_lite0") -> PreProcessor:
         """Resize to ``image_size`` (224 by default) and normalise as the backbone expects (no augmentation)."""
-        if image_size is None:
-            size: tuple[int, int] = (224, 224)
-        elif isinstance(image_size, int):
-            size = (image_size, image_size)
-        else:
-            size = (int(image_size[0]), int(image_size[1]))
-        mean, std = backbone_normalization(backbone)
-        transform = Compose([Resize(size, antialias=True), Normalize(mean=list(mean), std=list(std))])
-        return PreProcessor(transform=transform)
+        return backbone_pre_processor(image_size, backbone, default_size=224)
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

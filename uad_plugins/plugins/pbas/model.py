@@ -16,9 +16,8 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
-from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-from uad_plugins.components.backbones import backbone_normalization
+from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.errors import ConfigError
 from uad_plugins.plugins.pbas.torch_model import PbasModel
 
@@ -101,15 +100,7 @@ class Pbas(AnomalibModule):
         The mean/std come from timm's pretrained config of ``backbone`` (0.5/0.5 for ``tf_efficientnet_lite0``,
         ImageNet statistics otherwise).
         """
-        if image_size is None:
-            size: tuple[int, int] = (288, 288)
-        elif isinstance(image_size, int):
-            size = (image_size, image_size)
-        else:
-            size = (int(image_size[0]), int(image_size[1]))
-        mean, std = backbone_normalization(backbone)
-        transform = Compose([Resize(size, antialias=True), Normalize(mean=list(mean), std=list(std))])
-        return PreProcessor(transform=transform)
+        return backbone_pre_processor(image_size, backbone, default_size=288)
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

@@ -14,9 +14,8 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
-from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-from uad_plugins.components.backbones import backbone_normalization
+from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.errors import ConfigError
 from uad_plugins.plugins.uniad.torch_model import UniadModel
 
@@ -117,7 +116,7 @@ class Uniad(AnomalibModule):
     def configure_pre_processor(cls, image_size: int | tuple[int, int] | None = None,
                                 backbone: str = "tf_efficientnet_lite0") -> PreProcessor:
         """Resize to ``image_size`` (224 by default) and normalise as the backbone expects (no augmentation)."""
-        return resize_normalize(image_size, backbone)
+        return backbone_pre_processor(image_size, backbone, default_size=224)
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
@@ -155,18 +154,6 @@ class Uniad(AnomalibModule):
         kwargs.setdefault("pretrained", False)
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
                                             strict=strict, weights_only=weights_only, **kwargs)
-
-
-def resize_normalize(image_size: int | tuple[int, int] | None, backbone: str) -> PreProcessor:
-    """``Resize`` to a square (or given) size, then the backbone's normalisation."""
-    if image_size is None:
-        size: tuple[int, int] = (224, 224)
-    elif isinstance(image_size, int):
-        size = (image_size, image_size)
-    else:
-        size = (int(image_size[0]), int(image_size[1]))
-    mean, std = backbone_normalization(backbone)
-    return PreProcessor(transform=Compose([Resize(size, antialias=True), Normalize(mean=list(mean), std=list(std))]))
 
 
 def validate_common(name: str, **values: Any) -> None:
