@@ -36,6 +36,10 @@ EPILOG = """examples:
   uad fit --model plugin:pbas --data MVTecAD --data.root ../shared/data/mvtec_ad_256 --data.category bottle
   uad test --ckpt_path results/pbas/.../weights/lightning/model.ckpt
   uad predict --ckpt_path RUN/weights/lightning/model.ckpt --data_path my_images/ --output out/
+  uad export --ckpt_path RUN/weights/lightning/model.ckpt --precision fp32
+  uad infer RUN/bundle_fp32 my_images/ --output scored/ --resize
+  uad bench --recipe configs/bench/demo_quick.yaml
+  uad fit --model plugin:uniad --data.categories all
   uad plugins list --kind model
   uad synth --synthesizer plugin:perlin --input good/ --output synth/ --seed 0
 
