@@ -19,7 +19,7 @@ from torch import nn, optim
 
 from uad_plugins.components.backbones import backbone_normalization
 from uad_plugins.components.preprocessing import backbone_pre_processor
-from uad_plugins.errors import ConfigError
+from uad_plugins.components.settings import check_settings, positive_int, transformer_checks
 from uad_plugins.plugins.onenip.torch_model import OnenipModel
 
 __all__ = ["Onenip"]
@@ -228,35 +228,13 @@ class Onenip(AnomalibModule):
 
 def _validate(**values: Any) -> None:
     """Raise ConfigError for OneNIP settings that cannot work."""
-    def positive_int(key: str) -> bool:
-        return isinstance(values[key], int) and not isinstance(values[key], bool) and values[key] > 0
-
-    checks: list[tuple[str, bool, str]] = [
-        ("image_size", positive_int("image_size") and values["image_size"] >= 32, "an integer >= 32 (224)"),
-        ("hidden_dim", positive_int("hidden_dim") and values["hidden_dim"] % 2 == 0, "a positive even integer"),
-        ("num_heads", positive_int("num_heads") and values["hidden_dim"] % values["num_heads"] == 0,
-         "a positive divisor of hidden_dim (8)"),
-        ("num_encoder_layers", positive_int("num_encoder_layers"), "a positive integer (4)"),
-        ("num_decoder_layers", positive_int("num_decoder_layers"), "a positive integer (4)"),
-        ("dim_feedforward", positive_int("dim_feedforward"), "a positive integer (1024)"),
-        ("dropout", 0 <= values["dropout"] < 1, "in [0, 1) (0.1)"),
-        ("neighbor_size", isinstance(values["neighbor_size"], int) and values["neighbor_size"] >= 0
-         and (values["neighbor_size"] == 0 or values["neighbor_size"] % 2 == 1), "0 (off) or an odd integer (7)"),
-        ("jitter_scale", values["jitter_scale"] >= 0, ">= 0 (20)"),
-        ("jitter_prob", 0 <= values["jitter_prob"] <= 1, "in [0, 1] (1.0)"),
-        ("refiner_width", positive_int("refiner_width"), "a positive integer (128)"),
-        ("prompt_bank_size", positive_int("prompt_bank_size"), "a positive integer (64)"),
-        ("prompt_topk", positive_int("prompt_topk"), "a positive integer (3)"),
+    checks = transformer_checks(values)
+    checks[10:10] = [
+        ("refiner_width", positive_int(values["refiner_width"]), "a positive integer (128)"),
+        ("prompt_bank_size", positive_int(values["prompt_bank_size"]), "a positive integer (64)"),
+        ("prompt_topk", positive_int(values["prompt_topk"]), "a positive integer (3)"),
         ("dice_weight", values["dice_weight"] >= 0, ">= 0 (0.5)"),
-        ("pool_size", positive_int("pool_size") and values["pool_size"] <= values["image_size"],
+        ("pool_size", positive_int(values["pool_size"]) and values["pool_size"] <= values["image_size"],
          "a positive integer <= image_size (16)"),
-        ("lr", values["lr"] > 0, "> 0 (1e-4)"),
-        ("weight_decay", values["weight_decay"] >= 0, ">= 0 (1e-4)"),
-        ("lr_decay_at", 0 <= values["lr_decay_at"] <= 1, "in [0, 1] (0.8; 0 = no decay)"),
-        ("gradient_clip_val", values["gradient_clip_val"] >= 0, ">= 0 (0.1)"),
-        ("max_epochs", positive_int("max_epochs"), "a positive integer"),
     ]
-    for key, ok, expected in checks:
-        if not ok:
-            raise ConfigError(f"onenip: {key}={values[key]!r} is not usable; it must be {expected}.",
-                              hint=f"Fix --model.{key}.")
+    check_settings("onenip", values, checks)

@@ -15,6 +15,7 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from uad_plugins.components.multiscale import MultiScaleFeatures
+from uad_plugins.components.scoring import max_avgpool_score, reconstruction_map
 from uad_plugins.components.transformer import (
     FeatureJitter,
     FeedForward,
@@ -274,8 +275,7 @@ class OnenipModel(nn.Module):
         prompt = self.encode(self.prompt_bank.index_select(0, index))
         reconstruction = self.decode(prompt, self.encode(features), features.shape)
         size = (images.shape[-2], images.shape[-1])
-        error = torch.sqrt(((reconstruction - features) ** 2).sum(dim=1, keepdim=True))
-        rec_map = F.interpolate(error, size=size, mode="bilinear", align_corners=True)
+        rec_map = reconstruction_map(features, reconstruction, size)
         ref_map = torch.sigmoid(self.refine(reconstruction, features, size))
         return rec_map, ref_map, index
 
@@ -283,5 +283,5 @@ class OnenipModel(nn.Module):
         """Eval: fused map ``0.5 rec + 0.5 fusion_scale ref``; score = max of its average-pooled map."""
         rec_map, ref_map, _ = self.maps(images)
         anomaly_map = 0.5 * rec_map + 0.5 * self.fusion_scale * ref_map
-        pred_score = F.avg_pool2d(anomaly_map, kernel_size=self.pool_size, stride=1).amax(dim=(1, 2, 3))
+        pred_score = max_avgpool_score(anomaly_map, self.pool_size)
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 
 from uad_plugins.components.preprocessing import backbone_pre_processor
-from uad_plugins.errors import ConfigError
+from uad_plugins.components.settings import check_settings
 from uad_plugins.plugins.pbas.torch_model import PbasModel
 
 __all__ = ["Pbas"]
@@ -200,7 +200,4 @@ def _validate(**values: Any) -> None:
         ("center_momentum", 0 <= values["center_momentum"] < 1, "in [0, 1) (0.9 in the paper)"),
         ("smoothing_sigma", values["smoothing_sigma"] >= 0, ">= 0 (4 in the paper; 0 turns smoothing off)"),
     ]
-    for name, ok, expected in checks:
-        if not ok:
-            raise ConfigError(f"pbas: {name}={values[name]!r} is not usable; it must be {expected}.",
-                              hint=f"Fix --model.{name}.")
+    check_settings("pbas", values, checks)

@@ -14,6 +14,7 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from uad_plugins.components.multiscale import MultiScaleFeatures
+from uad_plugins.components.scoring import max_avgpool_score, reconstruction_map
 from uad_plugins.components.transformer import (
     FeatureJitter,
     LearnedPositionEmbedding,
@@ -33,18 +34,6 @@ class UniadTrainOutput(NamedTuple):
     loss: torch.Tensor
     features: torch.Tensor
     reconstruction: torch.Tensor
-
-
-def reconstruction_map(features: torch.Tensor, reconstruction: torch.Tensor,
-                       size: tuple[int, int]) -> torch.Tensor:
-    """Per-location L2 error ``[B, 1, h, w]`` upsampled bilinearly (``align_corners=True``) to ``size``."""
-    error = torch.sqrt(((reconstruction - features) ** 2).sum(dim=1, keepdim=True))
-    return F.interpolate(error, size=size, mode="bilinear", align_corners=True)
-
-
-def max_avgpool_score(anomaly_map: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Image score: max of the ``kernel x kernel`` average-pooled map (stride 1, no padding), ``[B]``."""
-    return F.avg_pool2d(anomaly_map, kernel_size=kernel, stride=1).amax(dim=(1, 2, 3))
 
 
 class UniadModel(nn.Module):
