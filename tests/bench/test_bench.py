@@ -77,6 +77,9 @@ def test_shipped_recipes_load(name: str) -> None:
     ({"timing": {"warmup": 1, "iteration": 2}}, "Did you mean 'iterations'"),
     ({"models": []}, "'models' must be a non-empty list"),
     ({"batch_sizes": [1, 0]}, "must be an integer >= 1"),
+    ({"models": [{"model": "plugin:pbas", "ckpt_path": "missing/model.ckpt"}]}, "does not exist"),
+    ({"models": [{"model": "plugin:pbas", "ckpt_path": "m.ckpt", "init_args": {"image_size": 64}}]},
+     "a checkpoint already fixes the model"),
 ])
 def test_bad_recipe_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict,
                                       expected: str) -> None:
@@ -153,3 +156,15 @@ def test_tiny_recipe_runs_through_the_cli(tmp_path: Path, capsys: pytest.Capture
     assert "| model | data | backend | epochs | batches | steps | fit s | params |" in markdown
     for name in ("accuracy_vs_latency.png", "latency_by_backend.png"):
         assert _is_png(out / name), name
+
+    # a trained checkpoint is benchmarked without training again, and scores the same
+    ckpt = rows[0]["training"]["checkpoint"]
+    again = _write(tmp_path / "again.yaml", {**TINY_RECIPE, "models": [
+        {"name": "pbas_ckpt", "model": "plugin:pbas", "ckpt_path": ckpt, "precisions": []}]})
+    code = main(["bench", "--recipe", str(again), "--output", str(tmp_path / "again")])
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout[-3000:]
+    assert "fitting" not in stdout and f"loaded {ckpt}" in stdout
+    (row,) = json.loads((tmp_path / "again" / "bench.json").read_text(encoding="utf-8"))["rows"]
+    assert row["status"] == "ok" and row["training"]["checkpoint"] == ckpt and row["training"]["epochs"] == 1
+    assert row["quality"]["image_AUROC"] == pytest.approx(rows[0]["quality"]["image_AUROC"], abs=1e-6)

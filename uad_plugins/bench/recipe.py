@@ -12,6 +12,9 @@ A recipe looks like::
         precisions: [fp32]       # per-model override of the recipe's precisions
         image_size: 256          # anomalib models: build their default pre-processor at this size
         backbone_weights: lite0_imagenet   # load the offline Lite0 ImageNet weights into timm extractors
+      - name: uniad
+        model: plugin:uniad
+        ckpt_path: results/Uniad/MVTecAD/bottle/v0/weights/lightning/model.ckpt   # benchmark a trained model
     data:
       - class_path: MVTecAD      # short anomalib names, UadDemo, or a dotted path
         init_args: {root: ../shared/data/mvtec_ad_256, category: bottle}
@@ -23,7 +26,9 @@ A recipe looks like::
     seed: 0
     threads: 2
 
-Relative data roots are resolved against the current working directory when the recipe is loaded. This module
+A model with ``ckpt_path`` is not trained: the checkpoint (written by ``uad fit``) is loaded, so it takes no
+``init_args``, ``trainer``, ``image_size`` or ``backbone_weights``. Relative data roots and checkpoint paths are
+resolved against the current working directory when the recipe is loaded. This module
 imports only the standard library and PyYAML; :func:`resolve_references` imports the model and data classes.
 """
 
@@ -47,7 +52,9 @@ BACKBONE_WEIGHTS = ("lite0_imagenet",)
 
 _TOP_KEYS = {"name", "description", "models", "data", "trainer", "precisions", "batch_sizes", "timing", "export",
              "seed", "threads"}
-_MODEL_KEYS = {"name", "model", "init_args", "reference", "trainer", "image_size", "backbone_weights", "precisions"}
+_MODEL_KEYS = {"name", "model", "init_args", "reference", "trainer", "image_size", "backbone_weights", "precisions",
+               "ckpt_path"}
+_NOT_WITH_CKPT = ("init_args", "trainer", "image_size", "backbone_weights")
 _DATA_KEYS = {"name", "class_path", "init_args"}
 _TIMING_KEYS = {"warmup", "iterations"}
 _EXPORT_KEYS = {"parity_samples", "calibration_samples", "max_metric_drop", "timeout_s"}
@@ -67,6 +74,7 @@ class ModelEntry:
     image_size: int | None = None
     backbone_weights: str | None = None
     precisions: tuple[str, ...] | None = None
+    ckpt_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,7 @@ def _number(value: Any, where: str, low: float, high: float | None = None) -> fl
     return float(value)
 
 
-def _model_entry(raw: Any, index: int, source: str) -> ModelEntry:
+def _model_entry(raw: Any, index: int, source: str, cwd: Path) -> ModelEntry:
     where = f"recipe {source}: models[{index}]"
     item = _mapping(raw, where)
     _check_keys(item, _MODEL_KEYS, where)
@@ -190,9 +198,20 @@ def _model_entry(raw: Any, index: int, source: str) -> ModelEntry:
         raise ConfigError(f"{where}: unknown backbone_weights {weights!r}.",
                           hint=f"Use one of: {', '.join(BACKBONE_WEIGHTS)} (or leave it out).")
     precisions = None if item.get("precisions") is None else _precisions(item["precisions"], f"{where}: 'precisions'")
+    ckpt_path = item.get("ckpt_path")
+    if ckpt_path is not None:
+        if not isinstance(ckpt_path, str) or not ckpt_path.strip():
+            raise ConfigError(f"{where}: 'ckpt_path' must be the path of a model.ckpt, got {ckpt_path!r}.")
+        clash = [k for k in _NOT_WITH_CKPT if item.get(k)]
+        if clash:
+            raise ConfigError(f"{where} gives 'ckpt_path' and {', '.join(repr(c) for c in clash)}: a checkpoint "
+                              "already fixes the model and how it was trained.",
+                              hint="Remove those keys, or remove 'ckpt_path' to train the model in the benchmark.")
+        path = Path(ckpt_path).expanduser()
+        ckpt_path = str(path if path.is_absolute() else (cwd / path).resolve())
     return ModelEntry(name=name, model=ref, init_args=_mapping(item.get("init_args"), f"{where}: 'init_args'"),
                       reference=reference, trainer=_mapping(item.get("trainer"), f"{where}: 'trainer'"),
-                      image_size=image_size, backbone_weights=weights, precisions=precisions)
+                      image_size=image_size, backbone_weights=weights, precisions=precisions, ckpt_path=ckpt_path)
 
 
 def _precisions(value: Any, where: str) -> tuple[str, ...]:
@@ -244,7 +263,7 @@ def parse_recipe(data: Any, *, source: str = "<recipe>", name: str | None = None
     if not isinstance(models_raw, list) or not models_raw:
         raise ConfigError(f"{_where(source, 'models')} must be a non-empty list of models.",
                           hint="e.g. models: [{name: pbas, model: plugin:pbas}]")
-    models = tuple(_model_entry(m, i, source) for i, m in enumerate(models_raw))
+    models = tuple(_model_entry(m, i, source, base) for i, m in enumerate(models_raw))
     names = [m.name for m in models]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -353,6 +372,10 @@ def data_class(entry: DataEntry) -> type:
 def resolve_references(recipe: Recipe) -> None:
     """Import every model and data class and check the data roots exist, before anything is trained."""
     for entry in recipe.models:
+        if entry.ckpt_path is not None and not Path(entry.ckpt_path).is_file():
+            raise ConfigError(f"model '{entry.name}': checkpoint {entry.ckpt_path} does not exist.",
+                              hint="Relative paths are resolved against the folder 'uad bench' runs in; pass the "
+                              "model.ckpt printed at the end of 'uad fit'.")
         cls = model_class(entry)
         params = inspect.signature(cls.__init__).parameters
         accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -178,6 +178,24 @@ def _build_model(entry: ModelEntry) -> tuple[Any, dict[str, Any] | None]:
     return model, weights
 
 
+def _training_of_checkpoint(path: str) -> dict[str, Any]:
+    """How a benchmarked checkpoint was trained: its run's metrics.json (when beside it) and the checkpoint's data."""
+    from uad_plugins.engine.checkpoint import read_checkpoint_metadata
+    from uad_plugins.engine.run import find_run_dir
+
+    meta, _ = read_checkpoint_metadata(path)
+    info: dict[str, Any] = {}
+    run_dir = find_run_dir(path)
+    if run_dir is not None and (run_dir / "metrics.json").is_file():
+        try:
+            info = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            info = {}
+    return {"epochs": info.get("epochs"), "train_batches": info.get("train_batches"), "steps": info.get("steps"),
+            "fit_seconds": info.get("fit_seconds"), "validation": (info.get("validation") or {}).get("mode"),
+            "checkpoint": str(path), "trained_on": meta.get("data"), "trainer": None}
+
+
 def _build_data(entry: DataEntry) -> Any:
     cls = data_class(entry)
     try:
@@ -333,7 +351,12 @@ class _Bench:
         eager = _new_row(model_entry, data_entry, "torch-eager", "fp32")
         if recipe.seed is not None:
             seed_everything(recipe.seed, workers=True, verbose=False)
-        model, weights = _build_model(model_entry)
+        if model_entry.ckpt_path:
+            from uad_plugins.engine import load_model_from_checkpoint
+
+            model, weights = load_model_from_checkpoint(model_entry.ckpt_path), {"source": "checkpoint"}
+        else:
+            model, weights = _build_model(model_entry)
         eager["backbone_weights"] = weights
         datamodule = _build_data(data_entry)
         run_dir = self.output / "runs" / slug
@@ -348,18 +371,24 @@ class _Bench:
                            **{**_DEFAULT_TRAINER, **recipe.trainer_for(model_entry)})
         engine.open_run(model, datamodule, run_dir=run_dir)
 
-        say(f"[bench] {label}: fitting")
-        measure.reset_peak_rss()
-        engine.fit(model, datamodule=datamodule)
-        eager["memory"]["fit_peak_rss_mb"] = measure.peak_rss_mb()
-        info = engine.run_info
-        eager["training"] = {"epochs": info.get("epochs"), "train_batches": info.get("train_batches"),
-                             "steps": info.get("steps"), "fit_seconds": info.get("fit_seconds"),
-                             "validation": (info.get("validation") or {}).get("mode"),
-                             "checkpoint": str(engine.best_model_path or info.get("checkpoint") or ""),
-                             "trainer": recipe.trainer_for(model_entry)}
-        say(f"[bench] {label}: fitted in {info.get('fit_seconds')} s ({info.get('epochs')} epochs, "
-            f"{info.get('train_batches')} batches, {info.get('steps')} steps); testing")
+        if model_entry.ckpt_path:
+            eager["training"] = _training_of_checkpoint(model_entry.ckpt_path)
+            eager["memory"]["fit_peak_rss_mb"] = None
+            say(f"[bench] {label}: loaded {model_entry.ckpt_path} (trained "
+                f"{eager['training'].get('epochs')} epochs); testing")
+        else:
+            say(f"[bench] {label}: fitting")
+            measure.reset_peak_rss()
+            engine.fit(model, datamodule=datamodule)
+            eager["memory"]["fit_peak_rss_mb"] = measure.peak_rss_mb()
+            info = engine.run_info
+            eager["training"] = {"epochs": info.get("epochs"), "train_batches": info.get("train_batches"),
+                                 "steps": info.get("steps"), "fit_seconds": info.get("fit_seconds"),
+                                 "validation": (info.get("validation") or {}).get("mode"),
+                                 "checkpoint": str(engine.best_model_path or info.get("checkpoint") or ""),
+                                 "trainer": recipe.trainer_for(model_entry)}
+            say(f"[bench] {label}: fitted in {info.get('fit_seconds')} s ({info.get('epochs')} epochs, "
+                f"{info.get('train_batches')} batches, {info.get('steps')} steps); testing")
         results = engine.test(model, datamodule=datamodule, verbose=False)
         metrics = {_ENGINE_NAMES.get(k, k): float(v) for k, v in (results[0] if results else {}).items()}
         eager["quality"] = {k: (round(metrics[k], 5) if k in metrics else None) for k in METRICS}
