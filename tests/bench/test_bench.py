@@ -59,7 +59,7 @@ def _is_png(path: Path) -> bool:
         return image.format == "PNG"
 
 
-@pytest.mark.parametrize("name", ["pbas_bottle", "demo_quick"])
+@pytest.mark.parametrize("name", ["pbas_bottle", "demo_quick", "unified_bottle"])
 def test_shipped_recipes_load(name: str) -> None:
     from uad_plugins.bench.recipe import load_recipe
 
@@ -70,6 +70,8 @@ def test_shipped_recipes_load(name: str) -> None:
         assert recipe.precisions == ("fp32", "fp16", "int8") and recipe.batch_sizes == (1, 8)
         assert recipe.data[0].init_args["root"] == str((REPO / "../shared/data/mvtec_ad_256").resolve())
         assert all("max_epochs" not in recipe.trainer_for(m) for m in recipe.models if m.reference)
+    if name == "unified_bottle":  # benchmarked from the checkpoints of the bottle recipes
+        assert all(m.ckpt_path and m.ckpt_path.endswith("latest/weights/lightning/model.ckpt") for m in recipe.models)
 
 
 @pytest.mark.parametrize(("change", "expected"), [

@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,8 @@ def _model_entry(raw: Any, index: int, source: str, cwd: Path) -> ModelEntry:
                               "already fixes the model and how it was trained.",
                               hint="Remove those keys, or remove 'ckpt_path' to train the model in the benchmark.")
         path = Path(ckpt_path).expanduser()
-        ckpt_path = str(path if path.is_absolute() else (cwd / path).resolve())
+        # lexical normalisation only: a 'latest' link must be followed when the benchmark runs, not now
+        ckpt_path = os.path.normpath(path if path.is_absolute() else cwd.absolute() / path)
     return ModelEntry(name=name, model=ref, init_args=_mapping(item.get("init_args"), f"{where}: 'init_args'"),
                       reference=reference, trainer=_mapping(item.get("trainer"), f"{where}: 'trainer'"),
                       image_size=image_size, backbone_weights=weights, precisions=precisions, ckpt_path=ckpt_path)
