@@ -1,31 +1,37 @@
-"""``uad synth``: run a synthesizer plugin over a folder of images; write images, masks and a manifest.
+"""``uad synth``: run a synthesizer plugin over inputs of its modality; write the results, masks and a manifest.
 
-The output folder is written whole or not at all: everything goes to a temporary sibling first, then one rename.
+The synthesizer's ``modality`` picks the handler in :data:`MODALITIES`: each one finds its input files and writes
+one set of outputs per input and variant. The output folder is written whole or not at all: everything goes to a
+temporary sibling first, then one rename.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from uad_plugins.errors import ConfigError, DataError
 
-__all__ = ["synth", "synthesize_folder"]
+__all__ = ["MODALITIES", "synth", "synthesize_folder"]
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="uad synth", description="Make synthetic anomalies from images with a synthesizer plugin. "
-        "Options of the synthesizer are given as --synthesizer.<option> VALUE (see 'uad plugins show NAME').")
-    parser.add_argument("--synthesizer", required=True, help="plugin:<name>, e.g. plugin:perlin")
-    parser.add_argument("--input", required=True, help="an image or a folder of images (searched recursively)")
+        prog="uad synth", description="Make synthetic anomalies from images or point clouds with a synthesizer "
+        "plugin. Options of the synthesizer are given as --synthesizer.<option> VALUE (see 'uad plugins show NAME').")
+    parser.add_argument("--synthesizer", required=True, help="plugin:<name>, e.g. plugin:perlin or plugin:pnas3d")
+    parser.add_argument("--input", required=True,
+                        help="an image or point cloud, or a folder of them (searched recursively)")
     parser.add_argument("--output", required=True, help="output folder (must not exist, or be empty)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed; image i uses seed + i")
-    parser.add_argument("--count", type=int, default=1, help="variants per input image")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; input i, variant k uses seed + i * count + k")
+    parser.add_argument("--count", type=int, default=1, help="variants per input")
     return parser
 
 
@@ -50,60 +56,161 @@ def _split_component_options(argv: list[str]) -> tuple[list[str], dict[str, Any]
     return rest, options
 
 
-def synthesize_folder(synthesizer_ref: str, input_path: str | Path, output: str | Path, *, seed: int = 0,
-                      count: int = 1, **options: Any) -> dict[str, Any]:
-    """Apply a synthesizer to every image under ``input_path``; return the manifest written to ``output``."""
-    import numpy as np
-    import torch
-    from PIL import Image
+# ------------------------------------------------------------------------------------------------ images
+def _find_images(input_path: str | Path) -> list[Path]:
+    from uad_plugins.data.checks import list_image_files
 
-    from uad_plugins.factory import create_synthesizer
-
-    if count < 1:
-        raise ConfigError(f"--count must be at least 1, got {count}.")
-    synthesizer = create_synthesizer(synthesizer_ref, **options)
-
-    from uad_plugins.data.checks import list_image_files, read_rgb_image
-    from uad_plugins.engine.run import component_record
-
-    if getattr(synthesizer, "modality", "image") != "image":
-        raise ConfigError(f"{synthesizer_ref} works on {synthesizer.modality} data, not on images.")
     files = list_image_files(input_path)
     if not files:
         raise DataError(f"no images found in {input_path}",
                         hint="Give an image file or a folder with .png/.jpg/.jpeg/.bmp/.tif images.")
-    out = Path(output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"output {out} already exists and is not empty.", hint="Choose a new --output folder.")
+    return files
+
+
+def _write_images(synthesizer: Any, files: list[Path], root: Path, tmp: Path, seed: int,
+                  count: int) -> list[dict[str, Any]]:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from uad_plugins.data.checks import read_rgb_image
+
+    (tmp / "images").mkdir()
+    (tmp / "masks").mkdir()
+    entries = []
+    for i, file in enumerate(files):
+        image = torch.from_numpy(read_rgb_image(file)).permute(2, 0, 1).float() / 255.0
+        for k in range(count):
+            item_seed = seed + i * count + k
+            perturbed, mask = synthesizer(image, seed=item_seed)
+            stem = "_".join(file.relative_to(root).with_suffix("").parts)
+            name = f"{stem}_{k:02d}" if count > 1 else stem
+            img_u8 = (perturbed.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            mask_u8 = ((mask.reshape(mask.shape[-2:]).numpy() > 0.5) * 255).astype(np.uint8)
+            Image.fromarray(img_u8).save(tmp / "images" / f"{name}.png")
+            Image.fromarray(mask_u8).save(tmp / "masks" / f"{name}_mask.png")
+            entries.append({"source": str(file), "image": f"images/{name}.png", "mask": f"masks/{name}_mask.png",
+                            "seed": item_seed, "anomaly_fraction": round(float((mask_u8 > 0).mean()), 6)})
+    return entries
+
+
+# ------------------------------------------------------------------------------------------ point clouds
+def _find_clouds(input_path: str | Path) -> list[Path]:
+    from uad_plugins.pointcloud.io import SUFFIXES, list_pointcloud_files
+
+    files = list_pointcloud_files(input_path)
+    if not files:
+        raise DataError(f"no point clouds found in {input_path}",
+                        hint=f"Give a point-cloud file or a folder with {'/'.join(sorted(SUFFIXES))} files.")
+    return files
+
+
+def _write_clouds(synthesizer: Any, files: list[Path], root: Path, tmp: Path, seed: int,
+                  count: int) -> list[dict[str, Any]]:
+    import numpy as np
+    import torch
+
+    from uad_plugins.errors import UadError
+    from uad_plugins.pointcloud.io import output_suffix, read_pointcloud, write_pointcloud
+    from uad_plugins.pointcloud.render import render_preview
+
+    for folder in ("clouds", "masks", "previews"):
+        (tmp / folder).mkdir()
+    entries, used = [], set()
+    for i, file in enumerate(files):
+        cloud = read_pointcloud(file)
+        sample = torch.from_numpy(cloud.organised if cloud.grid_shape else cloud.points)
+        stem = "_".join(file.relative_to(root).with_suffix("").parts)
+        stem = f"{stem}_{file.suffix[1:].lower()}" if stem in used else stem  # a.ply next to a.pcd
+        used.add(stem)
+        for k in range(count):
+            item_seed = seed + i * count + k
+            try:
+                perturbed, mask = synthesizer(sample, seed=item_seed)
+            except DataError as exc:
+                raise DataError(f"{file}: {exc.message}", hint=exc.hint) from exc
+            if tuple(perturbed.shape) != tuple(sample.shape) or mask.numel() != cloud.n_points:
+                raise UadError(f"{type(synthesizer).__name__} returned points {tuple(perturbed.shape)} and mask "
+                               f"{tuple(mask.shape)} for a cloud {tuple(sample.shape)}.",
+                               hint="A point-cloud synthesizer keeps the shape and order of the points.")
+            out = cloud.with_points(perturbed.numpy())
+            flat = mask.numpy().reshape(-1) > 0.5
+            name = f"{stem}_{k:02d}" if count > 1 else stem
+            suffix = output_suffix(cloud)
+            write_pointcloud(out, tmp / "clouds" / f"{name}{suffix}")
+            np.save(tmp / "masks" / f"{name}_mask.npy", flat.reshape(cloud.grid_shape) if cloud.grid_shape else flat)
+            valid = cloud.valid
+            render_preview(out.points, flat, tmp / "previews" / f"{name}.png", grid_shape=cloud.grid_shape,
+                           valid=valid, title=f"{name} (seed {item_seed})")
+            entries.append({
+                "source": str(file), "cloud": f"clouds/{name}{suffix}", "mask": f"masks/{name}_mask.npy",
+                "preview": f"previews/{name}.png", "seed": item_seed, "format": suffix[1:],
+                "grid_shape": list(cloud.grid_shape) if cloud.grid_shape else None, "n_points": cloud.n_points,
+                "n_valid": int(valid.sum()), "n_anomalous": int(flat.sum()),
+                "anomaly_fraction": round(float(flat[valid].mean()) if valid.any() else 0.0, 6)})
+    return entries
+
+
+# -------------------------------------------------------------------------------------------- dispatch
+@dataclass(frozen=True)
+class Modality:
+    """How ``uad synth`` handles one modality: find the inputs, write the outputs of every input and variant."""
+
+    find: Callable[[str | Path], list[Path]]
+    write: Callable[[Any, list[Path], Path, Path, int, int], list[dict[str, Any]]]
+    folders: str
+
+
+#: synthesizer ``modality`` -> its handler
+MODALITIES: dict[str, Modality] = {
+    "image": Modality(_find_images, _write_images, "images/, masks/"),
+    "pointcloud": Modality(_find_clouds, _write_clouds, "clouds/, masks/, previews/"),
+}
+
+
+@contextlib.contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A temporary sibling of ``out`` that becomes ``out`` on success and disappears on failure."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        (tmp / "images").mkdir()
-        (tmp / "masks").mkdir()
-        entries = []
-        root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
-        for i, file in enumerate(files):
-            image = torch.from_numpy(read_rgb_image(file)).permute(2, 0, 1).float() / 255.0
-            for k in range(count):
-                item_seed = seed + i * count + k
-                perturbed, mask = synthesizer(image, seed=item_seed)
-                stem = "_".join(file.relative_to(root).with_suffix("").parts)
-                name = f"{stem}_{k:02d}" if count > 1 else stem
-                img_u8 = (perturbed.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-                mask_u8 = ((mask.reshape(mask.shape[-2:]).numpy() > 0.5) * 255).astype(np.uint8)
-                Image.fromarray(img_u8).save(tmp / "images" / f"{name}.png")
-                Image.fromarray(mask_u8).save(tmp / "masks" / f"{name}_mask.png")
-                entries.append({"source": str(file), "image": f"images/{name}.png", "mask": f"masks/{name}_mask.png",
-                                "seed": item_seed, "anomaly_fraction": round(float((mask_u8 > 0).mean()), 6)})
-        manifest = {"synthesizer": component_record(synthesizer, "synthesizer"), "options": options,
-                    "seed": seed, "count": count, "input": str(input_path), "items": entries}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        yield tmp
         if out.exists():
             out.rmdir()
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def synthesize_folder(synthesizer_ref: str, input_path: str | Path, output: str | Path, *, seed: int = 0,
+                      count: int = 1, **options: Any) -> dict[str, Any]:
+    """Apply a synthesizer to every input of its modality under ``input_path``; return the manifest written.
+
+    Example:
+        >>> synthesize_folder("plugin:pnas3d", "clouds/", "synth/", seed=0, strength=0.01)   # doctest: +SKIP
+    """
+    from uad_plugins.engine.run import component_record
+    from uad_plugins.factory import create_synthesizer
+
+    if count < 1:
+        raise ConfigError(f"--count must be at least 1, got {count}.")
+    synthesizer = create_synthesizer(synthesizer_ref, **options)
+    modality = getattr(synthesizer, "modality", "image")
+    handler = MODALITIES.get(modality)
+    if handler is None:
+        raise ConfigError(f"{synthesizer_ref} works on {modality} data, which uad synth does not handle yet.",
+                          hint=f"uad synth handles: {', '.join(MODALITIES)}.")
+    files = handler.find(input_path)
+    out = Path(output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"output {out} already exists and is not empty.", hint="Choose a new --output folder.")
+    root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
+    with _staged(out) as tmp:
+        entries = handler.write(synthesizer, files, root, tmp, seed, count)
+        manifest = {"synthesizer": component_record(synthesizer, "synthesizer"), "modality": modality,
+                    "options": options, "seed": seed, "count": count, "input": str(input_path), "items": entries}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
 
@@ -113,5 +220,6 @@ def synth(argv: list[str]) -> int:
     args = _parser().parse_args(rest)
     manifest = synthesize_folder(args.synthesizer, args.input, args.output, seed=args.seed, count=args.count,
                                  **options)
-    print(f"{len(manifest['items'])} synthetic anomalies written to {args.output} (manifest.json, images/, masks/)")
+    folders = MODALITIES[manifest["modality"]].folders
+    print(f"{len(manifest['items'])} synthetic anomalies written to {args.output} (manifest.json, {folders})")
     return 0

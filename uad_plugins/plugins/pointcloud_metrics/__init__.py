@@ -1,0 +1,1 @@
+"""Point-level metrics for point clouds: AUROC and AUPRO (organised clouds), reading a PointCloudBatch."""
