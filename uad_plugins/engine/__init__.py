@@ -1,7 +1,18 @@
-"""The core engine: a thin layer over anomalib's Engine (imports torch and anomalib)."""
+"""The core engine: a thin layer over anomalib's Engine (its names import torch and anomalib on first use)."""
 
-from uad_plugins.engine.checkpoint import load_model_from_checkpoint
-from uad_plugins.engine.engine import UadEngine
-from uad_plugins.engine.metrics import DEFAULT_METRICS, build_evaluator
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["DEFAULT_METRICS", "UadEngine", "build_evaluator", "load_model_from_checkpoint"]
+
+# Imported on first use, so light submodules (engine.run: run folders, JSON writing) do not pull in anomalib.
+_LAZY = {"load_model_from_checkpoint": "uad_plugins.engine.checkpoint", "UadEngine": "uad_plugins.engine.engine",
+         "DEFAULT_METRICS": "uad_plugins.engine.metrics", "build_evaluator": "uad_plugins.engine.metrics"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'uad_plugins.engine' has no attribute {name!r}")
