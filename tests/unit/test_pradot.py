@@ -1,0 +1,374 @@
+"""PRADOT plugin: costs, optimal-transport updates, scoring, variants, model selection, checkpoints and export."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from anomalib.data import InferenceBatch
+
+from uad_plugins.errors import ConfigError, WeightsError
+from uad_plugins.plugins.pradot.model import Pradot
+from uad_plugins.plugins.pradot.torch_model import (
+    PradotModel,
+    PradotTrainOutput,
+    PrototypeBank,
+    grid_coordinates,
+    sinkhorn_plan,
+    spatial_cost,
+    variant_alphas,
+)
+
+TINY = {"backbone": "resnet18", "layers": ["layer3"], "pretrained": False, "image_size": 64, "num_prototypes": 2,
+        "num_iterations": 20}
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(2)
+
+
+def tiny_net(**overrides: object) -> PradotModel:
+    torch.manual_seed(0)
+    return PradotModel(**{**TINY, **overrides})
+
+
+def textures(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """Smooth, similar 'normal' images in [0, 1]: a fixed pattern plus a little noise."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.linspace(0, 8 * torch.pi, size)
+    base = (0.5 + 0.25 * torch.sin(x)[None, :] * torch.cos(x)[:, None]).expand(3, size, size)
+    return (base + 0.03 * torch.randn(n, 3, size, size, generator=gen)).clamp(0, 1)
+
+
+def small_bank(alpha: float, seed: int = 0) -> PrototypeBank:
+    torch.manual_seed(seed)
+    return PrototypeBank(channels=5, grid=(2, 3), num_prototypes=2, alpha=alpha)
+
+
+# ---------------------------------------------------------------------------------------------- costs
+def test_grid_coordinates_and_spatial_cost() -> None:
+    coords = grid_coordinates(3, 4)
+    assert coords.shape == (12, 2)
+    torch.testing.assert_close(coords[0], torch.tensor([0.0, 0.0]))
+    torch.testing.assert_close(coords[5], torch.tensor([0.5, 1 / 3]))  # row 1, column 1 (row-major)
+    cost = spatial_cost(3, 4)
+    assert cost.shape == (12, 12)
+    torch.testing.assert_close(cost, cost.T)
+    assert float(cost.diagonal().abs().max()) == 0.0
+    assert float(cost.max()) == pytest.approx(1.0)  # divided by the corner-to-corner distance sqrt(2)
+    assert float(cost[0, 11]) == pytest.approx(1.0) and float(cost[0, 3]) == pytest.approx(1 / math.sqrt(2))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+@pytest.mark.parametrize("scale", ["batch", "image", "none"])
+def test_fused_cost_matches_the_definition(alpha: float, scale: str) -> None:
+    bank = small_bank(alpha)
+    features = torch.randn(2, 6, 5)
+    got = bank.fused_cost(features, bank.prototypes, scale)
+    assert got.shape == (2, 6, 2, 6)
+    coords = grid_coordinates(2, 3)
+    expected = torch.zeros(2, 6, 12)
+    for b in range(2):
+        for n in range(6):
+            for m in range(12):
+                expected[b, n, m] = 1 - F.cosine_similarity(features[b, n], bank.prototypes[m], dim=0)
+    if scale == "batch":
+        expected = expected / expected.max()
+    elif scale == "image":
+        expected = expected / expected.amax(dim=(1, 2), keepdim=True)
+    for n in range(6):
+        for m in range(12):  # prototype m sits at grid position m % 6
+            spatial = torch.dist(coords[n], coords[m % 6]) / math.sqrt(2)
+            expected[:, n, m] = (1 - alpha) * expected[:, n, m] + alpha * spatial
+    torch.testing.assert_close(got.reshape(2, 6, 12), expected)
+
+
+def test_nearest_cost_is_the_minimum_over_prototypes_with_per_image_normalisation() -> None:
+    bank = small_bank(0.3)
+    bank.selected_prototypes.copy_(torch.randn_like(bank.prototypes))
+    features = torch.randn(3, 6, 5)
+    got = bank.nearest_cost(features)
+    full = bank.fused_cost(features, bank.selected_prototypes, "image").reshape(3, 6, 12)
+    torch.testing.assert_close(got, full.min(dim=2).values)
+    # per image: an image's map does not depend on the other images of the batch
+    torch.testing.assert_close(bank.nearest_cost(features[1:2]), got[1:2])
+    unnormalised = bank.nearest_cost(features, normalize_per_image=False)
+    torch.testing.assert_close(unnormalised, bank.fused_cost(features, bank.selected_prototypes, "none")
+                               .reshape(3, 6, 12).min(dim=2).values)
+
+
+# ---------------------------------------------------------------------------------------------- transport
+def test_sinkhorn_plan_has_uniform_marginals_and_beats_the_independent_coupling() -> None:
+    torch.manual_seed(0)
+    cost = torch.rand(24, 12)
+    plan = sinkhorn_plan(cost, reg=0.01, num_iterations=100)
+    assert plan.shape == (24, 12) and plan.dtype == torch.float32
+    # the solver's last step rescales rows: their marginal is exact, the columns' only close after 100 iterations
+    torch.testing.assert_close(plan.sum(dim=1), torch.full((24,), 1 / 24), atol=1e-6, rtol=0)
+    torch.testing.assert_close(plan.sum(dim=0), torch.full((12,), 1 / 12), atol=0, rtol=0.02)
+    independent = torch.full((24, 12), 1 / (24 * 12))
+    assert float((plan * cost).sum()) < 0.5 * float((independent * cost).sum())
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.95])
+def test_update_moves_prototypes_to_the_transported_feature_means(ema: float) -> None:
+    bank = small_bank(0.3)
+    features = torch.randn(4, 6, 5)
+    before = bank.prototypes.clone()
+    plan, cost = bank.transport(features, reg=0.05, num_iterations=50)
+    flat = features.reshape(-1, 5)
+    means = (plan.T @ flat) / plan.sum(dim=0)[:, None]
+    loss = bank.update(features, reg=0.05, num_iterations=50, ema=ema)
+    torch.testing.assert_close(bank.prototypes, ema * before + (1 - ema) * means)
+    torch.testing.assert_close(loss, (plan * cost).sum())
+    torch.testing.assert_close(bank.selected_prototypes, before)  # inference prototypes move only on select()
+
+
+def test_training_reduces_transport_cost_and_detects_a_defect() -> None:
+    net = tiny_net(num_iterations=30, ema=0.5).train()  # a fast EMA: converges in a few steps
+    images = textures(8)
+    losses = []
+    for step in range(8):
+        out = net(images[(step % 2) * 4:(step % 2) * 4 + 4])
+        assert isinstance(out, PradotTrainOutput)
+        losses.append(float(out.loss))
+    assert losses[-1] < 0.5 * losses[0]
+    net.select_current()
+    net.eval()
+    normals = textures(4, seed=5)
+    defects = normals.clone()
+    defects[:, :, 20:40, 24:44] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
+    with torch.no_grad():
+        normal_out, defect_out = net(normals), net(defects)
+    assert float(defect_out.pred_score.min()) > float(normal_out.pred_score.max())
+    inside = defect_out.anomaly_map[:, 0, 20:40, 24:44].mean()
+    outside = defect_out.anomaly_map[:, 0, :, :12].mean()
+    assert float(inside) > float(outside)
+    assert not any(p.requires_grad for p in net.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- variants
+def test_variant_alphas() -> None:
+    assert variant_alphas("local", 0.3) == (0.3,)
+    assert variant_alphas("global", 0.3) == (0.0,)
+    assert variant_alphas("ensemble", 0.3) == (0.0, 0.3)
+    with pytest.raises(ConfigError, match="variant"):
+        variant_alphas("mixed", 0.3)
+
+
+def test_global_prototypes_ignore_position_local_ones_do_not() -> None:
+    features = torch.randn(1, 6, 5)
+    order = torch.tensor([5, 3, 4, 0, 2, 1])
+    global_bank, local_bank = small_bank(0.0), small_bank(0.9)
+    for bank in (global_bank, local_bank):
+        bank.selected_prototypes.copy_(torch.randn_like(bank.prototypes))
+    moved = global_bank.nearest_cost(features[:, order])
+    torch.testing.assert_close(moved, global_bank.nearest_cost(features)[:, order])
+    assert not torch.allclose(local_bank.nearest_cost(features[:, order]), local_bank.nearest_cost(features)[:, order])
+
+
+def test_ensemble_averages_a_global_and_a_local_bank_per_layer() -> None:
+    net = tiny_net(layers=["layer2", "layer3"], variant="ensemble", alpha=0.3)
+    assert [bank.alpha for bank in net.banks] == [0.0, 0.3, 0.0, 0.3]
+    assert net.bank_layers == [0, 0, 1, 1]
+    assert [bank.grid for bank in net.banks] == [(8, 8), (8, 8), (4, 4), (4, 4)]  # strides 8 and 16 at 64 px
+    assert [tuple(bank.prototypes.shape) for bank in net.banks] == [(128, 128), (128, 128), (32, 256), (32, 256)]
+    for bank in net.banks:
+        bank.selected_prototypes.copy_(torch.randn_like(bank.prototypes))
+    net.eval()
+    images = textures(2)
+    with torch.no_grad():
+        out = net(images)
+        feats = net.features(images)
+        maps = [F.interpolate(bank.nearest_cost(feats[layer]).reshape(2, 1, *bank.grid), size=(64, 64),
+                              mode="bilinear", align_corners=True) for bank, layer in zip(net.banks, net.bank_layers)]
+    torch.testing.assert_close(out.anomaly_map, torch.stack(maps).mean(dim=0))
+    torch.testing.assert_close(out.pred_score, out.anomaly_map.amax(dim=(1, 2, 3)))
+
+
+# ---------------------------------------------------------------------------------------------- inference
+def test_eval_forward_shapes_and_never_calls_pot(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ot
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the eval forward must not call POT")
+
+    net = tiny_net().eval()
+    monkeypatch.setattr(ot.bregman, "sinkhorn", forbidden)
+    images = textures(3)
+    with torch.no_grad():
+        out = net(images)
+    assert isinstance(out, InferenceBatch)
+    assert out.pred_score.shape == (3,) and out.anomaly_map.shape == (3, 1, 64, 64)
+    assert torch.isfinite(out.anomaly_map).all() and float(out.anomaly_map.min()) >= 0
+    exported = torch.export.export(net, (images,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},),
+                                   strict=False)
+    other = textures(5, seed=3)
+    with torch.no_grad():
+        got, want = exported.module()(other), net(other)
+    torch.testing.assert_close(got.pred_score, want.pred_score)
+    torch.testing.assert_close(got.anomaly_map, want.anomaly_map)
+    with pytest.raises(AssertionError, match="must not call POT"):
+        net.train()(images)  # training does use POT
+
+
+def test_images_of_another_size_are_refused() -> None:
+    net = tiny_net().eval()
+    with pytest.raises(ConfigError, match="image_size"):
+        net(torch.rand(1, 3, 96, 96))
+
+
+def test_model_selection_keeps_the_best_prototypes_per_bank() -> None:
+    net = tiny_net(variant="ensemble")
+    first = [bank.prototypes.clone() for bank in net.banks]
+    assert net.select_improved(torch.tensor([0.5, 0.4])) == [True, True]
+    net.train()(textures(4))
+    second = [bank.prototypes.clone() for bank in net.banks]
+    assert net.select_improved(torch.tensor([0.6, 0.3])) == [False, True]
+    torch.testing.assert_close(net.banks[0].selected_prototypes, first[0])
+    torch.testing.assert_close(net.banks[1].selected_prototypes, second[1])
+    assert [float(bank.best_loss) for bank in net.banks] == pytest.approx([0.5, 0.3])
+    net.select_current()
+    torch.testing.assert_close(net.banks[0].selected_prototypes, second[0])
+
+
+# ---------------------------------------------------------------------------------------------- Lightning
+def test_lightning_module_defaults() -> None:
+    from anomalib import LearningType
+    from torchvision.transforms.v2 import Normalize, Resize
+
+    model = Pradot(**TINY)
+    transforms = model.pre_processor.transform.transforms
+    assert isinstance(transforms[0], Resize) and list(transforms[0].size) == [64, 64]
+    assert isinstance(transforms[1], Normalize) and list(transforms[1].mean) == pytest.approx([0.485, 0.456, 0.406])
+    assert model.trainer_arguments == {"max_epochs": 50, "num_sanity_val_steps": 0}
+    assert model.learning_type == LearningType.ONE_CLASS
+    assert model.configure_optimizers() is None
+    assert model.visualizer is None
+    lite0 = Pradot.configure_pre_processor(224, backbone="tf_efficientnet_lite0").transform.transforms[1]
+    assert list(lite0.mean) == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize(("key", "value"), [("alpha", -0.1), ("alpha", 1.5), ("num_prototypes", 0),
+                                            ("reg", 0.0), ("reg", -0.01), ("ema", 1.0), ("ema", -0.1),
+                                            ("num_iterations", 0), ("variant", "mixed"), ("image_size", 16)])
+def test_invalid_settings(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=rf"pradot: {key}=.*is not usable") as info:
+        Pradot(**{**TINY, key: value})
+    assert f"--model.{key}" in (info.value.hint or str(info.value))
+
+
+def test_resnet50_imagenet_weights_fail_clearly_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="resnet50"):
+        Pradot(backbone="resnet50", layers=["layer3"], pretrained=True, image_size=64)
+
+
+def test_hook_registers_spec() -> None:
+    import inspect
+
+    from uad_plugins.plugins.pradot.hooks import uad_register_models
+
+    spec = uad_register_models()
+    assert spec.name == "pradot" and spec.load() is Pradot
+    assert set(spec.tags) == {"image", "exportable"}
+    params = inspect.signature(Pradot.__init__).parameters
+    defaults = spec.default_init_args()
+    assert set(defaults) <= set(params)
+    assert all(params[k].default == v or list(params[k].default) == v for k, v in defaults.items())
+    assert defaults["backbone"] == "resnet50" and defaults["layers"] == ["layer3"]
+    assert (defaults["num_prototypes"], defaults["alpha"], defaults["reg"], defaults["num_iterations"],
+            defaults["ema"]) == (16, 0.3, 0.01, 100, 0.95)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pradot, object, Path, dict]:
+    """Two epochs with the real engine on a tiny MVTec-layout set (honest validation: held-back normals + Perlin)."""
+    from anomalib.data import MVTecAD
+
+    from uad_plugins.engine import UadEngine
+    from uad_plugins.testing import make_synthetic_image_dataset
+
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("pradot_fit")
+    make_synthetic_image_dataset(root / "data", n_train=8)
+    datamodule = MVTecAD(root=root / "data", category="synthetic", train_batch_size=4, eval_batch_size=4,
+                         num_workers=0, seed=0)
+    torch.manual_seed(0)
+    model = Pradot(**TINY)
+    engine = UadEngine(default_root_dir=root / "runs", seed=0, heatmaps=False, accelerator="cpu", devices=1,
+                       max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    engine.fit(model=model, datamodule=datamodule)
+    logged = {k: float(v) for k, v in engine.trainer.callback_metrics.items()}
+    return model, datamodule, Path(engine.best_model_path), logged
+
+
+@pytest.mark.slow
+def test_fit_selects_on_held_out_normals_only(fitted: tuple[Pradot, object, Path, dict]) -> None:
+    model, datamodule, _, logged = fitted
+    assert "val_transport_loss" in logged
+    assert "loss_epoch" in logged or "loss" in logged
+    val = datamodule.val_dataloader()
+    labels = torch.cat([batch.gt_label for batch in val])
+    assert bool((labels == 0).any()) and bool((labels == 1).any())  # the validation set holds both
+    transform = model.pre_processor.transform
+
+    def mean_loss(keep_anomalies: bool) -> float:
+        total, count = 0.0, 0
+        for batch in val:
+            images = batch.image if keep_anomalies else batch.image[batch.gt_label == 0]
+            total += float(model.model.transport_losses(transform(images)).mean()) * len(images)
+            count += len(images)
+        return total / count
+
+    # the last validation pass saw the final training prototypes (no update after it)
+    assert logged["val_transport_loss"] == pytest.approx(mean_loss(False), rel=1e-5)
+    assert logged["val_transport_loss"] != pytest.approx(mean_loss(True), rel=1e-3)
+    bank = model.model.banks[0]
+    assert math.isfinite(float(bank.best_loss))
+    if float(bank.best_loss) == pytest.approx(logged["val_transport_loss"], rel=1e-5):
+        torch.testing.assert_close(bank.selected_prototypes, bank.prototypes)
+
+
+@pytest.mark.slow
+def test_checkpoint_round_trip(fitted: tuple[Pradot, object, Path, dict]) -> None:
+    model, _, ckpt, _ = fitted
+    loaded = Pradot.load_from_checkpoint(ckpt)
+    for mine, theirs in zip(model.model.banks, loaded.model.banks, strict=True):
+        torch.testing.assert_close(theirs.prototypes, mine.prototypes)
+        torch.testing.assert_close(theirs.selected_prototypes, mine.selected_prototypes)
+        torch.testing.assert_close(theirs.best_loss, mine.best_loss)
+    x = torch.rand(2, 3, 64, 64)
+    model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        want, got = model.model(x), loaded.model(x)
+    torch.testing.assert_close(got.pred_score, want.pred_score)
+    torch.testing.assert_close(got.anomaly_map, want.anomaly_map)
+
+
+@pytest.mark.parametrize("how", ["select_on_validation=False", "limit_val_batches=0"])
+def test_without_selection_the_last_prototypes_are_used(tmp_path: Path, how: str) -> None:
+    from anomalib.data import MVTecAD
+
+    from uad_plugins.engine import UadEngine
+    from uad_plugins.testing import make_synthetic_image_dataset
+
+    make_synthetic_image_dataset(tmp_path / "data", n_train=6)
+    datamodule = MVTecAD(root=tmp_path / "data", category="synthetic", train_batch_size=4, eval_batch_size=4,
+                         num_workers=0, seed=0)
+    model = Pradot(**{**TINY, "select_on_validation": how != "select_on_validation=False"})
+    start = model.model.banks[0].prototypes.clone()
+    extra = {"limit_val_batches": 0} if how == "limit_val_batches=0" else {}
+    engine = UadEngine(default_root_dir=tmp_path / "runs", seed=0, heatmaps=False, accelerator="cpu", devices=1,
+                       max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False, **extra)
+    engine.fit(model=model, datamodule=datamodule)
+    bank = model.model.banks[0]
+    assert not torch.allclose(bank.prototypes, start)
+    torch.testing.assert_close(bank.selected_prototypes, bank.prototypes)
+    assert math.isinf(float(bank.best_loss))
+    assert "val_transport_loss" not in engine.trainer.callback_metrics

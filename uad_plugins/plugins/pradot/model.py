@@ -1,0 +1,222 @@
+"""``plugin:pradot``: the Lightning module of PRADOT (prototypes learned by entropic optimal transport)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn
+
+from uad_plugins.components.preprocessing import backbone_pre_processor
+from uad_plugins.components.settings import check_settings, positive_int
+from uad_plugins.plugins.pradot.torch_model import VARIANTS, PradotModel
+
+__all__ = ["Pradot"]
+
+logger = logging.getLogger(__name__)
+
+
+class Pradot(AnomalibModule):
+    """PRADOT (Trombetta & Lartizien, 2025): ``num_prototypes`` prototypes per feature-grid position, fitted without
+    gradients by entropic optimal transport of each training batch onto them (EMA towards the transported feature
+    means); the anomaly map is the transport cost to the nearest prototype.
+
+    Args:
+        backbone: frozen timm backbone; the official code uses ``resnet50`` (timm >= 0.9 resolves it to
+            ``resnet50.a1_in1k``). Its ImageNet weights need the timm hub or a local file; ``tf_efficientnet_lite0``
+            has offline weights (use ``layers=[blocks.4]`` for stride 16).
+        layers: feature layers; each gets its own prototype bank(s) (``layer3``: 1024 channels at stride 16).
+        pretrained: ``True`` (ImageNet weights), ``False`` (random init) or a local weights file.
+        image_size: square input side (224 -> a 14x14 grid at stride 16).
+        num_prototypes: prototypes per grid position, K (16).
+        variant: ``"local"`` (spatial weight ``alpha``), ``"global"`` (``alpha = 0``) or ``"ensemble"`` (a global
+            and a local bank per layer, maps averaged; with ``layers=[layer2, layer3]`` the paper's 4-model average).
+        alpha: weight of the spatial grid cost of the local prototypes, in [0, 1] (0.3).
+        reg: entropic regularisation of the Sinkhorn solver, > 0 (0.01).
+        num_iterations: log-domain Sinkhorn iterations per training batch (100).
+        ema: prototype momentum in [0, 1): ``p <- ema * p + (1 - ema) * transported mean`` (0.95).
+        normalize_per_image: at test time divide each image's cosine cost by its maximum (the official code).
+        select_on_validation: keep, per bank, the prototypes with the lowest transport cost on the held-out
+            *normal* validation images (the official code's ``val/loss`` checkpointing); ``False`` keeps the last.
+        max_epochs: suggested training length (50 in the official code, batch 64); any trainer value set wins.
+        pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        layers: Sequence[str] = ("layer3",),
+        pretrained: bool | str = True,
+        image_size: int = 224,
+        num_prototypes: int = 16,
+        variant: str = "local",
+        alpha: float = 0.3,
+        reg: float = 0.01,
+        num_iterations: int = 100,
+        ema: float = 0.95,
+        normalize_per_image: bool = True,
+        select_on_validation: bool = True,
+        max_epochs: int = 50,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = False,
+    ) -> None:
+        if isinstance(layers, str):
+            layers = [layers]
+        _validate(image_size=image_size, num_prototypes=num_prototypes, variant=variant, alpha=alpha, reg=reg,
+                  num_iterations=num_iterations, ema=ema, max_epochs=max_epochs)
+        if pre_processor is True:  # the default needs this instance's image size and backbone normalisation
+            pre_processor = self.configure_pre_processor(image_size, backbone=backbone)
+        super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
+                         visualizer=visualizer)
+        self.image_size = int(image_size)
+        self.select_on_validation = bool(select_on_validation)
+        self.suggested_max_epochs = int(max_epochs)
+        self.model: PradotModel = PradotModel(
+            backbone=backbone, layers=list(layers), pretrained=pretrained, image_size=self.image_size,
+            num_prototypes=num_prototypes, variant=variant, alpha=alpha, reg=reg, num_iterations=num_iterations,
+            ema=ema, normalize_per_image=normalize_per_image,
+        )
+        self._warned_no_normals = False
+
+    # ------------------------------------------------------------------ anomalib configuration
+    @classmethod
+    def configure_pre_processor(cls, image_size: int | tuple[int, int] | None = None,
+                                backbone: str = "resnet50") -> PreProcessor:
+        """Resize to ``image_size`` (224 by default) and normalise as the backbone expects (ImageNet statistics for
+        ResNets, 0.5/0.5 for ``tf_efficientnet_lite0``); no augmentation, as in the official code."""
+        return backbone_pre_processor(image_size, backbone, default_size=224)
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Suggested trainer settings; any value the user sets wins."""
+        return {"max_epochs": self.suggested_max_epochs, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """PRADOT learns from normal images only."""
+        return LearningType.ONE_CLASS
+
+    def configure_optimizers(self) -> None:
+        """No optimiser: prototypes move by optimal-transport barycentres and EMA, never by gradients."""
+        return None
+
+    # ------------------------------------------------------------------ training
+    def _selects_on_validation(self) -> bool:
+        trainer = self._trainer
+        return self.select_on_validation and trainer is not None and bool(trainer.enable_validation)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
+        """Transport the batch onto the prototypes and move them (EMA). Nothing to back-propagate, so ``None``."""
+        del batch_idx
+        output = self.model.training_update(batch.image)
+        if not self._selects_on_validation():
+            self.model.select_current()
+        size = batch.image.shape[0]
+        self.log("loss", output.loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        if len(output.bank_losses) > 1:
+            self.log_dict({f"loss_bank{i}": value for i, value in enumerate(output.bank_losses)}, on_step=False,
+                          on_epoch=True, batch_size=size)
+        return None
+
+    def _held_out_normals(self) -> Iterator[torch.Tensor]:
+        """Pre-processed *normal* images of the validation set (held-back training normals; synthetic anomalies and
+        anything labelled anomalous are left out). The test set is never read."""
+        loaders = self.trainer.val_dataloaders
+        if loaders is None:
+            return
+        if not isinstance(loaders, list | tuple):
+            loaders = [loaders]
+        limits = list(getattr(self.trainer, "num_val_batches", None) or [])  # honours --trainer.limit_val_batches
+        transform = getattr(self.pre_processor, "transform", None) if self.pre_processor is not None else None
+        for index, loader in enumerate(loaders):
+            limit = limits[index] if index < len(limits) else float("inf")
+            for batch_index, batch in enumerate(loader):
+                if batch_index >= limit:
+                    break
+                images = batch["image"] if isinstance(batch, dict) else batch.image
+                labels = batch.get("gt_label") if isinstance(batch, dict) else getattr(batch, "gt_label", None)
+                if labels is not None:
+                    images = images[torch.as_tensor(labels).reshape(-1).cpu() == 0]
+                if len(images) == 0:
+                    continue
+                images = images.to(self.device)
+                yield transform(images) if transform is not None else images
+
+    def on_validation_epoch_start(self) -> None:
+        """Model selection (fitting only): each bank's transport cost on the held-out normal validation images; a
+        bank that improves on its best gets its current prototypes selected for inference *before* this
+        validation pass predicts, so thresholds are fitted with the prototypes that will be used."""
+        trainer = self.trainer
+        if not self.select_on_validation or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        total: torch.Tensor | None = None
+        count = 0
+        for images in self._held_out_normals():
+            losses = self.model.transport_losses(images) * len(images)
+            total = losses if total is None else total + losses
+            count += len(images)
+        if total is None:
+            if not self._warned_no_normals:
+                logger.warning("pradot: the validation set has no normal image; using the last prototypes.")
+                self._warned_no_normals = True
+            self.model.select_current()
+            return
+        losses = total / count
+        changed = self.model.select_improved(losses)
+        self.log("val_transport_loss", losses.mean(), prog_bar=True, on_epoch=True, batch_size=count)
+        logger.info("pradot: held-out transport cost %s on %d normal images; selected banks: %s.",
+                    [round(v, 5) for v in losses.tolist()], count, changed)
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Predictions merged into the batch (for thresholds, normalisation and metrics)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None,
+                             hparams_file: str | Path | None = None, strict: bool | None = None,
+                             weights_only: bool = True, **kwargs: Any) -> Pradot:
+        """Load a trained PRADOT; backbone weights come from the checkpoint (``pretrained=False`` by default)."""
+        kwargs.setdefault("pretrained", False)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, weights_only=weights_only, **kwargs)
+
+
+def _validate(**values: Any) -> None:
+    """Raise ConfigError for settings PRADOT cannot use."""
+
+    def number(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    checks = [
+        ("image_size", positive_int(values["image_size"]) and values["image_size"] >= 32,
+         "an integer >= 32 (224 in the paper)"),
+        ("num_prototypes", positive_int(values["num_prototypes"]),
+         "an integer >= 1: prototypes per grid position (16 in the paper)"),
+        ("variant", isinstance(values["variant"], str) and values["variant"] in VARIANTS,
+         f"one of {', '.join(VARIANTS)} (local: alpha = 0.3 in the paper; global: alpha = 0; ensemble: both, "
+         "maps averaged)"),
+        ("alpha", number(values["alpha"]) and 0 <= values["alpha"] <= 1,
+         "in [0, 1]: the weight of the spatial cost (0.3 in the paper)"),
+        ("reg", number(values["reg"]) and values["reg"] > 0, "> 0: the entropic regularisation (0.01 in the paper)"),
+        ("num_iterations", positive_int(values["num_iterations"]),
+         "an integer >= 1: Sinkhorn iterations per batch (100 in the paper)"),
+        ("ema", number(values["ema"]) and 0 <= values["ema"] < 1,
+         "in [0, 1): the prototype momentum (0.95 in the paper)"),
+        ("max_epochs", positive_int(values["max_epochs"]), "a positive integer (50 in the paper)"),
+    ]
+    check_settings("pradot", values, checks)

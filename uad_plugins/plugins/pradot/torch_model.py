@@ -1,0 +1,319 @@
+"""PRADOT as a plain ``nn.Module``: frozen backbone features, prototype banks fitted by entropic optimal transport.
+
+No Lightning here (see :mod:`uad_plugins.plugins.pradot.model`). Training never uses gradients: each training batch
+is transported onto the prototypes with POT's log-domain Sinkhorn, and every prototype moves (by EMA) towards the
+mean of the features transported to it. The eval forward uses only torch ops (no POT, no numpy), so it exports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from anomalib.data import InferenceBatch
+from torch import nn
+
+from uad_plugins.components.backbones import create_feature_extractor
+from uad_plugins.errors import ConfigError
+
+__all__ = [
+    "VARIANTS",
+    "PradotModel",
+    "PradotTrainOutput",
+    "PrototypeBank",
+    "feature_cost",
+    "grid_coordinates",
+    "sinkhorn_plan",
+    "spatial_cost",
+    "variant_alphas",
+]
+
+#: variant name -> what it does (the alphas of its members per layer are given by :func:`variant_alphas`)
+VARIANTS: dict[str, str] = {
+    "local": "one prototype bank per layer with the spatial cost weighted by alpha (structured prototypes)",
+    "global": "one prototype bank per layer with alpha = 0 (position-free prototypes)",
+    "ensemble": "a global (alpha = 0) and a local (alpha) bank per layer; their anomaly maps are averaged",
+}
+
+_TINY = 1e-12
+
+
+def variant_alphas(variant: str, alpha: float) -> tuple[float, ...]:
+    """The spatial weights of the prototype banks one layer gets in ``variant``."""
+    if variant == "local":
+        return (float(alpha),)
+    if variant == "global":
+        return (0.0,)
+    if variant == "ensemble":
+        return (0.0, float(alpha))
+    raise ConfigError(f"pradot: unknown variant {variant!r}.",
+                      hint=f"Use one of: {', '.join(VARIANTS)} (--model.variant).")
+
+
+class PradotTrainOutput(NamedTuple):
+    """One training update: the mean transport cost over the banks and each bank's cost ``<plan, M>``."""
+
+    loss: torch.Tensor
+    bank_losses: torch.Tensor
+
+
+def grid_coordinates(height: int, width: int) -> torch.Tensor:
+    """Normalised coordinates in ``[0, 1]^2`` of an ``height x width`` grid, row-major (``[H * W, 2]``)."""
+    rows = torch.linspace(0.0, 1.0, height)
+    cols = torch.linspace(0.0, 1.0, width)
+    return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+def spatial_cost(height: int, width: int) -> torch.Tensor:
+    """Euclidean distance between grid positions divided by its maximum (``[H * W, H * W]``, values in [0, 1])."""
+    coords = grid_coordinates(height, width)
+    dist = torch.cdist(coords, coords)
+    return dist / dist.max().clamp_min(_TINY)
+
+
+def feature_cost(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """Cosine cost ``1 - cos(f, p)`` between features ``[..., C]`` and prototypes ``[K, C]`` (``[..., K]``)."""
+    return 1.0 - F.normalize(features, dim=-1) @ F.normalize(prototypes, dim=-1).T
+
+
+def sinkhorn_plan(cost: torch.Tensor, reg: float, num_iterations: int) -> torch.Tensor:
+    """Entropic OT plan between uniform marginals for ``cost [N, K]`` (POT, log-domain Sinkhorn).
+
+    Calls ``ot.bregman.sinkhorn(a, b, cost, reg, method="sinkhorn_log", numItermax=num_iterations)`` on torch
+    tensors (POT's torch backend keeps them on their device). Training only: never part of the eval graph.
+    """
+    import ot
+
+    n, k = cost.shape
+    a = torch.full((n,), 1.0 / n, dtype=cost.dtype, device=cost.device)
+    b = torch.full((k,), 1.0 / k, dtype=cost.dtype, device=cost.device)
+    return ot.bregman.sinkhorn(a, b, cost, reg, method="sinkhorn_log", numItermax=num_iterations, warn=False)
+
+
+class PrototypeBank(nn.Module):
+    """``num_prototypes`` prototypes per position of one layer's ``height x width`` grid, with a fixed structure.
+
+    Prototype ``m = p * H * W + k`` has a feature vector (buffer ``prototypes [P * H * W, C]``, initialised
+    uniformly in [0, 1) as in the official code) and the fixed coordinate of grid position ``k``. The transport cost
+    from the feature at position ``n`` to prototype ``m`` is ``(1 - alpha) * feature_cost / max + alpha *
+    spatial_cost[n, k]``.
+
+    ``prototypes`` is the training state; ``selected_prototypes`` is what inference uses (a copy made when a
+    validation pass finds a lower held-out transport cost, or after each update when there is no selection).
+    """
+
+    def __init__(self, channels: int, grid: tuple[int, int], num_prototypes: int, alpha: float) -> None:
+        super().__init__()
+        self.channels = int(channels)
+        self.grid = (int(grid[0]), int(grid[1]))
+        self.num_prototypes = int(num_prototypes)
+        self.alpha = float(alpha)
+        positions = self.grid[0] * self.grid[1]
+        self.register_buffer("prototypes", torch.rand(self.num_prototypes * positions, self.channels))
+        self.register_buffer("selected_prototypes", self.prototypes.clone())
+        self.register_buffer("best_loss", torch.tensor(float("inf")))
+        self.register_buffer("spatial", spatial_cost(*self.grid), persistent=False)
+
+    @property
+    def positions(self) -> int:
+        """Grid positions ``H * W``."""
+        return self.grid[0] * self.grid[1]
+
+    def fused_cost(self, features: torch.Tensor, prototypes: torch.Tensor, scale: str) -> torch.Tensor:
+        """Transport cost ``[B, H*W, P, H*W]`` of features ``[B, H*W, C]`` to ``prototypes``.
+
+        ``scale`` says what the cosine cost is divided by: ``"batch"`` its maximum over the whole batch (training,
+        as in the official code), ``"image"`` each image's maximum (inference; the official code scores one image
+        at a time), ``"none"`` nothing.
+        """
+        batch, positions, _ = features.shape
+        if positions != self.positions:
+            raise ConfigError(
+                f"pradot: features have {positions} positions but the prototypes were built for a "
+                f"{self.grid[0]}x{self.grid[1]} grid.",
+                hint="Feed images of the size the model was built for (--model.image_size).")
+        cost = feature_cost(features, prototypes)
+        if scale == "batch":
+            cost = cost / cost.amax().clamp_min(_TINY)
+        elif scale == "image":
+            cost = cost / cost.amax(dim=(1, 2), keepdim=True).clamp_min(_TINY)
+        cost = cost.reshape(batch, positions, self.num_prototypes, positions)
+        if self.alpha == 0.0:
+            return cost
+        return (1.0 - self.alpha) * cost + self.alpha * self.spatial.to(cost.dtype)[:, None, :]
+
+    def nearest_cost(self, features: torch.Tensor, normalize_per_image: bool = True) -> torch.Tensor:
+        """Cost of each feature ``[B, H*W, C]`` to its nearest selected prototype (``[B, H*W]``); no transport."""
+        cost = self.fused_cost(features, self.selected_prototypes, "image" if normalize_per_image else "none")
+        return cost.flatten(2).amin(dim=2)
+
+    @torch.no_grad()
+    def transport(self, features: torch.Tensor, reg: float, num_iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Entropic OT of the batch's features ``[B, H*W, C]`` onto the training prototypes.
+
+        Returns ``(plan [B*H*W, P*H*W], cost [B*H*W, P*H*W])``, both float32.
+        """
+        features = features.float()
+        cost = self.fused_cost(features, self.prototypes.float(), "batch")
+        cost = cost.reshape(features.shape[0] * features.shape[1], -1)
+        return sinkhorn_plan(cost, reg, num_iterations), cost
+
+    @torch.no_grad()
+    def transport_loss(self, features: torch.Tensor, reg: float, num_iterations: int) -> torch.Tensor:
+        """``<plan, cost>`` of the batch onto the training prototypes (no update; used for model selection)."""
+        plan, cost = self.transport(features, reg, num_iterations)
+        return (plan * cost).sum()
+
+    @torch.no_grad()
+    def update(self, features: torch.Tensor, reg: float, num_iterations: int, ema: float) -> torch.Tensor:
+        """One training step: transport, then ``prototype <- ema * prototype + (1 - ema) * transported mean``.
+
+        The transported mean of prototype ``m`` is ``sum_n plan[n, m] f_n / sum_n plan[n, m]`` (a prototype that
+        received no mass keeps its value). Returns the transport cost ``<plan, cost>``.
+        """
+        plan, cost = self.transport(features, reg, num_iterations)
+        flat = features.float().reshape(-1, features.shape[-1])
+        mass = plan.sum(dim=0)
+        means = (plan.T @ flat) / mass.clamp_min(_TINY)[:, None]
+        current = self.prototypes.float()
+        means = torch.where(mass[:, None] > 0, means, current)
+        self.prototypes.copy_((ema * current + (1.0 - ema) * means).to(self.prototypes.dtype))
+        return (plan * cost).sum()
+
+    @torch.no_grad()
+    def select(self, loss: torch.Tensor | float | None = None) -> None:
+        """Make the training prototypes the inference prototypes (and remember ``loss`` as the best one)."""
+        self.selected_prototypes.copy_(self.prototypes)
+        if loss is not None:
+            self.best_loss.fill_(float(loss))
+
+
+class PradotModel(nn.Module):
+    """PRADOT (Trombetta & Lartizien, 2025): prototypes per grid position learned by entropic optimal transport.
+
+    Args:
+        backbone: timm backbone (frozen); the official code uses ``resnet50`` (``layer3``).
+        layers: feature layers; each gets its own prototype bank(s) and the maps are averaged.
+        pretrained: ``True`` (ImageNet weights), ``False`` (random init) or a local weights file.
+        image_size: square input side; fixes every layer's grid (224 -> 14x14 at stride 16).
+        num_prototypes: prototypes per grid position (16).
+        variant: ``"local"`` (spatial weight ``alpha``), ``"global"`` (``alpha = 0``) or ``"ensemble"`` (both per
+            layer, maps averaged: with ``layers = [layer2, layer3]`` the paper's 4-model average).
+        alpha: spatial weight of the local prototypes (0.3).
+        reg: entropic regularisation of Sinkhorn (0.01).
+        num_iterations: Sinkhorn iterations per training batch (100).
+        ema: prototype momentum (0.95).
+        normalize_per_image: divide each test image's cosine cost by its maximum, as the official code does.
+
+    Eval mode: ``forward(images) -> InferenceBatch(pred_score [B], anomaly_map [B, 1, H, W])`` with the map the
+    cost to the nearest prototype (bilinearly upsampled, ``align_corners=True``; banks averaged) and the score its
+    maximum. Training mode: ``forward`` runs :meth:`training_update` (prototypes change) and returns its
+    :class:`PradotTrainOutput`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        layers: Sequence[str] = ("layer3",),
+        pretrained: bool | str = True,
+        image_size: int = 224,
+        num_prototypes: int = 16,
+        variant: str = "local",
+        alpha: float = 0.3,
+        reg: float = 0.01,
+        num_iterations: int = 100,
+        ema: float = 0.95,
+        normalize_per_image: bool = True,
+    ) -> None:
+        super().__init__()
+        alphas = variant_alphas(variant, alpha)
+        self.layers = list(layers)
+        self.variant = variant
+        self.reg = float(reg)
+        self.num_iterations = int(num_iterations)
+        self.ema = float(ema)
+        self.normalize_per_image = bool(normalize_per_image)
+        self.feature_extractor = create_feature_extractor(backbone, self.layers, pretrained)
+        try:
+            with torch.no_grad():
+                maps = self.feature_extractor(torch.zeros(1, 3, image_size, image_size))
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"pradot: image_size {image_size} is too small for backbone '{backbone}' layers {self.layers}: {exc}",
+                hint="Use a larger --model.image_size (224 in the paper).",
+            ) from exc
+        self.grids: list[tuple[int, int]] = [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]
+        self.bank_layers: list[int] = []
+        banks = []
+        for index, (fmap, grid) in enumerate(zip(maps, self.grids, strict=True)):
+            for bank_alpha in alphas:
+                banks.append(PrototypeBank(int(fmap.shape[1]), grid, num_prototypes, bank_alpha))
+                self.bank_layers.append(index)
+        self.banks = nn.ModuleList(banks)
+
+    # ------------------------------------------------------------------ features
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Frozen backbone features per layer, flattened to ``[B, H*W, C]`` (row-major positions)."""
+        with torch.no_grad():
+            maps = self.feature_extractor(images)
+        return [fmap.flatten(2).transpose(1, 2) for fmap in maps]
+
+    # ------------------------------------------------------------------ training
+    @torch.no_grad()
+    def training_update(self, images: torch.Tensor) -> PradotTrainOutput:
+        """Transport the batch onto every bank and move the prototypes (EMA); no gradients, no optimiser."""
+        feats = self.features(images)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            losses = torch.stack([bank.update(feats[layer], self.reg, self.num_iterations, self.ema)
+                                  for bank, layer in zip(self.banks, self.bank_layers, strict=True)])
+        return PradotTrainOutput(losses.mean(), losses)
+
+    @torch.no_grad()
+    def transport_losses(self, images: torch.Tensor) -> torch.Tensor:
+        """Each bank's transport cost for ``images`` (``[num_banks]``) without changing any prototype."""
+        feats = self.features(images)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            return torch.stack([bank.transport_loss(feats[layer], self.reg, self.num_iterations)
+                                for bank, layer in zip(self.banks, self.bank_layers, strict=True)])
+
+    @torch.no_grad()
+    def select_current(self) -> None:
+        """Use the current training prototypes of every bank for inference."""
+        for bank in self.banks:
+            bank.select()
+
+    @torch.no_grad()
+    def select_improved(self, losses: torch.Tensor) -> list[bool]:
+        """Model selection per bank: a bank whose held-out loss beats its best so far gets its current prototypes
+        selected. Returns which banks changed."""
+        changed = []
+        for bank, loss in zip(self.banks, losses.tolist(), strict=True):
+            better = loss < float(bank.best_loss)
+            if better:
+                bank.select(loss)
+            changed.append(better)
+        return changed
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, images: torch.Tensor) -> InferenceBatch:
+        """Cost to the nearest selected prototype per position, upsampled and averaged over banks; score = max."""
+        feats = self.features(images)
+        batch = images.shape[0]
+        size = (images.shape[-2], images.shape[-1])
+        total: torch.Tensor | None = None
+        for bank, layer in zip(self.banks, self.bank_layers, strict=True):
+            height, width = bank.grid
+            scores = bank.nearest_cost(feats[layer], self.normalize_per_image).reshape(batch, 1, height, width)
+            upsampled = F.interpolate(scores, size=size, mode="bilinear", align_corners=True)
+            total = upsampled if total is None else total + upsampled
+        assert total is not None
+        anomaly_map = total / len(self.banks)
+        return InferenceBatch(pred_score=anomaly_map.amax(dim=(1, 2, 3)), anomaly_map=anomaly_map)
+
+    def forward(self, images: torch.Tensor) -> InferenceBatch | PradotTrainOutput:
+        """Eval: ``InferenceBatch``; training: one transport update (see :meth:`training_update`)."""
+        if self.training:
+            return self.training_update(images)
+        return self.predict(images)
