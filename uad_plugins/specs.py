@@ -21,7 +21,7 @@ __all__ = ["KINDS", "SPEC_TYPES", "ComponentSpec", "MetricSpec", "ModelSpec", "S
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 TARGET_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-KNOWN_TAGS = frozenset({"image", "pointcloud", "signal", "multi-class", "exportable"})
+KNOWN_TAGS = frozenset({"image", "pointcloud", "signal", "feature", "multi-class", "exportable", "provisional"})
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class ComponentSpec:
         summary: one line shown by ``uad plugins list``.
         config: packaged default ``init_args``: ``"package:relative/path.yaml"`` or an inline mapping.
         aliases: other names that resolve to this component.
-        tags: free labels; the known ones are image, pointcloud, signal, multi-class, exportable.
+        tags: free labels; the known ones are image, pointcloud, signal, feature, multi-class, exportable, provisional.
         paper, homepage, license: provenance.
         test_config: tiny ``init_args`` for the contract test (same forms as ``config``), layered over ``config``.
         plugin, distribution, version, source: stamped by the core (source: builtin, entrypoint or local).

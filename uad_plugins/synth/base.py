@@ -18,7 +18,7 @@ __all__ = ["Synthesizer"]
 class Synthesizer(ABC):
     """Base class of every synthesizer plugin target."""
 
-    #: the data it works on: ``image``, ``signal`` or ``pointcloud``
+    #: the data it works on: ``image``, ``signal``, ``pointcloud`` or ``feature`` (feature maps inside a model)
     modality: ClassVar[str] = "image"
 
     @abstractmethod

@@ -159,8 +159,11 @@ def run_synthesizer_contract(reference: str, *, init_args: dict[str, Any] | None
     assert spec is not None, f"{reference} is not a registered synthesizer"
     args = {**spec.test_init_args(), **dict(init_args or {})}
     synth = create_synthesizer(reference, **args)
-    if synth.modality != "image":
+    if synth.modality == "feature":
+        _feature_synthesizer_contract(reference, args)
         return
+    if synth.modality != "image":
+        return  # signals and point clouds have their own contract files (tests/contract/test_<modality>_*.py)
     image = torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))
     out, mask = synth(image, seed=1)
     torch.rand(7)  # disturb the global RNG: a fresh instance must still give the same result
@@ -174,3 +177,38 @@ def run_synthesizer_contract(reference: str, *, init_args: dict[str, Any] | None
     changed = (out - image).abs().amax(0) > 1e-6
     if mask.sum() > 0:
         assert changed[mask[0] > 0].float().mean() > 0.5, f"{reference}: the mask does not mark changed pixels"
+
+
+def _feature_synthesizer_contract(reference: str, args: dict[str, Any]) -> None:
+    """A feature-map synthesizer refuses use before ``fit``, then keeps shape and dtype, returns a binary
+    ``[1, H, W]`` mask, changes nothing outside it, and is reproducible for a seed on a fresh instance."""
+    import torch
+
+    from uad_plugins.errors import ConfigError
+    from uad_plugins.factory import create_synthesizer
+
+    g = torch.Generator().manual_seed(0)
+    normals = torch.randn(8, 6, 10, 12, generator=g)
+    target = torch.randn(6, 10, 12, generator=g)
+    unfitted = create_synthesizer(reference, **args)
+    try:
+        unfitted(target, seed=1)
+    except ConfigError:
+        pass
+    else:
+        raise AssertionError(f"{reference}: a feature synthesizer used before fit() must raise ConfigError")
+    first = create_synthesizer(reference, **args)
+    first.fit(normals)
+    out, mask = first(target, seed=1)
+    torch.rand(7)
+    second = create_synthesizer(reference, **args)
+    second.fit(normals)
+    again, mask2 = second(target, seed=1)
+    assert out.shape == target.shape and out.dtype == target.dtype, f"{reference}: shape or dtype changed"
+    assert mask.shape == (1, 10, 12), f"{reference}: mask shape {tuple(mask.shape)}, expected (1, 10, 12)"
+    assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}, f"{reference}: mask is not binary"
+    assert mask.sum() > 0, f"{reference}: nothing was synthesized"
+    assert torch.equal(out, again) and torch.equal(mask, mask2), (
+        f"{reference}: two instances fitted on the same data differ for the same seed")
+    outside = (mask[0] == 0)
+    assert torch.equal(out[:, outside], target[:, outside]), f"{reference}: features changed outside the mask"
