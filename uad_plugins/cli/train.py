@@ -36,13 +36,15 @@ def _build_parser(command: str):
     from jsonargparse import ActionConfigFile, ArgumentParser
     from lightning.pytorch import Trainer
 
-    import uad_plugins.data.multiclass  # noqa: F401 - makes UadDemo, UnifiedMVTecAD, ... resolvable by short name
+    # makes UadDemo, UnifiedMVTecAD, ... and the signal datamodules (MitBihBeats, ...) resolvable by short name
+    from uad_plugins.data import multiclass, signals  # noqa: F401
 
     descriptions = {
         "fit": "Train a model, then test it. Without --data, the embedded demo dataset is used.",
         "validate": "Run validation of a checkpoint (thresholds, normalisation statistics).",
         "test": "Test a checkpoint; metrics go to metrics.json in its run folder.",
-        "predict": "Score images with a checkpoint; writes heatmaps and predictions.json/.csv.",
+        "predict": "Score images (or signals, for a signal model) with a checkpoint; writes heatmaps and "
+                   "predictions.json/.csv.",
     }
     parser = ArgumentParser(prog=f"uad {command}", description=descriptions[command], exit_on_error=True)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML recipe (see configs/)")
@@ -51,7 +53,8 @@ def _build_parser(command: str):
                                   help="plugin:<name> (see 'uad plugins list --kind model') or a class path")
     if command != "predict":
         parser.add_subclass_arguments(AnomalibDataModule, "data", required=False, fail_untyped=False,
-                                      help="datamodule: UadDemo (default for fit), MVTecAD, Folder, ...")
+                                      help="datamodule: UadDemo (default for fit), MVTecAD, Folder, ...; signals: "
+                                           "MitBihBeats, PtbXl, SignalFolder")
     parser.add_class_arguments(Trainer, "trainer", instantiate=False, fail_untyped=False)
     parser.add_argument("--seed_everything", type=int | None, default=0, help="global seed (null: do not seed)")
     parser.add_argument("--default_root_dir", type=str, default="results", help="where run folders are created")
@@ -64,14 +67,17 @@ def _build_parser(command: str):
         parser.add_argument("--honest_validation", type=bool, default=True,
                             help="never fit thresholds on test data: validate on held-back normals + synthetic "
                                  "anomalies when the datamodule would use the test set")
-        parser.add_argument("--validation_synthesizer", type=str, default="plugin:perlin",
-                            help="synthesizer making the validation anomalies")
+        parser.add_argument("--validation_synthesizer", type=str | None, default=None,
+                            help="synthesizer making the validation anomalies (default: the data's; plugin:perlin "
+                                 "for images, plugin:ecg_anomaly for signals)")
         parser.add_argument("--validation_ratio", type=float, default=0.2,
                             help="share of training normals held back for validation")
     if command in ("fit", "test", "predict"):
         parser.add_argument("--heatmaps", type=bool, default=True, help="write heatmap overlay PNGs")
     if command == "predict":
-        parser.add_argument("--data_path", type=str, required=True, help="an image or a folder of images")
+        parser.add_argument("--data_path", type=str, required=True,
+                            help="an image or a folder of images (signal models: signal files, read with the "
+                                 "checkpoint's data settings)")
         parser.add_argument("--output", type=str | None, default=None,
                             help="output folder (default: RUN/predictions)")
     return parser
@@ -82,6 +88,13 @@ def _parse(command: str, argv: list[str]):
     norm = normalise_argv(argv)
     args = list(norm.argv)
     if command == "fit" and "data" not in norm.has:
+        spec = norm.specs.get("--model")
+        other = sorted({"signal", "pointcloud"} & set(spec.tags)) if spec is not None else []
+        if other and "image" not in spec.tags:
+            raise ConfigError(f"{spec.reference} works on {other[0]} data and there is no embedded demo dataset of "
+                              "that kind: pass --data.",
+                              hint="e.g. --data MitBihBeats --data.root ../shared/data/ecg/mitbih_subset "
+                                   "(see docs/signals.md)" if other[0] == "signal" else "See the model's docs page.")
         args = ["--data", DEMO_DATA, *args]
     parser = _build_parser(command)
     cfg = parser.parse_args(args)
@@ -254,13 +267,21 @@ def test(argv: list[str]) -> int:
 def predict(argv: list[str]) -> int:
     """``uad predict``: heatmaps plus predictions.json and predictions.csv."""
     parser, cfg, norm = _parse("predict", argv)
-    model, _, run_dir = _load_for_eval(cfg, norm)
+    model, meta, run_dir = _load_for_eval(cfg, norm)
     output = Path(cfg.output) if cfg.output else ((run_dir or Path(cfg.default_root_dir)) / "predictions")
     engine = _engine(cfg, parser)
     engine.open_run(model, None, run_dir=output)
-    batches = engine.predict(model=model, data_path=cfg.data_path, return_predictions=True) or []
+    if getattr(model, "modality", "image") != "image":
+        # non-image inputs are read with the checkpoint's own data settings (windows, filters, normalisation)
+        loader = _eval_data(cfg, meta).predict_loader(cfg.data_path)
+        batches = engine.predict(model=model, dataloaders=[loader], return_predictions=True) or []
+    else:
+        batches = engine.predict(model=model, data_path=cfg.data_path, return_predictions=True) or []
     rows = []
     for batch in batches:
+        if callable(getattr(batch, "prediction_rows", None)):
+            rows.extend(batch.prediction_rows())
+            continue
         for i, path in enumerate(batch.image_path):
             score = float(batch.pred_score[i])
             label = bool(batch.pred_label[i]) if batch.pred_label is not None else None
@@ -271,8 +292,9 @@ def predict(argv: list[str]) -> int:
 
     write_json_atomic(output / "predictions.json", {"checkpoint": str(cfg.ckpt_path), "predictions": rows})
     with open(output / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["image_path", "pred_score", "pred_label"])
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"{len(rows)} images scored; predictions: {output / 'predictions.json'}; heatmaps: {output / 'images'}")
+    what = "images" if "image_path" in rows[0] else "windows"
+    print(f"{len(rows)} {what} scored; predictions: {output / 'predictions.json'}; heatmaps: {output / 'images'}")
     return 0

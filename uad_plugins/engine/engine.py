@@ -11,6 +11,14 @@ Differences from ``anomalib.engine.Engine``:
   by a synthesizer plugin (``plugin:perlin`` by default), and the run says so;
 * every run folder holds ``config.yaml`` (when given), ``plugins.json``, the checkpoint, ``metrics.json`` and
   heatmap overlays.
+
+Non-image data (signals, point clouds) plugs in through a few optional attributes, images being the default:
+
+* a datamodule with ``modality != "image"`` sets itself up and checks its own data (``setup``), builds its honest
+  validation split with ``synthetic_validation(synthesizer, ratio=, seed=, output_dir=)`` and names the synthesizer
+  used when none is given (``default_validation_synthesizer``);
+* a model's ``modality`` must match the datamodule's; its ``default_metrics`` (references) are used when no metrics
+  are given, and its ``configure_visualizer()`` writes the heatmaps (anomalib's default is the image visualizer).
 """
 
 from __future__ import annotations
@@ -28,11 +36,18 @@ from lightning.pytorch import Trainer, seed_everything
 from uad_plugins.engine.checkpoint import UadCheckpointMetadata
 from uad_plugins.engine.metrics import attach_metrics
 from uad_plugins.engine.run import new_run_dir, plugins_manifest, write_json_atomic, write_text_atomic
-from uad_plugins.errors import DataError
+from uad_plugins.errors import ConfigError, DataError
 
 __all__ = ["UadEngine"]
 
 logger = logging.getLogger("uad_plugins")
+
+#: validation synthesizer of image datamodules when none is named
+DEFAULT_IMAGE_SYNTHESIZER = "plugin:perlin"
+
+
+def _modality(obj: Any) -> str:
+    return str(getattr(obj, "modality", "image") or "image")
 
 
 class UadEngine(Engine):
@@ -45,7 +60,8 @@ class UadEngine(Engine):
         seed: global seed; ``None`` leaves the RNGs alone.
         metrics: metric references for testing (default: image/pixel AUROC, F1-max, pixel AUPRO).
         honest_validation: rebuild validation from training normals when it would come from the test set.
-        validation_synthesizer: synthesizer reference that makes the validation anomalies.
+        validation_synthesizer: synthesizer reference that makes the validation anomalies (``None``: the
+            datamodule's ``default_validation_synthesizer``, ``plugin:perlin`` for images).
         validation_ratio: share of training normals held back for validation.
         heatmaps: write heatmap overlay PNGs for test and predict images.
         config_text: the resolved configuration, saved as ``config.yaml`` in the run folder.
@@ -62,7 +78,7 @@ class UadEngine(Engine):
         seed: int | None = 0,
         metrics: Sequence[str] | None = None,
         honest_validation: bool = True,
-        validation_synthesizer: str = "plugin:perlin",
+        validation_synthesizer: str | None = None,
         validation_ratio: float = 0.2,
         heatmaps: bool = True,
         config_text: str | None = None,
@@ -134,24 +150,38 @@ class UadEngine(Engine):
         from uad_plugins.data.checks import prepare_datamodule
         from uad_plugins.data.validation import apply_synthetic_validation, needs_honest_validation
 
+        image = _modality(datamodule) == "image"
         honest = stage == "fit" and self.honest_validation and needs_honest_validation(datamodule)
-        if honest:
+        if honest and image:
             from anomalib.data.utils import ValSplitMode
 
             datamodule.val_split_mode = ValSplitMode.NONE
-        prepare_datamodule(datamodule, stage)
+        if image:
+            prepare_datamodule(datamodule, stage)
+        else:  # signal / point-cloud datamodules check their own data (DataError)
+            datamodule.setup(stage)
         if honest:
             from uad_plugins.factory import create_synthesizer
 
-            synthesizer = create_synthesizer(self.validation_synthesizer)
+            reference = self.validation_synthesizer or getattr(
+                datamodule, "default_validation_synthesizer", DEFAULT_IMAGE_SYNTHESIZER)
+            synthesizer = create_synthesizer(reference)
+            if _modality(synthesizer) != _modality(datamodule):
+                raise ConfigError(
+                    f"the validation synthesizer {reference} makes {_modality(synthesizer)} anomalies, but the data "
+                    f"({type(datamodule).__name__}) are {_modality(datamodule)} data.",
+                    hint="Name a synthesizer of the data's modality with --validation_synthesizer (or leave it "
+                         "unset for the data's default).")
             assert self.run_dir is not None
-            # a unified (multi-class) datamodule holds back normals of every category
-            split = getattr(datamodule, "stratified_synthetic_validation", None)
+            # a unified (multi-class) datamodule holds back normals of every category; non-image datamodules
+            # build their own split
+            split = getattr(datamodule, "stratified_synthetic_validation", None) or getattr(
+                datamodule, "synthetic_validation", None)
             if not callable(split):
                 split = partial(apply_synthetic_validation, datamodule)
             self.run_info["validation"] = split(synthesizer, ratio=self.validation_ratio, seed=int(self.seed or 0),
                                                 output_dir=self.run_dir / "validation")
-            self.run_info["validation"]["synthesizer"] = self.validation_synthesizer
+            self.run_info["validation"]["synthesizer"] = reference
         elif stage == "fit":
             mode = getattr(datamodule, "val_split_mode", None)
             self.run_info["validation"] = {"mode": str(getattr(mode, "value", mode))}
@@ -174,13 +204,32 @@ class UadEngine(Engine):
         if not any(isinstance(c, UadCheckpointMetadata) for c in self._cache.args["callbacks"]):
             self._cache.args["callbacks"].append(UadCheckpointMetadata(meta))
 
-    def _add_heatmap_writer(self) -> None:
+    def _add_heatmap_writer(self, model: Any = None) -> None:
+        """Add the model's visualizer (``configure_visualizer()``; anomalib's image visualizer by default)."""
         if not self.heatmaps or self._trainer is None:
             return
         from anomalib.visualization import ImageVisualizer
 
-        if not any(isinstance(c, ImageVisualizer) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(ImageVisualizer())
+        model = model or self.model
+        configure = getattr(model, "configure_visualizer", None)
+        writer = configure() if callable(configure) else ImageVisualizer()
+        if writer is not None and not any(isinstance(c, type(writer)) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(writer)
+
+    def _check_modalities(self, model: Any, datamodule: Any) -> None:
+        """A model and a datamodule of different modalities (an image model on signals, ...) -> ConfigError."""
+        if model is None or datamodule is None or _modality(model) == _modality(datamodule):
+            return
+        raise ConfigError(
+            f"the model {self._model_name(model)} works on {_modality(model)} data, but the data "
+            f"({type(datamodule).__name__}) are {_modality(datamodule)} data.",
+            hint="Give --data a datamodule of the model's modality (signals: MitBihBeats, PtbXl, SignalFolder; "
+                 "images: UadDemo, MVTecAD, Folder, ...), or pick a model for your data ('uad plugins list').")
+
+    def _metrics_for(self, model: Any) -> list[str] | None:
+        """The metrics asked for, else the model's ``default_metrics`` (else the engine's image defaults)."""
+        defaults = getattr(model, "default_metrics", None)
+        return self.metrics or (list(defaults) if defaults else None)
 
     def _add_per_category_metrics(self, datamodule: Any) -> Any:
         """With a multi-category datamodule, a fresh callback computing every metric per category (and heatmaps
@@ -207,7 +256,8 @@ class UadEngine(Engine):
             ckpt_path: str | Path | None = None) -> None:
         """Train ``model`` on ``datamodule`` (validation made honest first)."""
         self._seed()
-        attach_metrics(model, self.metrics)
+        self._check_modalities(model, datamodule)
+        attach_metrics(model, self._metrics_for(model))
         self.open_run(model, datamodule)
         self.prepare_data(datamodule, "fit")
         self._write_run_files(model, datamodule)
@@ -227,6 +277,7 @@ class UadEngine(Engine):
                  verbose: bool = True, datamodule: Any = None) -> Any:
         """Run validation (thresholds and normalisation statistics) and return its metrics."""
         self._seed()
+        self._check_modalities(model or self.model, datamodule)
         self.open_run(model or self.model, datamodule)
         self.prepare_data(datamodule, "validate")
         return super().validate(model, dataloaders, ckpt_path, verbose, datamodule)
@@ -235,14 +286,15 @@ class UadEngine(Engine):
              verbose: bool = True, datamodule: Any = None) -> list[dict[str, float]]:
         """Test on the datamodule's test split; metrics also land in ``metrics.json``."""
         self._seed()
+        self._check_modalities(model or self.model, datamodule)
         if model is not None and self._trainer is None:
-            attach_metrics(model, self.metrics)
+            attach_metrics(model, self._metrics_for(model))
         self.open_run(model or self.model, datamodule)
         self.prepare_data(datamodule, "test")
         if model is not None and self._trainer is None:
             self._write_run_files(model, datamodule)
             self._setup_trainer(model)
-        self._add_heatmap_writer()
+        self._add_heatmap_writer(model)
         per_category = self._add_per_category_metrics(datamodule)
         results = super().test(model, dataloaders, ckpt_path, verbose, datamodule)
         metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
@@ -261,8 +313,13 @@ class UadEngine(Engine):
     def predict(self, model: Any = None, dataloaders: Any = None, datamodule: Any = None, dataset: Any = None,
                 return_predictions: bool | None = None, ckpt_path: str | Path | None = None,
                 data_path: str | Path | None = None) -> Any:
-        """Score images; ``data_path`` is an image file or a folder of images (checked before use)."""
+        """Score images; ``data_path`` is an image file or a folder of images (checked before use). Non-image
+        models take their inputs through ``dataloaders`` or ``datamodule``."""
         self._seed()
+        if data_path is not None and _modality(model or self.model) != "image":
+            raise ConfigError(f"data_path is for images; the model works on {_modality(model or self.model)} data.",
+                              hint="Pass the inputs as dataloaders (uad predict builds them from the checkpoint's "
+                                   "data settings).")
         if data_path is not None:
             from uad_plugins.data.checks import check_image_file, list_image_files
 
@@ -275,7 +332,7 @@ class UadEngine(Engine):
         self.open_run(model or self.model, datamodule)
         if model is not None and self._trainer is None:
             self._setup_trainer(model)
-        self._add_heatmap_writer()
+        self._add_heatmap_writer(model)
         return super().predict(model, dataloaders, datamodule, dataset, return_predictions, ckpt_path, data_path)
 
     def _write_metrics(self) -> None:

@@ -1,0 +1,114 @@
+"""``uad fit|test|predict`` with signal data and plugin:mmae_ecg, end to end on CPU; every bad input is a clear
+error with exit status 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from uad_plugins.data.signals import make_synthetic_signal_folder
+
+torch.set_num_threads(2)
+
+MITBIH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ecg" / "mitbih_subset"
+TINY = ["--model", "plugin:mmae_ecg", "--model.length", "64", "--model.segment_len", "8",
+        "--model.local_segment_len", "4", "--model.local_segments", "2", "--model.embed_dim", "16",
+        "--model.depth", "1", "--model.num_heads", "2", "--model.decoder_dim", "16", "--model.decoder_heads", "2"]
+RUN = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
+
+
+def folder_data(root: Path, **extra: str) -> list[str]:
+    args = ["--data", "SignalFolder", "--data.root", str(root), "--data.normal_dir", "train/good",
+            "--data.normal_test_dir", "test/good", "--data.abnormal_dir", "test/bad", "--data.mask_dir",
+            "ground_truth/bad", "--data.train_batch_size", "8"]
+    for key, value in extra.items():
+        args += [f"--data.{key}", value]
+    return args
+
+
+@pytest.fixture(scope="module")
+def signal_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One tiny fit on a synthetic signal folder (shared by the tests below)."""
+    from uad_plugins.cli.main import main
+
+    tmp = tmp_path_factory.mktemp("signals")
+    root = make_synthetic_signal_folder(tmp / "data", length=64)
+    code = main(["fit", *TINY, *folder_data(root), *RUN, "--trainer.enable_progress_bar", "false",
+                 "--default_root_dir", str(tmp / "runs")])
+    assert code == 0
+    metrics_file = next((tmp / "runs").rglob("metrics.json"))
+    return root, metrics_file.parent
+
+
+def test_fit_writes_metrics_validation_and_plots(signal_run: tuple[Path, Path]) -> None:
+    _, run = signal_run
+    info = json.loads((run / "metrics.json").read_text())
+    assert {"sample_AUROC", "sample_AP", "point_AUROC"} <= set(info["test"])
+    assert info["validation"]["synthesizer"] == "plugin:ecg_anomaly" and info["validation"]["by"] == "records"
+    assert (run / "validation" / "validation_signals.npz").is_file()
+    assert list((run / "images" / "anomalous").glob("*.png")) and list((run / "images" / "normal").glob("*.png"))
+    meta = json.loads((run / "plugins.json").read_text())
+    assert any(c.get("reference") == "plugin:mmae_ecg" for c in meta["components"])
+
+
+def test_test_and_predict_from_the_checkpoint(signal_run: tuple[Path, Path], uad, tmp_path: Path) -> None:
+    root, run = signal_run
+    ckpt = run / "weights" / "lightning" / "model.ckpt"
+    code, out, err = uad("test", "--ckpt_path", ckpt, "--trainer.enable_progress_bar", "false")
+    assert code == 0, err
+    assert "sample_AUROC" in out
+    code, out, err = uad("predict", "--ckpt_path", ckpt, "--data_path", root / "test" / "bad", "--output",
+                         tmp_path / "pred", "--trainer.enable_progress_bar", "false")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "pred" / "predictions.json").read_text())["predictions"]
+    assert len(rows) == 8 and {"signal_path", "record", "start", "pred_score", "pred_label"} <= set(rows[0])
+    assert "8 windows scored" in out
+    assert len(list((tmp_path / "pred" / "images").rglob("*.png"))) == 8
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (MITBIH / "100.npz").is_file(), reason="shared MIT-BIH subset not present")
+def test_fit_on_mitbih_beats(uad, tmp_path: Path) -> None:
+    code, _, err = uad(
+        "fit", "--model", "plugin:mmae_ecg", "--model.embed_dim", "16", "--model.depth", "1", "--model.num_heads",
+        "2", "--model.decoder_dim", "16", "--model.decoder_heads", "2",
+        "--data", "MitBihBeats", "--data.root", MITBIH, "--data.train_records", "[100, 121]",
+        "--data.test_records", "[106]", "--data.max_beats_per_record", "40", *RUN,
+        "--trainer.enable_progress_bar", "false", "--default_root_dir", tmp_path)
+    assert code == 0, err
+    info = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
+    assert info["validation"]["validation_records"] in (["100"], ["121"])
+    assert 0.0 <= info["test"]["sample_AUROC"] <= 1.0
+
+
+def test_bad_inputs_exit_2(uad, tmp_path: Path) -> None:
+    root = make_synthetic_signal_folder(tmp_path / "ok", length=64)
+    nan_root = make_synthetic_signal_folder(tmp_path / "nan", length=64)
+    broken = np.load(nan_root / "train" / "good" / "normal_0.npy")
+    broken[2, 0, 5] = np.nan
+    np.save(nan_root / "train" / "good" / "normal_0.npy", broken)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "signal.wav").write_bytes(b"RIFF")
+    cases = [
+        ([*TINY, *folder_data(nan_root)], "NaN or infinite"),
+        ([*TINY, *folder_data(root, n_leads="2")], "not a multiple|2 leads are expected|lead"),
+        ([*TINY, "--data", "SignalFolder", "--data.normal_dir", str(tmp_path / "empty")], "is empty"),
+        ([*TINY, "--data", "SignalFolder", "--data.normal_dir", str(tmp_path / "foreign")], "holds no"),
+        ([*TINY, "--data", "PtbXl", "--data.root", str(tmp_path / "empty")], "ptbxl_database.csv is missing"),
+        ([*TINY, *folder_data(root, length="100")], "shorter than one window"),
+        ([*TINY, *folder_data(root), "--model.n_leads", "2"], "built for 2 lead"),
+        (TINY, "pass --data"),
+        ([*TINY, *folder_data(root), "--validation_synthesizer", "plugin:perlin"], "makes image anomalies"),
+        (["--model", "plugin:pbas", *folder_data(root)], "works on image data"),
+    ]
+    for args, message in cases:
+        code, _, err = uad("fit", *args, *RUN, "--trainer.enable_progress_bar", "false", "--default_root_dir",
+                           tmp_path / "runs")
+        assert code == 2, (args, err)
+        assert "Traceback" not in err
+        assert message.split("|")[0] in err or any(m in err for m in message.split("|")), (message, err)

@@ -1,0 +1,335 @@
+"""Reading and checking ECG records and generic signal arrays; beat and sliding windows; normalisation.
+
+Every problem a user's data can have is a :class:`~uad_plugins.errors.DataError` that names the file and says
+what to do: NaN/inf samples, a record shorter than one window, a lead count that does not match, an empty folder,
+an unknown extension, a missing CSV.
+
+Formats:
+
+* **MIT-BIH subset npz** (``ecg_adc`` int16, ``fs``, ``adc_gain``, ``adc_zero``, ``r_peaks``, ``pvc_peaks``): one
+  record, one lead; values are converted to millivolts.
+* **WFDB** (``NAME.hea`` + signal files, optional annotation ``NAME.atr``), read with the ``wfdb`` package.
+* **Generic arrays**: ``.npy`` (``[Q]`` or ``[K, Q]``: one sample; ``[N, Q]`` with one lead or ``[N, K, Q]``:
+  ``N`` samples) and ``.csv`` (one sample per row; a multi-lead row holds the ``K`` leads one after the other).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from uad_plugins.errors import ConfigError, DataError
+
+__all__ = [
+    "ARRAY_SUFFIXES",
+    "BEAT_SYMBOLS",
+    "NORMALIZE_MODES",
+    "SignalRecord",
+    "bandpass",
+    "beat_windows",
+    "check_finite",
+    "list_files",
+    "normalize_windows",
+    "read_array_file",
+    "read_mitbih_npz",
+    "read_record",
+    "read_wfdb_record",
+    "robust_record_scale",
+    "sliding_windows",
+]
+
+logger = logging.getLogger(__name__)
+
+#: generic array files (one sample per row or file)
+ARRAY_SUFFIXES = (".npy", ".csv")
+#: MIT-BIH beat annotation symbols (the non-beat annotations such as rhythm changes are skipped)
+BEAT_SYMBOLS = frozenset("N L R B A a J S V r F e j n E / f Q ?".split())
+#: how windows are normalised: none, per record (robust), per window z-score, per window min-max to [-1, 1]
+NORMALIZE_MODES = ("none", "record", "zscore", "minmax")
+_FORMATS_HINT = ("Supported: MIT-BIH npz records (ecg_adc, fs, r_peaks, pvc_peaks), WFDB records (NAME.hea + data), "
+                 "and generic arrays (.npy, .csv; one sample per row or file).")
+
+
+@dataclass
+class SignalRecord:
+    """One record: ``signal [K, L]`` float32 (millivolts where the format says), beats and their labels."""
+
+    name: str
+    path: str
+    signal: np.ndarray
+    fs: float | None = None
+    leads: list[str] = field(default_factory=list)
+    beats: np.ndarray | None = None
+    beat_labels: np.ndarray | None = None
+
+    @property
+    def n_leads(self) -> int:
+        return int(self.signal.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.signal.shape[1])
+
+
+def check_finite(array: np.ndarray, where: str) -> None:
+    """NaN or infinite samples -> DataError naming how many and the first position."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{where} has {int(bad.sum())} NaN or infinite sample(s) (first at index {first}).",
+                        hint="Repair or interpolate the missing samples, or remove the file from the dataset.")
+
+
+def list_files(path: str | Path, suffixes: Sequence[str], what: str) -> list[Path]:
+    """Files under ``path`` (a file or a folder, searched recursively) with one of ``suffixes``; clear errors for a
+    missing path, an empty folder and an unknown extension."""
+    target = Path(path)
+    if not target.exists():
+        raise DataError(f"{what} {target} does not exist.", hint="Check the path.")
+    wanted = tuple(s.lower() for s in suffixes)
+    if target.is_file():
+        if target.suffix.lower() not in wanted:
+            raise DataError(f"{what} {target} has an unknown extension {target.suffix!r}.",
+                            hint=f"Expected one of {', '.join(wanted)}. {_FORMATS_HINT}")
+        return [target]
+    files = sorted(p for p in target.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(target).parts))
+    matching = [p for p in files if p.suffix.lower() in wanted]
+    if not matching:
+        if not files:
+            raise DataError(f"{what} {target} is empty.", hint=f"Put the signal files there. {_FORMATS_HINT}")
+        others = sorted({p.suffix or p.name for p in files})
+        raise DataError(f"{what} {target} holds no {'/'.join(wanted)} files (found: {', '.join(others[:8])}).",
+                        hint=f"Expected one of {', '.join(wanted)}. {_FORMATS_HINT}")
+    return matching
+
+
+# ----------------------------------------------------------------------------------------------------- records
+def read_mitbih_npz(path: str | Path) -> SignalRecord:
+    """Read a record of the MIT-BIH subset npz format (one lead, millivolts, PVC beats labelled 1)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path} cannot be read as an npz record: {err}",
+                        hint="The file is corrupt or not a numpy .npz archive.") from err
+    missing = [k for k in ("ecg_adc", "fs", "r_peaks") if k not in data]
+    if missing:
+        raise DataError(f"{path} lacks the array(s) {missing} (it has {sorted(data)}).",
+                        hint="An MIT-BIH npz record holds ecg_adc, fs, r_peaks and optionally pvc_peaks, adc_gain, "
+                             "adc_zero.")
+    adc = np.asarray(data["ecg_adc"]).reshape(-1).astype(np.float64)
+    gain = float(data.get("adc_gain", 200.0))
+    zero = float(data.get("adc_zero", 1024.0))
+    signal = ((adc - zero) / gain).astype(np.float32)[None]
+    check_finite(signal, f"record {path}")
+    beats = np.asarray(data["r_peaks"]).astype(np.int64).reshape(-1)
+    pvc = np.asarray(data.get("pvc_peaks", np.zeros(0, np.int64))).astype(np.int64).reshape(-1)
+    labels = np.isin(beats, pvc).astype(np.int64)
+    return SignalRecord(name=path.stem, path=str(path), signal=signal, fs=float(data["fs"]), leads=["lead0"],
+                        beats=beats, beat_labels=labels)
+
+
+def read_wfdb_record(path: str | Path, *, annotation: str | None = "atr",
+                     anomaly_symbols: Sequence[str] = ("V",)) -> SignalRecord:
+    """Read a WFDB record (``NAME.hea`` or ``NAME``) with ``wfdb``; beats from the annotation file when it exists.
+
+    Beats are the annotations with a beat symbol (:data:`BEAT_SYMBOLS`); those in ``anomaly_symbols`` get label 1.
+    """
+    import wfdb
+
+    path = Path(path)
+    base = path.with_suffix("") if path.suffix.lower() == ".hea" else path
+    if not base.with_suffix(".hea").is_file():
+        raise DataError(f"WFDB header {base.with_suffix('.hea')} does not exist.",
+                        hint="A WFDB record is NAME.hea plus its signal file(s) (e.g. NAME.dat) in one folder.")
+    try:
+        record = wfdb.rdrecord(str(base))
+    except Exception as err:
+        raise DataError(f"WFDB record {base} cannot be read: {type(err).__name__}: {err}",
+                        hint="Check that the header and its signal file(s) are complete.") from err
+    if record.p_signal is None:
+        raise DataError(f"WFDB record {base} holds no physical signal.")
+    signal = np.asarray(record.p_signal, dtype=np.float32).T.copy()
+    check_finite(signal, f"WFDB record {base}")
+    beats = labels = None
+    if annotation and base.with_suffix(f".{annotation}").is_file():
+        try:
+            ann = wfdb.rdann(str(base), annotation)
+        except Exception as err:
+            raise DataError(f"WFDB annotation {base}.{annotation} cannot be read: {type(err).__name__}: {err}") \
+                from err
+        symbols = np.asarray(ann.symbol)
+        keep = np.isin(symbols, sorted(BEAT_SYMBOLS))
+        beats = np.asarray(ann.sample, dtype=np.int64)[keep]
+        labels = np.isin(symbols[keep], list(anomaly_symbols)).astype(np.int64)
+    return SignalRecord(name=base.name, path=str(base), signal=signal, fs=float(record.fs),
+                        leads=list(record.sig_name or []), beats=beats, beat_labels=labels)
+
+
+def read_record(path: str | Path, **wfdb_options: object) -> SignalRecord:
+    """Read an npz or WFDB record by its extension."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return read_mitbih_npz(path)
+    if suffix == ".hea" or (not suffix and path.with_suffix(".hea").is_file()):
+        return read_wfdb_record(path, **wfdb_options)  # type: ignore[arg-type]
+    raise DataError(f"record {path} has an unknown extension {path.suffix!r}.", hint=_FORMATS_HINT)
+
+
+# ----------------------------------------------------------------------------------------------------- arrays
+def _read_csv(path: Path) -> np.ndarray:
+    import csv
+
+    rows: list[list[float]] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for n, row in enumerate(csv.reader(fh)):
+                cells = [c.strip() for c in row if c.strip() != ""]
+                if not cells:
+                    continue
+                try:
+                    rows.append([float(c) for c in cells])
+                except ValueError:
+                    if n == 0 and not rows:  # a header line
+                        continue
+                    raise DataError(f"{path}, line {n + 1}: non-numeric value(s) {cells[:3]}.",
+                                    hint="A signal CSV holds one sample per row, numbers only (an optional header "
+                                         "line is skipped).") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not a text CSV file: {err}") from err
+    if not rows:
+        raise DataError(f"{path} holds no samples.", hint="Write one sample per row.")
+    lengths = {len(r) for r in rows}
+    if len(lengths) != 1:
+        raise DataError(f"{path}: rows have different lengths {sorted(lengths)[:5]}.",
+                        hint="Every row is one sample of the same length (leads one after the other).")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def read_array_file(path: str | Path, n_leads: int) -> np.ndarray:
+    """Read a generic ``.npy`` or ``.csv`` file as samples ``[N, K, L]`` float32 (``K = n_leads``)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise DataError(f"{path} cannot be read as a numpy array: {err}",
+                            hint="The file is corrupt or not a .npy array of numbers.") from err
+        if not np.issubdtype(array.dtype, np.number):
+            raise DataError(f"{path} holds {array.dtype} values, not numbers.")
+        array = np.asarray(array, dtype=np.float64)
+        if array.ndim == 1:
+            array = array[None, None]
+        elif array.ndim == 2:
+            if n_leads == 1:
+                array = array[:, None]  # [N, Q]: one sample per row
+            elif array.shape[0] == n_leads:
+                array = array[None]  # [K, Q]: one sample
+            else:
+                raise DataError(f"{path} holds an array of shape {tuple(array.shape)}, but {n_leads} leads are "
+                                "expected.", hint=f"Save one sample as [{n_leads}, Q] or several as "
+                                                  f"[N, {n_leads}, Q] (or set n_leads to the file's lead count).")
+        elif array.ndim != 3:
+            raise DataError(f"{path} holds a {array.ndim}-D array; expected [Q], [K, Q], [N, Q] or [N, K, Q].")
+    elif suffix == ".csv":
+        rows = _read_csv(path)
+        if rows.shape[1] % n_leads:
+            raise DataError(f"{path}: a row holds {rows.shape[1]} values, not a multiple of {n_leads} leads.",
+                            hint="A multi-lead row holds the K leads one after the other (lead-major).")
+        array = rows.reshape(rows.shape[0], n_leads, rows.shape[1] // n_leads)
+    else:
+        raise DataError(f"{path} has an unknown extension {path.suffix!r}.",
+                        hint=f"Expected one of {', '.join(ARRAY_SUFFIXES)}. {_FORMATS_HINT}")
+    if array.shape[1] != n_leads:
+        raise DataError(f"{path} has {array.shape[1]} lead(s), but {n_leads} are expected.",
+                        hint=f"Set n_leads to {array.shape[1]} (and the model's n_leads), or give "
+                             f"{n_leads}-lead data.")
+    if array.shape[-1] < 2:
+        raise DataError(f"{path} holds samples of length {array.shape[-1]}.")
+    check_finite(array, f"file {path}")
+    return array.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------- windows
+def beat_windows(record: SignalRecord, pre: int, post: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows ``[N, K, pre + post]`` starting ``pre`` samples before each annotated beat, with their labels and
+    start samples; beats too close to either end of the record are skipped."""
+    if record.beats is None:
+        raise DataError(f"record {record.path} has no beat annotations.",
+                        hint="Beat windows need r_peaks (npz) or a WFDB annotation file (NAME.atr).")
+    length = pre + post
+    if record.length < length:
+        raise DataError(f"record {record.path} has {record.length} samples, shorter than one window ({length}).",
+                        hint="Use longer records or a shorter window (pre + post).")
+    starts = record.beats - pre
+    ok = (starts >= 0) & (starts + length <= record.length)
+    starts, labels = starts[ok], (record.beat_labels if record.beat_labels is not None
+                                  else np.zeros(len(record.beats), np.int64))[ok]
+    index = starts[:, None] + np.arange(length)[None]
+    windows = record.signal[:, index].transpose(1, 0, 2)  # [K, N, Q] -> [N, K, Q]
+    return np.ascontiguousarray(windows, dtype=np.float32), labels.astype(np.int64), starts.astype(np.int64)
+
+
+def sliding_windows(signal: np.ndarray, length: int, stride: int | None = None, where: str = "sample"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``signal [K, L]`` into windows ``[N, K, length]`` (stride ``length`` by default); return them and their
+    starts. A signal shorter than one window is a DataError."""
+    stride = stride or length
+    total = signal.shape[-1]
+    if total < length:
+        raise DataError(f"{where} has {total} samples, shorter than one window ({length}).",
+                        hint="Use longer signals or a shorter window length.")
+    starts = np.arange(0, total - length + 1, stride, dtype=np.int64)
+    index = starts[:, None] + np.arange(length)[None]
+    return np.ascontiguousarray(signal[:, index].transpose(1, 0, 2), dtype=np.float32), starts
+
+
+# ----------------------------------------------------------------------------------------------------- scaling
+def robust_record_scale(signal: np.ndarray) -> np.ndarray:
+    """Per lead: subtract the median and divide by the robust standard deviation (1.4826 MAD; std if MAD is 0)."""
+    median = np.median(signal, axis=-1, keepdims=True)
+    mad = 1.4826 * np.median(np.abs(signal - median), axis=-1, keepdims=True)
+    std = signal.std(axis=-1, keepdims=True)
+    scale = np.where(mad > 1e-8, mad, np.where(std > 1e-8, std, 1.0))
+    return ((signal - median) / scale).astype(np.float32)
+
+
+def normalize_windows(windows: np.ndarray, mode: str) -> np.ndarray:
+    """Per-window, per-lead normalisation of ``[N, K, Q]``: ``zscore`` or ``minmax`` (to [-1, 1], as ECGAD);
+    ``none`` and ``record`` (done on the whole record before windowing) leave the windows unchanged."""
+    if mode in ("none", "record"):
+        return windows
+    if mode == "zscore":
+        mean = windows.mean(axis=-1, keepdims=True)
+        std = windows.std(axis=-1, keepdims=True)
+        return ((windows - mean) / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
+    if mode == "minmax":
+        low = windows.min(axis=-1, keepdims=True)
+        high = windows.max(axis=-1, keepdims=True)
+        span = np.where(high - low > 1e-8, high - low, 1.0)
+        return (2.0 * (windows - low) / span - 1.0).astype(np.float32)
+    raise ConfigError(f"unknown normalize mode {mode!r}.", hint=f"Use one of {', '.join(NORMALIZE_MODES)}.")
+
+
+def bandpass(signal: np.ndarray, fs: float, band: Sequence[float] | None, order: int = 2) -> np.ndarray:
+    """Zero-phase Butterworth band-pass of ``[K, L]`` along time (``band = [low_hz, high_hz]``; ``None``: off)."""
+    if band is None:
+        return signal
+    from scipy.signal import butter, sosfiltfilt
+
+    low, high = (float(b) for b in band)
+    nyquist = fs / 2.0
+    if not 0.0 < low < high < nyquist:
+        raise ConfigError(f"filter band {list(band)} Hz does not fit a signal sampled at {fs:g} Hz.",
+                          hint=f"Give 0 < low < high < {nyquist:g} (half the sampling rate), or null to switch the "
+                               "filter off.")
+    sos = butter(order, [low / nyquist, high / nyquist], btype="band", output="sos")
+    return sosfiltfilt(sos, signal, axis=-1).astype(np.float32)
