@@ -112,3 +112,29 @@ def test_bad_inputs_exit_2(uad, tmp_path: Path) -> None:
         assert code == 2, (args, err)
         assert "Traceback" not in err
         assert message.split("|")[0] in err or any(m in err for m in message.split("|")), (message, err)
+
+
+def test_synth_on_signal_files(uad, tmp_path: Path) -> None:
+    """`uad synth` with a signal synthesizer writes perturbed signals, point masks and a manifest, reproducibly."""
+    t = np.linspace(0, 6 * np.pi, 256, dtype=np.float32)
+    beats = np.stack([np.sin(t + k) for k in range(3)])  # three 1-lead samples, one per row
+    np.savetxt(tmp_path / "beats.csv", beats, delimiter=",")
+    outs = []
+    for name in ("a", "b"):
+        code, _, err = uad("synth", "--synthesizer", "plugin:ecg_anomaly", "--input", str(tmp_path / "beats.csv"),
+                           "--output", str(tmp_path / name), "--seed", "3", "--count", "2")
+        assert code == 0, err
+        outs.append(tmp_path / name)
+    manifest = json.loads((outs[0] / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["modality"] == "signal" and len(manifest["items"]) == 6
+    # one stacked file per input: 3 rows x 2 variants
+    first, again = np.load(outs[0] / "signals" / "beats.npy"), np.load(outs[1] / "signals" / "beats.npy")
+    mask = np.load(outs[0] / "masks" / "beats.npy")
+    assert first.shape[0] == mask.shape[0] == 6 and first.shape[-1] == mask.shape[-1] == 256
+    assert np.array_equal(first, again) and mask.any(axis=-1).all()
+    changed = np.abs(first - np.repeat(beats, 2, axis=0).reshape(first.shape)) > 1e-6
+    assert changed[mask.astype(bool)].mean() > 0.5 and not changed[~mask.astype(bool)].any()
+
+    code, _, err = uad("synth", "--synthesizer", "plugin:ecg_anomaly", "--input", str(tmp_path / "none"),
+                       "--output", str(tmp_path / "c"))
+    assert code == 2 and "error:" in err and not (tmp_path / "c").exists()

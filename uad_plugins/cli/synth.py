@@ -24,11 +24,14 @@ __all__ = ["MODALITIES", "synth", "synthesize_folder"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="uad synth", description="Make synthetic anomalies from images or point clouds with a synthesizer "
-        "plugin. Options of the synthesizer are given as --synthesizer.<option> VALUE (see 'uad plugins show NAME').")
-    parser.add_argument("--synthesizer", required=True, help="plugin:<name>, e.g. plugin:perlin or plugin:pnas3d")
+        prog="uad synth", description="Make synthetic anomalies from images, point clouds or signals with a "
+        "synthesizer plugin. Options of the synthesizer are given as --synthesizer.<option> VALUE "
+        "(see 'uad plugins show NAME').")
+    parser.add_argument("--synthesizer", required=True,
+                        help="plugin:<name>, e.g. plugin:perlin, plugin:pnas3d or plugin:ecg_anomaly")
     parser.add_argument("--input", required=True,
-                        help="an image or point cloud, or a folder of them (searched recursively)")
+                        help="an image, point cloud or signal file (.npy/.csv), or a folder of them "
+                        "(searched recursively)")
     parser.add_argument("--output", required=True, help="output folder (must not exist, or be empty)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; input i, variant k uses seed + i * count + k")
     parser.add_argument("--count", type=int, default=1, help="variants per input")
@@ -151,6 +154,19 @@ def _write_clouds(synthesizer: Any, files: list[Path], root: Path, tmp: Path, se
     return entries
 
 
+def _find_signals(input_path: str | Path) -> list[Path]:
+    from uad_plugins.data.signals.synth import find_signal_files  # imported on use: the signals package loads anomalib
+
+    return find_signal_files(input_path)
+
+
+def _write_signals(synthesizer: Any, files: list[Path], root: Path, tmp: Path, seed: int,
+                   count: int) -> list[dict[str, Any]]:
+    from uad_plugins.data.signals.synth import write_signal_files
+
+    return write_signal_files(synthesizer, files, root, tmp, seed, count)
+
+
 # -------------------------------------------------------------------------------------------- dispatch
 @dataclass(frozen=True)
 class Modality:
@@ -165,6 +181,7 @@ class Modality:
 MODALITIES: dict[str, Modality] = {
     "image": Modality(_find_images, _write_images, "images/, masks/"),
     "pointcloud": Modality(_find_clouds, _write_clouds, "clouds/, masks/, previews/"),
+    "signal": Modality(_find_signals, _write_signals, "signals/, masks/"),
 }
 
 
