@@ -8,4 +8,13 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "uad_plugins.plugins.onenip.hooks",
     "uad_plugins.plugins.cutpaste.hooks",
     "uad_plugins.plugins.perlin_texture.hooks",
+    "uad_plugins.plugins.hetnet.hooks",
+    "uad_plugins.plugins.gaussian_feature_noise.hooks",
+    "uad_plugins.plugins.pradot.hooks",
+    "uad_plugins.plugins.fader.hooks",
+    "uad_plugins.plugins.pnas3d.hooks",
+    "uad_plugins.plugins.pointcloud_metrics.hooks",
+    "uad_plugins.plugins.mmae_ecg.hooks",
+    "uad_plugins.plugins.ecg_anomaly.hooks",
+    "uad_plugins.plugins.signal_metrics.hooks",
 )

@@ -1,0 +1,281 @@
+"""``plugin:fader``: the Lightning module of FADeR on the EAR inpainting base."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn, optim
+
+from uad_plugins.components.settings import check_settings, positive_int
+from uad_plugins.errors import ConfigError
+from uad_plugins.plugins.fader.torch_model import (
+    DEFAULT_BACKBONES,
+    HINTS,
+    MAP_METRICS,
+    MASK_SOURCES,
+    FaderModel,
+    FaderTrainOutput,
+    describe,
+)
+
+__all__ = ["Fader"]
+
+logger = logging.getLogger(__name__)
+
+
+class Fader(AnomalibModule):
+    """FADeR (Park et al., arXiv 2407.04597, CVPR 2025 VAND workshop) on the EAR base (Park et al., Sci. Rep. 2024).
+
+    EAR excises the most salient patches of each image (one deterministic mask from a frozen network's saliency),
+    fills them with a mosaic hint and reconstructs the image with a U-Net; the reconstruction error is the anomaly
+    map. FADeR adds two per-patch linear layers whose sigmoid gates attenuate the U-Net's skip connections, trained
+    after the base on targets derived from the base's reconstruction error. ``attenuation=False`` is the plain base.
+
+    Training runs in two stages within one fit: the first ``1 - fader_fraction`` of the training batches train the
+    base (U-Net), the rest train only FADeR's layers with the base frozen.
+
+    Args:
+        mask_source: ``"attention"`` (EAR: a ViT's class-token attention) or ``"saliency"`` (our offline addition:
+            CNN feature deviation, e.g. with the EfficientNet-Lite0 ImageNet weights).
+        backbone: the mask network; ``None`` = ``vit_small_patch16_224.dino`` (attention) or
+            ``tf_efficientnet_lite0`` (saliency).
+        layers: feature layers of the saliency backbone (ignored by the attention source).
+        pretrained: weights of the mask network: ``False`` (random; the default, works offline), ``True`` (ImageNet
+            / hub weights; Lite0's ship with the install, a ViT's need the hub) or a local weights file.
+        image_size: square input side (256).
+        patch_size: mask and attenuation patch side in pixels (a power of two dividing ``image_size``; 16).
+        mask_ratio: fraction of patches excised per image (0.25).
+        hint: ``"mosaic"`` (EAR) or ``"blank"`` (binary masking).
+        mosaic_size: pixelation block of the hint in pixels (8).
+        base_channels: U-Net width at full resolution (16; doubles per level).
+        depth: U-Net levels (4; ``depth - 1`` skip connections).
+        attenuation: ``True`` = FADeR; ``False`` = the plain EAR base.
+        attenuation_hidden: hidden width of FADeR's two-layer MLP (64).
+        attenuation_weight: weight of the gate-target BCE in the FADeR stage (1.0).
+        fader_fraction: share of the training batches (the last ones) that train FADeR (0.25).
+        anomaly_map: ``"msgms"`` (1 - multi-scale gradient-magnitude similarity) or ``"l2"``.
+        smoothing_sigma: Gaussian sigma of the anomaly map in pixels (4; 0 = none).
+        lr: Adam learning rate of the U-Net (1e-3: our CPU default for short schedules; RIAD uses 1e-4).
+        fader_lr: Adam learning rate of FADeR's layers (1e-3).
+        weight_decay: Adam weight decay of both (0).
+        max_epochs: suggested training length (20; any ``--trainer.max_epochs`` wins).
+        pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
+    """
+
+    def __init__(
+        self,
+        mask_source: str = "attention",
+        backbone: str | None = None,
+        layers: Sequence[str] = ("blocks.2", "blocks.4"),
+        pretrained: bool | str = False,
+        image_size: int = 256,
+        patch_size: int = 16,
+        mask_ratio: float = 0.25,
+        hint: str = "mosaic",
+        mosaic_size: int = 8,
+        base_channels: int = 16,
+        depth: int = 4,
+        attenuation: bool = True,
+        attenuation_hidden: int = 64,
+        attenuation_weight: float = 1.0,
+        fader_fraction: float = 0.25,
+        anomaly_map: str = "msgms",
+        smoothing_sigma: float = 4.0,
+        lr: float = 1e-3,
+        fader_lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        max_epochs: int = 20,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = False,
+    ) -> None:
+        if isinstance(layers, str):
+            layers = [layers]
+        _validate(mask_source=mask_source, image_size=image_size, patch_size=patch_size, mask_ratio=mask_ratio,
+                  hint=hint, mosaic_size=mosaic_size, base_channels=base_channels, depth=depth,
+                  attenuation=attenuation, attenuation_hidden=attenuation_hidden,
+                  attenuation_weight=attenuation_weight, fader_fraction=fader_fraction, anomaly_map=anomaly_map,
+                  smoothing_sigma=smoothing_sigma, lr=lr, fader_lr=fader_lr, weight_decay=weight_decay,
+                  max_epochs=max_epochs)
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor(image_size)
+        super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
+                         visualizer=visualizer)
+        self.image_size = int(image_size)
+        self.attenuation = bool(attenuation)
+        self.attenuation_weight = float(attenuation_weight)
+        self.fader_fraction = float(fader_fraction)
+        self.lr = float(lr)
+        self.fader_lr = float(fader_lr)
+        self.weight_decay = float(weight_decay)
+        self.suggested_max_epochs = int(max_epochs)
+        self.model: FaderModel = FaderModel(
+            mask_source=mask_source, backbone=backbone or DEFAULT_BACKBONES[mask_source], layers=list(layers),
+            pretrained=pretrained, image_size=self.image_size, patch_size=patch_size, mask_ratio=mask_ratio,
+            hint=hint, mosaic_size=mosaic_size, base_channels=base_channels, depth=depth, attenuation=attenuation,
+            attenuation_hidden=attenuation_hidden, anomaly_map=anomaly_map, smoothing_sigma=smoothing_sigma,
+        )
+        self.automatic_optimization = False
+        self._fader_start: int | None = None
+        logger.info("fader: %s", describe(self.model))
+
+    # ------------------------------------------------------------------ anomalib configuration
+    @classmethod
+    def configure_pre_processor(cls, image_size: int | tuple[int, int] | None = None) -> PreProcessor:
+        """Resize to ``image_size`` (256 by default), values stay in [0, 1]: the U-Net reconstructs pixels; the mask
+        network normalises its own copy inside the model."""
+        from torchvision.transforms.v2 import Compose, Resize
+
+        if image_size is None:
+            size = (256, 256)
+        elif isinstance(image_size, int):
+            size = (image_size, image_size)
+        else:
+            size = (int(image_size[0]), int(image_size[1]))
+        return PreProcessor(transform=Compose([Resize(size, antialias=True)]))
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Suggested trainer settings; any value the user sets wins."""
+        return {"max_epochs": self.suggested_max_epochs, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """EAR and FADeR learn from normal images only."""
+        return LearningType.ONE_CLASS
+
+    def configure_optimizers(self) -> list[optim.Optimizer]:
+        """Adam for the U-Net (stage 1) and, with attenuation, Adam for FADeR's layers (stage 2)."""
+        optimizers = [optim.Adam(self.model.unet.parameters(), lr=self.lr, weight_decay=self.weight_decay)]
+        if self.model.attenuator is not None:
+            optimizers.append(optim.Adam(self.model.attenuator.parameters(), lr=self.fader_lr,
+                                         weight_decay=self.weight_decay))
+        return optimizers
+
+    # ------------------------------------------------------------------ the two stages
+    def fader_start(self) -> int:
+        """Index (over the whole fit) of the first training batch of the FADeR stage."""
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ConfigError("fader: the training length is unbounded, so the FADeR stage cannot be placed.",
+                              hint="Set --trainer.max_epochs or --trainer.max_steps.")
+        total = int(total)
+        if total < 2:
+            logger.warning("fader: a single training batch trains only the base; FADeR stays untrained (its gates "
+                           "are not applied).")
+            return total
+        return min(max(round((1.0 - self.fader_fraction) * total), 1), total - 1)
+
+    def on_train_start(self) -> None:
+        """Place the stage switch (and say where it is)."""
+        if self.attenuation:
+            self._fader_start = self.fader_start()
+            logger.info("fader: batches 0-%d train the EAR base, batches %d-%d train FADeR (base frozen).",
+                        self._fader_start - 1, self._fader_start, int(self.trainer.estimated_stepping_batches) - 1)
+
+    def stage(self, batch_idx: int) -> str:
+        """``"base"`` or ``"fader"`` for this training batch."""
+        if not self.attenuation:
+            return "base"
+        if self._fader_start is None:
+            self._fader_start = self.fader_start()
+        done = self.current_epoch * int(self.trainer.num_training_batches) + batch_idx
+        return "fader" if done >= self._fader_start else "base"
+
+    def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
+        """Stage 1: one Adam step of the U-Net on RIAD's loss. Stage 2: the U-Net frozen (eval-mode BatchNorm, no
+        gradients), one Adam step of FADeR's layers on reconstruction loss + weighted gate BCE."""
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        stage = self.stage(batch_idx)
+        if stage == "base":
+            optimizer = optimizers[0]
+            self.model.unet.train()
+            self.model.unet.requires_grad_(True)
+            optimizer.zero_grad()
+            output: FaderTrainOutput = self.model.base_losses(batch.image)
+        else:
+            optimizer = optimizers[1]
+            self.model.unet.eval()
+            self.model.unet.requires_grad_(False)
+            self.model.fader_ready.fill_(1.0)
+            optimizer.zero_grad()
+            output = self.model.fader_losses(batch.image, self.attenuation_weight)
+        self.manual_backward(output.loss)
+        optimizer.step()
+        size = len(batch.image)
+        self.log("loss", output.loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        self.log_dict({"reconstruction_loss": output.reconstruction_loss, "stage": float(stage == "fader")},
+                      on_step=True, on_epoch=True, batch_size=size)
+        if stage == "fader":
+            self.log_dict({"attenuation_bce": output.attenuation_bce, "gate_mean": output.gate_mean,
+                           "target_mean": output.target_mean}, on_step=True, on_epoch=True, batch_size=size)
+        return {"loss": output.loss.detach()}
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Predictions merged into the batch (for thresholds, normalisation and metrics)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None,
+                             hparams_file: str | Path | None = None, strict: bool | None = None,
+                             weights_only: bool = True, **kwargs: Any) -> Fader:
+        """Load a trained model; the mask network's weights come from the checkpoint (``pretrained=False`` unless
+        passed explicitly), so no weights file or hub is needed again."""
+        kwargs.setdefault("pretrained", False)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, weights_only=weights_only, **kwargs)
+
+
+def _power_of_two(value: Any) -> bool:
+    return positive_int(value) and value & (value - 1) == 0
+
+
+def _validate(**values: Any) -> None:
+    """Raise ConfigError for settings FADeR / EAR cannot use."""
+    size, depth, patch = values["image_size"], values["depth"], values["patch_size"]
+    depth_ok = positive_int(depth) and 2 <= depth <= 7
+    size_ok = positive_int(size) and size >= 32
+    checks: list[tuple[str, bool, str]] = [
+        ("mask_source", values["mask_source"] in MASK_SOURCES,
+         "'attention' (EAR: a ViT's class-token attention) or 'saliency' (ours: CNN feature deviation)"),
+        ("hint", values["hint"] in HINTS, "'mosaic' (EAR) or 'blank' (binary masking)"),
+        ("anomaly_map", values["anomaly_map"] in MAP_METRICS, "'msgms' or 'l2'"),
+        ("attenuation", isinstance(values["attenuation"], bool), "true (FADeR) or false (the plain EAR base)"),
+        ("depth", depth_ok, "an integer from 2 to 7 (U-Net levels; 4)"),
+        ("image_size", size_ok and (not depth_ok or size % 2 ** (depth - 1) == 0),
+         f"an integer >= 32 divisible by 2**(depth-1) = {2 ** (depth - 1) if depth_ok else '?'} (256)"),
+        ("patch_size", _power_of_two(patch) and (not size_ok or size % patch == 0)
+         and (not depth_ok or patch >= 2 ** (depth - 2)) and (not size_ok or patch < size),
+         f"a power of two that divides image_size={size}, is smaller than it and is at least the deepest skip "
+         f"stride 2**(depth-2) = {2 ** (depth - 2) if depth_ok else '?'} (16)"),
+        ("mask_ratio", isinstance(values["mask_ratio"], int | float) and 0 < values["mask_ratio"] < 1,
+         "in (0, 1): 0 leaves nothing to reconstruct, 1 masks everything (0.25)"),
+        ("mosaic_size", positive_int(values["mosaic_size"]) and (not size_ok or size % values["mosaic_size"] == 0),
+         f"a positive integer dividing image_size={size} (8)"),
+        ("base_channels", positive_int(values["base_channels"]), "a positive integer (16)"),
+        ("attenuation_hidden", positive_int(values["attenuation_hidden"]), "a positive integer (64)"),
+        ("attenuation_weight", values["attenuation_weight"] > 0, "> 0 (1.0)"),
+        ("fader_fraction", 0 < values["fader_fraction"] < 1,
+         "in (0, 1): the share of training batches, at the end, that train FADeR (0.25)"),
+        ("smoothing_sigma", values["smoothing_sigma"] >= 0, ">= 0 (4; 0 turns smoothing off)"),
+        ("lr", values["lr"] > 0, "> 0 (1e-3)"),
+        ("fader_lr", values["fader_lr"] > 0, "> 0 (1e-3)"),
+        ("weight_decay", values["weight_decay"] >= 0, ">= 0 (0)"),
+        ("max_epochs", positive_int(values["max_epochs"]), "a positive integer (20)"),
+    ]
+    check_settings("fader", values, checks)
