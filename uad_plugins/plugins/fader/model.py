@@ -46,13 +46,14 @@ class Fader(AnomalibModule):
     base (U-Net), the rest train only FADeR's layers with the base frozen.
 
     Args:
-        mask_source: ``"attention"`` (EAR: a ViT's class-token attention) or ``"saliency"`` (our offline addition:
-            CNN feature deviation, e.g. with the EfficientNet-Lite0 ImageNet weights).
+        mask_source: ``"saliency"`` (the default; our offline addition: CNN feature deviation with the
+            EfficientNet-Lite0 ImageNet weights) or ``"attention"`` (EAR: a ViT's class-token attention; needs ViT
+            weights as a local file or from the hub: with random weights its mask is nearly the same for every image).
         backbone: the mask network; ``None`` = ``vit_small_patch16_224.dino`` (attention) or
             ``tf_efficientnet_lite0`` (saliency).
         layers: feature layers of the saliency backbone (ignored by the attention source).
-        pretrained: weights of the mask network: ``False`` (random; the default, works offline), ``True`` (ImageNet
-            / hub weights; Lite0's ship with the install, a ViT's need the hub) or a local weights file.
+        pretrained: weights of the mask network: ``True`` (the default: ImageNet weights; Lite0's ship with the
+            install, a ViT's need the hub), ``False`` (random) or a local weights file.
         image_size: square input side (256).
         patch_size: mask and attenuation patch side in pixels (a power of two dividing ``image_size``; 16).
         mask_ratio: fraction of patches excised per image (0.25).
@@ -75,10 +76,10 @@ class Fader(AnomalibModule):
 
     def __init__(
         self,
-        mask_source: str = "attention",
+        mask_source: str = "saliency",
         backbone: str | None = None,
         layers: Sequence[str] = ("blocks.2", "blocks.4"),
-        pretrained: bool | str = False,
+        pretrained: bool | str = True,
         image_size: int = 256,
         patch_size: int = 16,
         mask_ratio: float = 0.25,
