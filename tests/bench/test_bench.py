@@ -59,7 +59,8 @@ def _is_png(path: Path) -> bool:
         return image.format == "PNG"
 
 
-@pytest.mark.parametrize("name", ["pbas_bottle", "demo_quick", "unified_bottle"])
+@pytest.mark.parametrize("name", ["pbas_bottle", "demo_quick", "unified_bottle", "pradot_hetnet_fader_bottle",
+                                  "pradot_hetnet_fader_demo"])
 def test_shipped_recipes_load(name: str) -> None:
     from uad_plugins.bench.recipe import load_recipe
 
