@@ -143,3 +143,17 @@ def test_checkpoint_round_trip_keeps_bank_and_fusion(tmp_path: Path) -> None:
     with torch.no_grad():
         before, after = model.model(images), reloaded.model(images)
     assert torch.allclose(before.anomaly_map, after.anomaly_map, atol=1e-6)
+
+
+@pytest.mark.parametrize("synthesizer", ["plugin:cutpaste", {"class_path": "plugin:cutpaste",
+                                                             "init_args": {"variant": "scar"}},
+                                         "plugin:perlin_texture"])
+def test_refiner_anomalies_come_from_any_image_synthesizer(synthesizer: object) -> None:
+    """The synthesizers of `uad synth` feed OneNIP's refiner: masks mark changed pixels of the normalised batch."""
+    model = Onenip(**{**TINY, "synthesizer": synthesizer})
+    images = model.pre_processor.transform(textures(2, seed=5))
+    torch.manual_seed(0)
+    anomalous, mask = model.synthesize(images)
+    assert anomalous.shape == images.shape and mask.shape == (2, 1, 128, 128) and mask.sum() > 0
+    changed = (anomalous - images).abs().amax(1, keepdim=True) > 1e-4
+    assert changed[mask > 0].float().mean() > 0.5
