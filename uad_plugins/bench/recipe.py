@@ -26,6 +26,15 @@ A recipe looks like::
     seed: 0
     threads: 2
 
+Signal models work the same way with a signal datamodule (short names ``MitBihBeats``, ``PtbXl``,
+``SignalFolder``)::
+
+    models: [{name: mmae_ecg, model: plugin:mmae_ecg, init_args: {n_leads: 1, length: 256}}]
+    data: [{class_path: MitBihBeats, init_args: {root: ../shared/data/ecg/mitbih_subset}}]
+
+Every model must take the data's modality (image or signal); ``image_size`` and ``backbone_weights`` are for image
+models only.
+
 A model with ``ckpt_path`` is not trained: the checkpoint (written by ``uad fit``) is loaded, so it takes no
 ``init_args``, ``trainer``, ``image_size`` or ``backbone_weights``. Relative data roots and checkpoint paths are
 resolved against the current working directory when the recipe is loaded. This module
@@ -59,7 +68,10 @@ _NOT_WITH_CKPT = ("init_args", "trainer", "image_size", "backbone_weights")
 _DATA_KEYS = {"name", "class_path", "init_args"}
 _TIMING_KEYS = {"warmup", "iterations"}
 _EXPORT_KEYS = {"parity_samples", "calibration_samples", "max_metric_drop", "timeout_s"}
-_DATA_ALIASES = {"UadDemo": "uad_plugins.data.UadDemo"}
+_DATA_ALIASES = {"UadDemo": "uad_plugins.data.UadDemo",
+                 "MitBihBeats": "uad_plugins.data.signals.MitBihBeats",
+                 "PtbXl": "uad_plugins.data.signals.PtbXl",
+                 "SignalFolder": "uad_plugins.data.signals.SignalFolder"}
 _MANAGED_TRAINER_KEYS = {"default_root_dir", "callbacks", "logger"}
 
 
@@ -242,8 +254,8 @@ def _data_entry(raw: Any, index: int, source: str, cwd: Path) -> DataEntry:
     _check_keys(item, _DATA_KEYS, where)
     class_path = item.get("class_path")
     if not isinstance(class_path, str) or not class_path.strip():
-        raise ConfigError(f"{where} needs 'class_path' (UadDemo, MVTecAD, Folder, or a dotted path), "
-                          f"got {class_path!r}.")
+        raise ConfigError(f"{where} needs 'class_path' (UadDemo, MVTecAD, Folder, MitBihBeats, SignalFolder, or a "
+                          f"dotted path), got {class_path!r}.")
     short = class_path.strip()
     init_args = _mapping(item.get("init_args"), f"{where}: 'init_args'")
     root = init_args.get("root")
@@ -371,8 +383,14 @@ def data_class(entry: DataEntry) -> type:
     return cls
 
 
+def _modality(cls: type) -> str:
+    return str(getattr(cls, "modality", "image") or "image")
+
+
 def resolve_references(recipe: Recipe) -> None:
-    """Import every model and data class and check the data roots exist, before anything is trained."""
+    """Import every model and data class, check the data roots exist and that every model takes every dataset's
+    modality (image or signal), before anything is trained."""
+    model_modalities: dict[str, str] = {}
     for entry in recipe.models:
         if entry.ckpt_path is not None and not Path(entry.ckpt_path).is_file():
             raise ConfigError(f"model '{entry.name}': checkpoint {entry.ckpt_path} does not exist.",
@@ -391,8 +409,20 @@ def resolve_references(recipe: Recipe) -> None:
         if entry.image_size is not None and "image_size" in entry.init_args:
             raise ConfigError(f"model '{entry.name}': give the image size once, either 'image_size' or "
                               "'init_args.image_size'.")
+        model_modalities[entry.name] = _modality(cls)
+        if model_modalities[entry.name] != "image" and (entry.image_size is not None or entry.backbone_weights):
+            raise ConfigError(f"model '{entry.name}' ({entry.model}) is a {model_modalities[entry.name]} model: "
+                              "'image_size' and 'backbone_weights' are for image models.",
+                              hint="Remove them; a signal model's input shape is set by init_args (n_leads, length).")
     for entry in recipe.data:
-        data_class(entry)
+        data_modality = _modality(data_class(entry))
+        wrong = [name for name, modality in model_modalities.items() if modality != data_modality]
+        if wrong:
+            raise ConfigError(f"data '{entry.name}' holds {data_modality} data, but model(s) "
+                              f"{', '.join(repr(w) for w in wrong)} take "
+                              f"{' / '.join(sorted({model_modalities[w] for w in wrong}))} data.",
+                              hint="Every model of a recipe runs on every dataset: put models and data of one "
+                              "modality in a recipe (one recipe for images, another for signals).")
         root = entry.init_args.get("root")
         if isinstance(root, str) and root and not Path(root).expanduser().exists():
             raise ConfigError(f"data '{entry.name}': root {root} does not exist.",

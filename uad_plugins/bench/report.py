@@ -19,6 +19,27 @@ __all__ = ["PLOTS", "load_report", "plot_accuracy_vs_latency", "plot_latency_by_
 
 PLOTS = ("accuracy_vs_latency.png", "latency_by_backend.png")
 _DASH = "—"
+#: (column header, quality field) of the results table, per row modality
+QUALITY_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "image": [("image AUROC", "image_AUROC"), ("pixel AUROC", "pixel_AUROC"), ("AUPRO", "pixel_AUPRO"),
+              ("F1-max", "image_F1Max")],
+    "signal": [("sample AUROC", "sample_AUROC"), ("sample AP", "sample_AP"), ("point AUROC", "point_AUROC")],
+}
+#: what one input is called, per modality (throughput and FLOPs columns)
+_UNIT = {"image": "img", "signal": "window"}
+#: the quality field plotted against latency, per modality
+_HEADLINE = {"image": "image_AUROC", "signal": "sample_AUROC"}
+
+
+def _modality(row: dict[str, Any]) -> str:
+    modality = str(row.get("modality") or "image")
+    return modality if modality in QUALITY_COLUMNS else "image"
+
+
+def _modalities(rows: list[dict[str, Any]]) -> list[str]:
+    """The modalities of the rows, images first (a report of image rows only has ``["image"]``)."""
+    found = {_modality(r) for r in rows} or {"image"}
+    return sorted(found, key=lambda m: (m != "image", m))
 
 
 # ---------------------------------------------------------------------------------------------- formatting
@@ -71,7 +92,8 @@ def parity_summary(export: dict[str, Any] | None) -> str:
     if parity.get("mode") == "outputs":
         return (f"{mark}: Δscore {parity.get('max_score_diff', 0):.1e}, Δmap {parity.get('max_map_diff', 0):.1e}"
                 f"{labels}")
-    drops = [f"{name.split('_')[0]} AUROC -{values.get('drop', 0) * 100:.2f} pt"
+    # the change in points: a drop is negative, a gain positive
+    drops = [f"{name.split('_')[0]} AUROC {-(values.get('drop') or 0) * 100 + 0.0:+.2f} pt"
              for name, values in (parity.get("metrics") or {}).items()]
     return f"{mark}: {', '.join(drops) or 'metrics'}{labels}"
 
@@ -115,22 +137,36 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _fingerprint_lines(report)
     lines += ["", f"## Results (quality on the test split; latency: median of {timing.get('iterations')} runs after "
               f"{timing.get('warmup')} warm-up)", ""]
-    header = ["model", "data", "backend", "image AUROC", "pixel AUROC", "AUPRO", "F1-max", f"p50 ms bs{small}",
-              f"p95 ms bs{small}", f"img/s bs{large}", "GFLOP/s", "peak MB"]
-    body = []
-    for row in rows:
-        q = row.get("quality") or {}
-        lat_s = (row.get("latency") or {}).get(small) or {}
-        lat_l = (row.get("latency") or {}).get(large) or {}
-        body.append([_model_cell(row), _data_cell(row), _backend_cell(row), _num(q.get("image_AUROC")),
-                     _num(q.get("pixel_AUROC")), _num(q.get("pixel_AUPRO")), _num(q.get("image_F1Max")),
-                     _num(lat_s.get("p50_ms"), 1), _num(lat_s.get("p95_ms"), 1), _num(lat_l.get("throughput_ips"), 1),
-                     _num((row.get("gflops_per_s") or {}).get(small), 1),
-                     _num((row.get("memory") or {}).get("inference_peak_rss_mb"), 0)])
-    lines += _table(header, body)
+    modalities = _modalities(rows)
+    for modality in modalities:
+        group = [row for row in rows if _modality(row) == modality]
+        if len(modalities) > 1:
+            lines += [f"### {modality} models", ""]
+        elif modality == "signal":
+            lines += ["Signal models: sample-level AUROC/AP and point-level AUROC (raw scores); throughput in "
+                      "windows per second.", ""]
+        columns = QUALITY_COLUMNS[modality]
+        header = ["model", "data", "backend", *[name for name, _ in columns], f"p50 ms bs{small}", f"p95 ms bs{small}",
+                  f"{_UNIT[modality]}/s bs{large}", "GFLOP/s", "peak MB"]
+        body = []
+        for row in group:
+            q = row.get("quality") or {}
+            lat_s = (row.get("latency") or {}).get(small) or {}
+            lat_l = (row.get("latency") or {}).get(large) or {}
+            body.append([_model_cell(row), _data_cell(row), _backend_cell(row),
+                         *[_num(q.get(field)) for _, field in columns],
+                         _num(lat_s.get("p50_ms"), 1), _num(lat_s.get("p95_ms"), 1),
+                         _num(lat_l.get("throughput_ips"), 1), _num((row.get("gflops_per_s") or {}).get(small), 1),
+                         _num((row.get("memory") or {}).get("inference_peak_rss_mb"), 0)])
+        lines += _table(header, body)
+        if len(modalities) > 1:
+            lines.append("")
+    if len(modalities) > 1:
+        lines.pop()
+    unit = _UNIT[modalities[0]] if len(modalities) == 1 else "input"
     lines += ["", "## Training and export", ""]
-    header = ["model", "data", "backend", "epochs", "batches", "steps", "fit s", "params", "GFLOPs/img", "export s",
-              "bundle MB", "parity"]
+    header = ["model", "data", "backend", "epochs", "batches", "steps", "fit s", "params", f"GFLOPs/{unit}",
+              "export s", "bundle MB", "parity"]
     body = []
     for row in rows:
         train = row.get("training") or {}
@@ -183,7 +219,8 @@ def _ok_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def plot_accuracy_vs_latency(report: dict[str, Any], path: str | Path) -> Path:
-    """Image AUROC against p50 latency at the smallest batch size, one labelled marker per row."""
+    """Image AUROC (signal rows: sample AUROC) against p50 latency at the smallest batch size, one labelled marker
+    per row."""
     from matplotlib.figure import Figure
 
     small, _ = _batch_columns(report)
@@ -194,7 +231,7 @@ def plot_accuracy_vs_latency(report: dict[str, Any], path: str | Path) -> Path:
     colours = {m: f"C{i % 10}" for i, m in enumerate(models)}
     points = []
     for row in _ok_rows(report):
-        auroc = (row.get("quality") or {}).get("image_AUROC")
+        auroc = (row.get("quality") or {}).get(_HEADLINE[_modality(row)])
         lat = ((row.get("latency") or {}).get(small) or {}).get("p50_ms")
         if auroc is None or lat is None:
             continue
@@ -210,7 +247,8 @@ def plot_accuracy_vs_latency(report: dict[str, Any], path: str | Path) -> Path:
     else:
         ax.text(0.5, 0.5, "no successful rows", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(f"p50 latency at batch {small} (ms)")
-    ax.set_ylabel("image AUROC (test)")
+    modalities = _modalities(report.get("rows") or [])
+    ax.set_ylabel(" / ".join(_HEADLINE[m].replace("_", " ") for m in modalities) + " (test)")
     ax.set_title(f"Accuracy vs latency — {(report.get('recipe') or {}).get('name', '')}")
     ax.grid(True, alpha=0.3)
     return _save_figure(fig, Path(path))

@@ -1,6 +1,9 @@
 """Run a benchmark recipe: for each (data, model) fit and test with ``UadEngine``, time the eager model, then
 export, score and time one OpenVINO bundle per precision.
 
+Image and signal models alike (a row's ``modality`` says which; the quality fields follow it: image/pixel metrics
+for images, sample/point metrics for signals, see :data:`METRICS_BY_MODALITY`).
+
 Each OpenVINO step (export, loading, scoring, timing) runs in a forked child process, so a crash inside OpenVINO
 or NNCF (INT8 models whose ``compile_model`` segfaults are known) costs one row, not the benchmark. The child runs
 torch with one thread (OpenMP thread pools do not survive ``fork``); OpenVINO in the child uses the recipe's
@@ -40,7 +43,8 @@ from uad_plugins.bench.recipe import (
 from uad_plugins.engine.run import write_json_atomic
 from uad_plugins.errors import ConfigError, UadError, WeightsError
 
-__all__ = ["BENCH_SCHEMA", "METRICS", "compute_quality", "load_lite0_into_timm", "run_benchmark"]
+__all__ = ["BENCH_SCHEMA", "METRICS", "METRICS_BY_MODALITY", "SIGNAL_METRICS", "compute_quality", "entry_modality",
+           "load_lite0_into_timm", "metrics_for", "run_benchmark"]
 
 BENCH_SCHEMA = "uad-bench/1"
 #: quality field in bench.json -> metric plugin that computes it
@@ -51,8 +55,17 @@ METRICS: dict[str, str] = {
     "image_F1Max": "plugin:image_f1max",
     "image_AP": "plugin:image_ap",
 }
+#: quality field of a signal row -> metric plugin (raw scores and maps: the signal evaluator ranks raw values)
+SIGNAL_METRICS: dict[str, str] = {
+    "sample_AUROC": "plugin:signal_auroc",
+    "sample_AP": "plugin:signal_ap",
+    "point_AUROC": "plugin:signal_point_auroc",
+}
+METRICS_BY_MODALITY: dict[str, dict[str, str]] = {"image": METRICS, "signal": SIGNAL_METRICS}
 #: names UadEngine.test reports -> bench.json names
 _ENGINE_NAMES = {"image_AUPR": "image_AP"}
+#: map-level quality fields need both classes in the masks
+_MAP_LEVEL = ("pixel_", "point_")
 _DEFAULT_TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False,
                     "enable_model_summary": False}
 NOTES = [
@@ -66,7 +79,24 @@ NOTES = [
     "counted). GFLOP/s = FLOPs x batch / p50 latency; peak_fraction = that / measured torch fp32 matmul peak.",
     "OpenVINO steps run in a forked child with torch limited to 1 thread; export seconds include the parity gate.",
     "peak memory is the RSS of the measuring process only: dataloader worker processes are not included.",
+    "signal rows: quality is sample AUROC/AP and point AUROC of the raw scores and maps (signal models rank raw "
+    "values; the normalised score is clipped to [0, 1]): UadEngine.test for eager, the bundle's raw_score/raw_map "
+    "outputs for OpenVINO, on the test windows as the datamodule prepares them (nothing is resized). FLOPs and "
+    "throughput are per window.",
 ]
+
+
+def metrics_for(modality: str) -> dict[str, str]:
+    """Quality field -> metric plugin for rows of a modality (images for anything unknown)."""
+    return METRICS_BY_MODALITY.get(modality, METRICS)
+
+
+def entry_modality(entry: ModelEntry) -> str:
+    """The data kind of a recipe model (its class's ``modality``; ``image`` when it has none or cannot load)."""
+    try:
+        return str(getattr(model_class(entry), "modality", "image") or "image")
+    except Exception:  # noqa: BLE001 - only used to label the rows of a model that failed
+        return "image"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -95,25 +125,28 @@ def _dir_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20, 3)
 
 
-def compute_quality(scores: Any, maps: Any, labels: Any, masks: Any) -> dict[str, float | None]:
-    """Image/pixel metrics of normalised outputs with the metric plugins (``None`` where a metric cannot apply).
+def compute_quality(scores: Any, maps: Any, labels: Any, masks: Any,
+                    metrics: dict[str, str] | None = None) -> dict[str, float | None]:
+    """Metrics of outputs with the metric plugins (``None`` where a metric cannot apply).
 
-    ``scores [N]``, ``maps [N, H, W]``, ``labels [N]``, ``masks [N, H, W]`` (tensors or arrays).
+    ``scores [N]``, ``maps [N, H, W]`` (signals: ``[N, K, Q]``), ``labels [N]``, ``masks`` shaped like ``maps``
+    (tensors or arrays); ``metrics``: field -> plugin (default :data:`METRICS`, the image metrics).
     """
     import torch
 
     from uad_plugins.factory import create_metric
 
     scores_t = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
-    maps_t = torch.as_tensor(maps, dtype=torch.float32).reshape(len(scores_t), *tuple(maps.shape[-2:]))
+    maps_t = torch.as_tensor(maps, dtype=torch.float32)
+    maps_t = maps_t.reshape(len(scores_t), *tuple(maps_t.shape[-2:]))
     labels_t = torch.as_tensor(labels).reshape(-1).bool()
     masks_t = None if masks is None else torch.as_tensor(masks).reshape(maps_t.shape).bool()
     batch = SimpleNamespace(pred_score=scores_t, gt_label=labels_t, anomaly_map=maps_t, gt_mask=masks_t)
     both_classes = bool(labels_t.any()) and bool((~labels_t).any())
     has_masks = masks_t is not None and bool(masks_t.any()) and bool((~masks_t).any())
     out: dict[str, float | None] = {}
-    for name, ref in METRICS.items():
-        if not both_classes or (name.startswith("pixel_") and not has_masks):
+    for name, ref in (metrics or METRICS).items():
+        if not both_classes or (name.startswith(_MAP_LEVEL) and not has_masks):
             out[name] = None
             continue
         metric = create_metric(ref)
@@ -264,12 +297,13 @@ def run_isolated(fn: Callable[[], dict[str, Any]], *, timeout_s: float) -> dict[
 
 
 # ---------------------------------------------------------------------------------------------- the rows
-def _new_row(model: ModelEntry, data: DataEntry, backend: str, precision: str) -> dict[str, Any]:
+def _new_row(model: ModelEntry, data: DataEntry, backend: str, precision: str,
+             modality: str = "image") -> dict[str, Any]:
     return {
         "model": model.name, "model_ref": model.model, "reference": model.reference,
         "data": data.name, "category": data.category, "backend": backend, "precision": precision,
-        "status": "ok", "error": None,
-        "quality": dict.fromkeys(METRICS), "quality_source": None, "quality_resized_inputs": None,
+        "modality": modality, "status": "ok", "error": None,
+        "quality": dict.fromkeys(metrics_for(modality)), "quality_source": None, "quality_resized_inputs": None,
         "latency": {}, "gflops_per_s": {}, "peak_fraction": {},
         "memory": {"fit_peak_rss_mb": None, "inference_peak_rss_mb": None, "inference_rss_before_mb": None},
         "parameters": None, "buffers": None, "flops_per_image": None, "input_size": None,
@@ -278,7 +312,8 @@ def _new_row(model: ModelEntry, data: DataEntry, backend: str, precision: str) -
 
 
 def _openvino_job(model: Any, precision: str, bundle_dir: Path, validation: Any, calibration: Any, test: Any,
-                  recipe: Recipe, provenance: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+                  recipe: Recipe, provenance: dict[str, Any], progress: Callable[[str], None],
+                  input_preparation: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export, load, score and time one bundle (runs in the child)."""
     from uad_plugins.edge.runtime import load_bundle
     from uad_plugins.export import export_bundle
@@ -287,7 +322,8 @@ def _openvino_job(model: Any, precision: str, bundle_dir: Path, validation: Any,
     manifest = export_bundle(model, bundle_dir, precision=precision, validation=validation,
                              calibration=calibration if precision == "int8" else None,
                              parity_samples=recipe.parity_samples, max_metric_drop=recipe.max_metric_drop,
-                             overwrite=True, provenance=provenance, progress=lambda m: progress(f"    export: {m}"))
+                             overwrite=True, provenance=provenance, input_preparation=input_preparation,
+                             progress=lambda m: progress(f"    export: {m}"))
     export_seconds = round(time.perf_counter() - started, 2)
     edge = load_bundle(bundle_dir, num_threads=recipe.threads)
     try:
@@ -295,14 +331,18 @@ def _openvino_job(model: Any, precision: str, bundle_dir: Path, validation: Any,
     except Exception:  # noqa: BLE001 - informative only
         ov_threads = None
     images = test.images.numpy()
+    signal = edge.modality == "signal"
+    # signals are ranked on raw outputs, as the eager evaluator does (normalised scores are clipped to [0, 1])
+    score_key, map_key = ("raw_score", "raw_map") if signal else ("pred_score", "anomaly_map")
     scores, maps = [], []
     for start in range(0, len(images), 8):
         out = edge.infer(images[start:start + 8])
-        scores.append(out["pred_score"].reshape(-1))
-        maps.append(out["anomaly_map"].reshape(-1, *edge.input_size))
+        scores.append(out[score_key].reshape(-1))
+        maps.append(out[map_key].reshape(-1, *edge.input_size))
     import numpy as np
 
-    quality = compute_quality(np.concatenate(scores), np.concatenate(maps), test.labels, test.masks)
+    quality = compute_quality(np.concatenate(scores), np.concatenate(maps), test.labels, test.masks,
+                              metrics_for(edge.modality))
     latency = {}
     measure.reset_peak_rss()
     before = measure.current_rss_mb()
@@ -344,11 +384,11 @@ class _Bench:
 
         from uad_plugins.engine import UadEngine
         from uad_plugins.export import take_samples
-        from uad_plugins.export.graph import input_size_of
+        from uad_plugins.export.graph import input_size_of, modality_of
+        from uad_plugins.export.samples import describe_signal_preparation
 
         recipe, say = self.recipe, self.progress
         slug = _slug(model_entry.name, data_entry.name, data_entry.category)
-        eager = _new_row(model_entry, data_entry, "torch-eager", "fp32")
         if recipe.seed is not None:
             seed_everything(recipe.seed, workers=True, verbose=False)
         if model_entry.ckpt_path:
@@ -357,13 +397,17 @@ class _Bench:
             model, weights = load_model_from_checkpoint(model_entry.ckpt_path), {"source": "checkpoint"}
         else:
             model, weights = _build_model(model_entry)
+        modality = modality_of(model)
+        signal = modality == "signal"
+        quality_fields = metrics_for(modality)
+        eager = _new_row(model_entry, data_entry, "torch-eager", "fp32", modality)
         eager["backbone_weights"] = weights
         datamodule = _build_data(data_entry)
         run_dir = self.output / "runs" / slug
         if run_dir.exists():
             shutil.rmtree(run_dir)
         engine = UadEngine(default_root_dir=self.output / "runs", seed=recipe.seed, heatmaps=False,
-                           metrics=list(METRICS.values()),
+                           metrics=list(quality_fields.values()),
                            # the checkpoint records its data, so `uad export/test` can be run on it later
                            checkpoint_extra={"data": {"class_path": data_entry.class_path,
                                                       "init_args": dict(data_entry.init_args)},
@@ -391,7 +435,7 @@ class _Bench:
                 f"{info.get('train_batches')} batches, {info.get('steps')} steps); testing")
         results = engine.test(model, datamodule=datamodule, verbose=False)
         metrics = {_ENGINE_NAMES.get(k, k): float(v) for k, v in (results[0] if results else {}).items()}
-        eager["quality"] = {k: (round(metrics[k], 5) if k in metrics else None) for k in METRICS}
+        eager["quality"] = {k: (round(metrics[k], 5) if k in metrics else None) for k in quality_fields}
         eager["quality_source"] = "UadEngine.test on the test split"
 
         model.eval()
@@ -406,10 +450,12 @@ class _Bench:
         with torch.no_grad():
             one = _batch(test.images, 1)
             eager["flops_per_image"] = measure.count_flops(lambda: model(one))
-            outs = [model(test.images[i:i + 8]) for i in range(0, len(test), 8)]
+            # signals: the raw outputs, which the signal evaluator and the OpenVINO rows rank
+            forward = model.model if signal else model
+            outs = [forward(test.images[i:i + 8]) for i in range(0, len(test), 8)]
         eager["quality_resized_inputs"] = compute_quality(
             torch.cat([o.pred_score.reshape(-1) for o in outs]),
-            torch.cat([o.anomaly_map.reshape(-1, *size) for o in outs]), test.labels, test.masks)
+            torch.cat([o.anomaly_map.reshape(-1, *size) for o in outs]), test.labels, test.masks, quality_fields)
 
         say(f"[bench] {label}: timing torch-eager at batch sizes {list(recipe.batch_sizes)}")
         measure.reset_peak_rss()
@@ -430,8 +476,9 @@ class _Bench:
 
         provenance = {"component": component_record(model, "model"), "benchmark": self.recipe.name,
                       "data": {"class_path": data_entry.class_path, "init_args": data_entry.init_args}}
+        preparation = describe_signal_preparation(datamodule) if signal else None
         for precision in precisions:
-            row = _new_row(model_entry, data_entry, f"openvino-{precision}", precision)
+            row = _new_row(model_entry, data_entry, f"openvino-{precision}", precision, modality)
             row.update(shared)
             row["memory"]["fit_peak_rss_mb"] = eager["memory"]["fit_peak_rss_mb"]
             bundle_dir = self.output / "bundles" / slug / precision
@@ -439,7 +486,7 @@ class _Bench:
 
             def job(precision: str = precision, bundle_dir: Path = bundle_dir) -> dict[str, Any]:
                 return _openvino_job(model, precision, bundle_dir, validation, calibration, test, recipe,
-                                     provenance, say)
+                                     provenance, say, preparation)
 
             outcome = run_isolated(job, timeout_s=recipe.timeout_s)
             if not outcome.get("ok"):
@@ -448,7 +495,8 @@ class _Bench:
             else:
                 result = outcome["result"]
                 row["quality"] = result["quality"]
-                row["quality_source"] = "bundle outputs on the resized test images"
+                row["quality_source"] = ("bundle raw_score/raw_map on the test windows" if signal
+                                         else "bundle outputs on the resized test images")
                 row["latency"] = result["latency"]
                 row["memory"]["inference_peak_rss_mb"] = result["inference_peak_rss_mb"]
                 row["memory"]["inference_rss_before_mb"] = result["inference_rss_before_mb"]
@@ -462,17 +510,19 @@ class _Bench:
         return rows
 
     def _say_row(self, label: str, row: dict[str, Any]) -> None:
-        auroc = row["quality"].get("image_AUROC")
+        field = next(iter(metrics_for(row.get("modality", "image"))))  # image_AUROC / sample_AUROC
+        auroc = row["quality"].get(field)
         first = row["latency"].get(str(self.recipe.batch_sizes[0])) or {}
-        self.progress(f"[bench] {label}: {row['backend']}: image AUROC "
+        self.progress(f"[bench] {label}: {row['backend']}: {field.replace('_', ' ')} "
                       f"{'-' if auroc is None else f'{auroc:.3f}'}, p50 {first.get('p50_ms', '-')} ms at batch "
                       f"{self.recipe.batch_sizes[0]}")
 
     def failed_rows(self, model_entry: ModelEntry, data_entry: DataEntry, error: str) -> list[dict[str, Any]]:
         backends = [("torch-eager", "fp32")] + [(f"openvino-{p}", p) for p in self.recipe.precisions_for(model_entry)]
+        modality = entry_modality(model_entry)
         rows = []
         for backend, precision in backends:
-            row = _new_row(model_entry, data_entry, backend, precision)
+            row = _new_row(model_entry, data_entry, backend, precision, modality)
             row["status"], row["error"] = "error", error
             rows.append(row)
         return rows

@@ -14,7 +14,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Benchmark models x data x precisions: fit and test each model with the uad engine, time the "
         "eager model, export an OpenVINO bundle per precision and measure its quality and speed. Writes "
         "bench.json, bench.md, accuracy_vs_latency.png and latency_by_backend.png.",
-        epilog="example: uad bench --recipe configs/bench/demo_quick.yaml --quick")
+        epilog="examples: uad bench --recipe configs/bench/demo_quick.yaml --quick; "
+        "uad bench --recipe configs/bench/mmae_ecg_mitbih.yaml (signals: sample/point AUROC columns)")
     parser.add_argument("--recipe", required=True, help="YAML recipe, e.g. configs/bench/pbas_bottle.yaml")
     parser.add_argument("--output", default=None, help="output folder (default: bench_results/<recipe stem>)")
     parser.add_argument("--quick", action="store_true",

@@ -1,4 +1,9 @@
-"""``uad export``: a checkpoint to an OpenVINO bundle, checked by the parity gate (see docs/deploy.md)."""
+"""``uad export``: a checkpoint to an OpenVINO bundle, checked by the parity gate (see docs/deploy.md).
+
+Image and signal models alike: the checkpoint's recorded datamodule, seed and validation settings rebuild the same
+honest validation split as training (held-back training normals + synthetic anomalies, never test data), which the
+parity gate and the INT8 re-fit use; INT8 calibrates on normal training inputs.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=None, help="bundle folder (default: RUN/bundle_<precision>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     parser.add_argument("--parity_samples", type=int, default=16, help="validation samples for the parity gate")
-    parser.add_argument("--calibration_samples", type=int, default=64, help="training images for INT8 calibration")
+    parser.add_argument("--calibration_samples", type=int, default=64,
+                        help="normal training images (signal windows) for INT8 calibration")
     parser.add_argument("--max_metric_drop", type=float, default=0.01,
-                        help="INT8: largest allowed drop of image/pixel AUROC on validation (0.01 = 1 point)")
+                        help="INT8: largest allowed drop of image/pixel AUROC (signals: sample/point AUROC) on "
+                        "validation (0.01 = 1 point)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the validation split (default: the run's)")
     return parser
 
@@ -35,6 +42,8 @@ def export(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.parity_samples < 1:
         raise ConfigError(f"--parity_samples must be at least 1, got {args.parity_samples}.")
+    if args.calibration_samples < 1:
+        raise ConfigError(f"--calibration_samples must be at least 1, got {args.calibration_samples}.")
     if not 0 <= args.max_metric_drop <= 1:
         raise ConfigError(f"--max_metric_drop must be in [0, 1] (a fraction: 0.01 = 1 point), got "
                           f"{args.max_metric_drop}.")
@@ -45,7 +54,8 @@ def export(argv: list[str]) -> int:
     from uad_plugins.engine.checkpoint import read_checkpoint_metadata
     from uad_plugins.engine.run import component_record, find_run_dir
     from uad_plugins.export import export_bundle, take_samples
-    from uad_plugins.export.graph import input_size_of
+    from uad_plugins.export.graph import input_size_of, modality_of
+    from uad_plugins.export.samples import describe_signal_preparation
 
     expected = None
     if args.model:
@@ -65,10 +75,13 @@ def export(argv: list[str]) -> int:
     seed = args.seed if args.seed is not None else int(meta.get("seed") or 0)
     datamodule = _make_data(meta["data"])
     size = input_size_of(model)
+    signal = modality_of(model) == "signal"
     with tempfile.TemporaryDirectory(prefix="uad_export_") as work:
+        # no recorded synthesizer: the engine takes the datamodule's default (perlin for images, ecg_anomaly for
+        # signals), as 'uad fit' did
         engine = UadEngine(default_root_dir=work, seed=seed, heatmaps=False,
-                           validation_synthesizer=validation_cfg.get("synthesizer", "plugin:perlin"),
-                           validation_ratio=float(validation_cfg.get("ratio", 0.2)))
+                           validation_synthesizer=validation_cfg.get("synthesizer"),
+                           validation_ratio=float(validation_cfg.get("ratio") or 0.2))
         engine.open_run(model, datamodule, run_dir=work)
         engine.prepare_data(datamodule, "fit")
         validation = take_samples(datamodule.val_data, size, None, source="validation")
@@ -76,10 +89,14 @@ def export(argv: list[str]) -> int:
                                    normal_only=True) if args.precision == "int8" else None
         provenance = {"component": component_record(model, "model"), "plugins": meta.get("plugins", []),
                       "checkpoint": str(Path(args.ckpt_path).resolve())}
+        if signal:
+            provenance["data"] = meta["data"]
         manifest = export_bundle(model, output, precision=args.precision, validation=validation,
                                  calibration=calibration, parity_samples=args.parity_samples,
                                  max_metric_drop=args.max_metric_drop, overwrite=args.overwrite,
-                                 provenance=provenance, progress=lambda msg: print(f"[export] {msg}", flush=True))
+                                 provenance=provenance,
+                                 input_preparation=describe_signal_preparation(datamodule) if signal else None,
+                                 progress=lambda msg: print(f"[export] {msg}", flush=True))
     parity = manifest["parity"]
     if parity["mode"] == "outputs":
         print(f"parity: max |score diff| {parity['max_score_diff']:.2e}, max |map diff| {parity['max_map_diff']:.2e}, "

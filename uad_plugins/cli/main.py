@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("test a checkpoint and write metrics.json", "uad_plugins.cli.train:test"),
     "predict": ("score images with a checkpoint; heatmaps + JSON/CSV of scores", "uad_plugins.cli.train:predict"),
     "export": ("export a checkpoint to an OpenVINO bundle, checked by a parity gate", "uad_plugins.cli.export:export"),
-    "infer": ("score images with an exported bundle (openvino + numpy only)", "uad_plugins.cli.infer:infer"),
+    "infer": ("score images or signal windows with a bundle (openvino + numpy only)", "uad_plugins.cli.infer:infer"),
     "synth": ("make synthetic anomalies from images, point clouds or signals", "uad_plugins.cli.synth:synth"),
     "bench": ("benchmark models x data x precisions: bench.json, bench.md, plots", "uad_plugins.cli.bench:bench"),
     "plugins": ("list and inspect plugins (list [PATTERN] [--kind K] [--json] | show NAME)", ""),

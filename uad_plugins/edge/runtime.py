@@ -1,4 +1,5 @@
-"""The torch-free edge runtime: load a bundle with openvino + numpy (+ pillow for image files) and score images.
+"""The torch-free edge runtime: load a bundle with openvino + numpy (+ pillow for image files) and score images or
+signal windows (``manifest.modality``: ``image`` or ``signal``).
 
 This module must never import torch, lightning, anomalib or any other part of uad_plugins except
 ``uad_plugins.edge`` (a test runs it in a process where importing torch fails).
@@ -15,40 +16,47 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SUPPORTED_FORMAT_VERSIONS", "EdgeError", "EdgeModel", "EdgePrediction", "load_bundle"]
+from uad_plugins.edge.errors import EdgeError
+from uad_plugins.edge.signals import check_signals, read_signal_file
+
+__all__ = ["MODALITIES", "SUPPORTED_FORMAT_VERSIONS", "EdgeError", "EdgeModel", "EdgePrediction", "load_bundle"]
 
 SUPPORTED_FORMAT_VERSIONS = (1,)
 REQUIRED_FILES = ("manifest.json", "model.xml", "model.bin")
-
-
-class EdgeError(Exception):
-    """A bundle or an input the runtime cannot use; the message says what and what to do (CLI exit status 2)."""
-
-    exit_code = 2
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        self.message, self.hint = message, hint
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        return self.message if not self.hint else f"{self.message}\n{self.hint}"
+#: bundle modalities this runtime reads
+MODALITIES = ("image", "signal")
 
 
 @dataclass
 class EdgePrediction:
-    """Outputs for N images: ``pred_score [N]`` (0.5 = threshold), ``pred_label [N]``, ``anomaly_map [N, H, W]``
-    and ``pred_mask [N, H, W]`` at the bundle's input size, plus the image sources."""
+    """Outputs for N inputs: ``pred_score [N]`` (0.5 = threshold), ``pred_label [N]``, ``anomaly_map`` and
+    ``pred_mask`` (images: ``[N, H, W]`` at the bundle's input size; signals: ``[N, K, Q]``), plus the sources.
+    Signal bundles also give ``raw_score [N]`` and ``raw_map [N, K, Q]`` (before normalisation; the normalised score
+    is clipped to [0, 1], the raw one ranks every window)."""
 
     pred_score: np.ndarray
     pred_label: np.ndarray
     anomaly_map: np.ndarray
     pred_mask: np.ndarray
     sources: list[str]
+    raw_score: np.ndarray | None = None
+    raw_map: np.ndarray | None = None
+    modality: str = "image"
 
     def records(self) -> list[dict[str, Any]]:
-        """One JSON-ready dict per image."""
-        return [{"image": src, "pred_score": float(s), "pred_label": bool(lbl)}
-                for src, s, lbl in zip(self.sources, self.pred_score, self.pred_label)]
+        """One JSON-ready dict per input."""
+        if self.modality != "signal":
+            return [{"image": src, "pred_score": float(s), "pred_label": bool(lbl)}
+                    for src, s, lbl in zip(self.sources, self.pred_score, self.pred_label)]
+        rows = []
+        for i, src in enumerate(self.sources):
+            row: dict[str, Any] = {"signal": src, "pred_score": float(self.pred_score[i]),
+                                   "pred_label": bool(self.pred_label[i])}
+            if self.raw_score is not None:
+                row["raw_score"] = float(self.raw_score[i])
+            row["anomalous_points"] = int(np.count_nonzero(self.pred_mask[i]))
+            rows.append(row)
+        return rows
 
 
 def _sha256(path: Path) -> str:
@@ -92,7 +100,9 @@ def read_manifest(bundle: str | Path, *, verify: bool = True) -> dict[str, Any]:
 
 
 class EdgeModel:
-    """A compiled bundle. ``predict`` takes image files, HxWx3 uint8 arrays, or float ``[N, 3, H, W]`` in [0, 1]."""
+    """A compiled bundle. ``predict`` takes, for an image bundle, image files, HxWx3 uint8 arrays, or float
+    ``[N, 3, H, W]`` in [0, 1]; for a signal bundle, float windows ``[K, Q]`` / ``[B, K, Q]`` or ``.npy``/``.csv``
+    files. ``input_size`` is ``(H, W)`` for images and ``(K, Q)`` (leads, samples) for signals."""
 
     def __init__(self, bundle: str | Path, *, device: str = "CPU", num_threads: int | None = None,
                  verify: bool = True) -> None:
@@ -100,8 +110,15 @@ class EdgeModel:
 
         self.root = Path(bundle)
         self.manifest = read_manifest(self.root, verify=verify)
+        self.modality = str(self.manifest.get("modality") or "image")
+        if self.modality not in MODALITIES:
+            raise EdgeError(f"bundle {self.root} holds a {self.modality} model; this runtime reads "
+                            f"{' and '.join(MODALITIES)} bundles.", hint="Upgrade uad_plugins.")
         spec = self.manifest["input"]
-        self.input_size: tuple[int, int] = (int(spec["height"]), int(spec["width"]))
+        if self.modality == "signal":
+            self.input_size: tuple[int, int] = (int(spec["leads"]), int(spec["length"]))
+        else:
+            self.input_size = (int(spec["height"]), int(spec["width"]))
         self.dynamic_batch = bool(spec.get("dynamic_batch", True))
         config: dict[str, Any] = {}
         hint = self.manifest.get("inference_precision_hint")
@@ -118,7 +135,38 @@ class EdgeModel:
                             "uad_plugins/OpenVINO.") from exc
         self.output_names = [port.get_any_name() for port in self.compiled.outputs]
 
+    @property
+    def signal_shape(self) -> tuple[int, int]:
+        """``(K, Q)``: leads and samples per window of a signal bundle."""
+        if self.modality != "signal":
+            raise EdgeError(f"bundle {self.root} is an {self.modality} bundle, not a signal one.")
+        return self.input_size
+
     # ------------------------------------------------------------------ inputs
+    def _signal_batch(self, signals: Any) -> tuple[np.ndarray, list[str]]:
+        """Windows ``[B, K, Q]`` float32 from an array, a file, or a list of arrays and files."""
+        if isinstance(signals, (str, Path)):
+            signals = [signals]
+        if isinstance(signals, (list, tuple)) and signals and \
+                not any(isinstance(v, (str, Path, np.ndarray)) for v in signals):
+            signals = np.asarray(signals)  # nested lists of numbers: one array
+        if isinstance(signals, np.ndarray):
+            batch = check_signals(signals, self.input_size, "input")
+            return batch, [f"array[{i}]" for i in range(len(batch))]
+        items = list(signals) if isinstance(signals, Iterable) else [signals]
+        if not items:
+            raise EdgeError("no signals given.")
+        arrays, names = [], []
+        for i, item in enumerate(items):
+            if isinstance(item, (str, Path)):
+                windows = read_signal_file(item, self.input_size)
+                names += [str(item)] if len(windows) == 1 else [f"{item}#{row}" for row in range(len(windows))]
+            else:
+                windows = check_signals(item, self.input_size, f"input[{i}]")
+                names += [f"array[{i}]"] if len(windows) == 1 else [f"array[{i}][{j}]" for j in range(len(windows))]
+            arrays.append(windows)
+        return np.concatenate(arrays), names
+
     def _load_image(self, source: str | Path, resize: bool) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
@@ -190,7 +238,8 @@ class EdgeModel:
 
     # ------------------------------------------------------------------ inference
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Graph outputs by name for a float batch ``[N, 3, H, W]`` (a fixed-batch bundle is fed one by one)."""
+        """Graph outputs by name for a float batch ``[N, 3, H, W]`` or ``[N, K, Q]`` (a fixed-batch bundle is fed
+        one by one)."""
         if not self.dynamic_batch and len(batch) > 1:
             parts = [self.infer(batch[i:i + 1]) for i in range(len(batch))]
             return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
@@ -198,16 +247,32 @@ class EdgeModel:
         return {port.get_any_name(): np.asarray(result[port]) for port in self.compiled.outputs}
 
     def predict(self, images: Any, *, resize: bool = False, batch_size: int = 8) -> EdgePrediction:
-        """Score images (paths, arrays, or a batch); see the class docstring for accepted inputs."""
-        batch, names = self._as_batch(images, resize)
+        """Score images or signal windows (paths, arrays, or a batch); see the class docstring for accepted inputs.
+
+        A signal bundle checks every window first: a float array of the bundle's ``(K, Q)``, finite values; a wrong
+        dtype, rank, lead count or length is an :class:`EdgeError` that says what was expected.
+        """
+        if batch_size < 1:
+            raise EdgeError(f"batch_size must be at least 1, got {batch_size}.")
+        if self.modality == "signal":
+            if resize:
+                raise EdgeError("resize is for image bundles; a signal bundle takes windows of exactly "
+                                f"{self.input_size[1]} samples.", hint="Cut the signal into windows upstream.")
+            batch, names = self._signal_batch(images)
+        else:
+            batch, names = self._as_batch(images, resize)
         parts: dict[str, list[np.ndarray]] = {}
         for start in range(0, len(batch), batch_size):
             for key, value in self.infer(batch[start:start + batch_size]).items():
                 parts.setdefault(key, []).append(value)
         out = {k: np.concatenate(v) for k, v in parts.items()}
         amap = out["anomaly_map"].reshape(len(batch), *self.input_size)
+        raw_score, raw_map = out.get("raw_score"), out.get("raw_map")
         return EdgePrediction(pred_score=out["pred_score"].reshape(-1), pred_label=out["pred_label"].reshape(-1),
-                              anomaly_map=amap, pred_mask=out["pred_mask"].reshape(amap.shape), sources=names)
+                              anomaly_map=amap, pred_mask=out["pred_mask"].reshape(amap.shape), sources=names,
+                              raw_score=None if raw_score is None else raw_score.reshape(-1),
+                              raw_map=None if raw_map is None else raw_map.reshape(amap.shape),
+                              modality=self.modality)
 
 
 def load_bundle(bundle: str | Path, *, device: str = "CPU", num_threads: int | None = None) -> EdgeModel:

@@ -19,8 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from uad_plugins.export.graph import ExportError, PostStats, append_postprocessing, convert_raw, input_size_of
-from uad_plugins.export.parity import ParityReport, auroc, compare_outputs, run_compiled, run_eager
+from uad_plugins.export.graph import (
+    ExportError,
+    PostStats,
+    append_postprocessing,
+    convert_raw,
+    input_size_of,
+    modality_of,
+)
+from uad_plugins.export.parity import BUDGET_METRICS, ParityReport, auroc, compare_outputs, run_compiled, run_eager
 from uad_plugins.export.samples import Samples
 
 __all__ = ["BUNDLE_FORMAT_VERSION", "PRECISIONS", "export_bundle"]
@@ -65,7 +72,7 @@ def refit_post_stats(raw_scores: np.ndarray, raw_maps: np.ndarray, samples: Samp
     from anomalib.metrics import F1AdaptiveThreshold, MinMax
 
     if samples.labels is None or int(samples.labels.sum()) == 0 or int((samples.labels == 0).sum()) == 0:
-        raise ExportError("INT8 needs validation samples with both normal and anomalous images to re-fit "
+        raise ExportError("INT8 needs validation samples with both normal and anomalous inputs to re-fit "
                           "thresholds after quantization.",
                           hint="Use the default honest validation (synthetic anomalies) or a validation folder.")
     scores = torch.from_numpy(np.asarray(raw_scores, dtype=np.float32))
@@ -90,11 +97,12 @@ def _quantize(raw_model: Any, calibration: Samples, progress: Callable[[str], No
     import nncf
 
     if len(calibration) == 0:
-        raise ExportError("the calibration set is empty: INT8 quantization needs normal images.",
+        raise ExportError("the calibration set is empty: INT8 quantization needs normal training inputs.",
                           hint="Check the datamodule's training split.")
     items = [np.ascontiguousarray(calibration.images[i:i + 1].numpy(), dtype=np.float32)
              for i in range(len(calibration))]
-    progress(f"quantizing to INT8 with NNCF post-training quantization on {len(items)} calibration images")
+    what = "signal windows" if calibration.modality == "signal" else "images"
+    progress(f"quantizing to INT8 with NNCF post-training quantization on {len(items)} calibration {what}")
     return nncf.quantize(raw_model, nncf.Dataset(items), subset_size=len(items))
 
 
@@ -119,11 +127,12 @@ def _check_compiles_in_a_child(ov_model: Any, precision: str) -> None:
 def _metric_budget(eager_raw: tuple[np.ndarray, np.ndarray], int8_raw: tuple[np.ndarray, np.ndarray],
                    samples: Samples, max_drop: float) -> tuple[dict[str, dict[str, float]], list[str]]:
     labels = samples.labels.numpy()
-    metrics = {"image_AUROC": {"eager": auroc(eager_raw[0], labels), "int8": auroc(int8_raw[0], labels)}}
+    sample_metric, map_metric = BUDGET_METRICS[samples.modality]
+    metrics = {sample_metric: {"eager": auroc(eager_raw[0], labels), "int8": auroc(int8_raw[0], labels)}}
     if samples.masks is not None and bool(samples.masks.any()):
         masks = samples.masks.numpy().ravel()
-        metrics["pixel_AUROC"] = {"eager": auroc(eager_raw[1].ravel(), masks),
-                                  "int8": auroc(int8_raw[1].ravel(), masks)}
+        metrics[map_metric] = {"eager": auroc(eager_raw[1].ravel(), masks),
+                               "int8": auroc(int8_raw[1].ravel(), masks)}
     failures = []
     for name, values in metrics.items():
         values["drop"] = values["eager"] - values["int8"]
@@ -136,9 +145,14 @@ def _metric_budget(eager_raw: tuple[np.ndarray, np.ndarray], int8_raw: tuple[np.
 def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", validation: Samples,
                   calibration: Samples | None = None, parity_samples: int = 16, max_metric_drop: float = 0.01,
                   overwrite: bool = False, provenance: dict[str, Any] | None = None,
+                  input_preparation: dict[str, Any] | None = None,
                   progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Export ``model`` to an OpenVINO bundle at ``output``; returns the manifest.
 
+    Image models take ``[N, 3, H, W]``; signal models (``model.modality == "signal"``) take windows ``[N, K, Q]``
+    and their bundles also return the raw score and map. ``validation`` and ``calibration`` come from
+    :func:`~uad_plugins.export.samples.take_samples`; ``input_preparation`` (signals) says how the datamodule
+    prepared the windows (recorded in the manifest: a bundle takes windows prepared that way).
     Raises :class:`ExportError` (nothing written) when conversion fails or the parity gate does not pass.
     """
     import openvino as ov
@@ -150,9 +164,15 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
         raise ExportError(f"{out} already exists.", hint="Choose another --output, or pass --overwrite.")
     model = model.eval()
     started = time.perf_counter()
+    modality = modality_of(model)
     size = input_size_of(model)
+    if validation.modality != modality:
+        raise ExportError(f"the validation samples are {validation.modality} data, but {type(model).__name__} is a "
+                          f"{modality} model.", hint="Export with the data the model was trained on.")
     stats = PostStats.from_post_processor(model.post_processor)
-    progress(f"converting {type(model).__name__} to OpenVINO (input [N, 3, {size[0]}, {size[1]}])")
+    shape = f"[N, {size[0]}, {size[1]}] (batch, leads, time)" if modality == "signal" else \
+        f"[N, 3, {size[0]}, {size[1]}]"
+    progress(f"converting {type(model).__name__} to OpenVINO (input {shape})")
     raw, dynamic_batch = convert_raw(model, size)
     batch_size = 8 if dynamic_batch else 1
     refitted = False
@@ -160,11 +180,11 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
     check = validation.subset(parity_samples)
     if precision == "int8":
         if calibration is None:
-            raise ExportError("INT8 export needs calibration images.")
+            raise ExportError("INT8 export needs calibration inputs (normal training images or windows).")
         raw_q = _quantize(raw, calibration, progress)
         _check_compiles_in_a_child(raw_q, precision)
         progress(f"re-fitting thresholds and normalisation on the INT8 model's outputs ({len(validation)} "
-                 "validation images)")
+                 f"validation {'windows' if modality == 'signal' else 'images'})")
         int8_raw = _raw_outputs(_compile(raw_q, precision), validation, batch_size)
         eager_raw = _raw_outputs(_compile(raw, "fp32"), validation, batch_size)
         stats = refit_post_stats(*int8_raw, validation)
@@ -173,7 +193,7 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
         report = ParityReport(precision=precision, samples=len(validation), passed=not failures, mode="metrics",
                               tolerances={"max_metric_drop": max_metric_drop}, metrics=metrics, failures=failures)
         raw = raw_q
-    full = append_postprocessing(raw, stats)
+    full = append_postprocessing(raw, stats, keep_raw=modality == "signal")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -197,17 +217,15 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
         manifest = {
             "format": "uad-bundle", "format_version": BUNDLE_FORMAT_VERSION,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "modality": "image", "precision": precision,
+            "modality": modality, "precision": precision,
             "inference_precision_hint": INFERENCE_PRECISION[precision],
             **(provenance or {}),
             "versions": _versions(),
-            "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "range": [0, 1], "color": "RGB",
-                      "channels": 3, "height": size[0], "width": size[1], "dynamic_batch": dynamic_batch},
-            "preprocessing": {"in_graph": True, "resize": "caller (fixed input size)", **_normalisation(model)},
+            **_io_spec(model, modality, size, dynamic_batch, input_preparation),
             "postprocessing": {"in_graph": True, **stats.to_dict(), "refitted_after_quantization": refitted,
-                               "fitted_on": validation.source},
-            "outputs": {"pred_score": ["N"], "pred_label": ["N"], "anomaly_map": ["N", 1, size[0], size[1]],
-                        "pred_mask": ["N", 1, size[0], size[1]]},
+                               "fitted_on": _fitted_on(validation),
+                               **({"levels": {"image_*": "sample", "pixel_*": "point (lead x time)"}}
+                                  if modality == "signal" else {})},
             "parity": report.summary(),
             "export_seconds": round(time.perf_counter() - started, 2),
         }
@@ -222,6 +240,44 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
         raise
     progress(f"bundle written to {out} ({manifest['export_seconds']} s)")
     return manifest
+
+
+def _fitted_on(samples: Samples) -> str:
+    """Where the post-processing statistics come from, e.g. ``validation: 42 windows (21 anomalous)``."""
+    unit = "windows" if samples.modality == "signal" else "images"
+    if samples.labels is None:
+        return f"{samples.source}: {len(samples)} {unit}"
+    return f"{samples.source}: {len(samples)} {unit} ({int(samples.labels.sum())} anomalous)"
+
+
+def _io_spec(model: Any, modality: str, size: tuple[int, int], dynamic_batch: bool,
+             preparation: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest's ``input``, ``preprocessing`` and ``outputs`` blocks."""
+    if modality == "signal":
+        from torch import nn
+
+        leads, length = size
+        pre = getattr(model, "pre_processor", None)
+        pre = pre if isinstance(pre, nn.Module) else None
+        return {
+            "input": {"name": "input", "layout": "BKQ", "dims": ["batch", "leads", "time"], "dtype": "float32",
+                      "leads": leads, "length": length, "shape": [-1 if dynamic_batch else 1, leads, length],
+                      "dynamic_batch": dynamic_batch},
+            # the model's own pre-processor (if any) is in the graph; windowing, filtering and normalisation are
+            # the datamodule's, done by the caller ('data' says how)
+            "preprocessing": {"in_graph": pre is not None, "model": None if pre is None else type(pre).__name__,
+                              "windows": "caller: windows prepared like the training windows (see 'data')",
+                              "data": dict(preparation or {})},
+            "outputs": {"pred_score": ["N"], "pred_label": ["N"], "anomaly_map": ["N", leads, length],
+                        "pred_mask": ["N", leads, length], "raw_score": ["N"], "raw_map": ["N", leads, length]},
+        }
+    return {
+        "input": {"name": "input", "layout": "NCHW", "dtype": "float32", "range": [0, 1], "color": "RGB",
+                  "channels": 3, "height": size[0], "width": size[1], "dynamic_batch": dynamic_batch},
+        "preprocessing": {"in_graph": True, "resize": "caller (fixed input size)", **_normalisation(model)},
+        "outputs": {"pred_score": ["N"], "pred_label": ["N"], "anomaly_map": ["N", 1, size[0], size[1]],
+                    "pred_mask": ["N", 1, size[0], size[1]]},
+    }
 
 
 def _normalisation(model: Any) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 FP32 and FP16 bundles are compared output by output (normalised score, label, normalised map). INT8 changes the
 numbers by design, so it is judged on quality instead: image AUROC (and pixel AUROC where masks exist) on the
-validation samples may drop at most ``max_metric_drop`` against the eager model.
+validation samples may drop at most ``max_metric_drop`` against the eager model; for signal models the same
+budget applies to sample AUROC (and point AUROC where point masks exist).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TOLERANCES", "ParityReport", "auroc", "compare_outputs", "run_compiled", "run_eager"]
+__all__ = ["BUDGET_METRICS", "TOLERANCES", "ParityReport", "auroc", "compare_outputs", "run_compiled", "run_eager"]
 
 #: max-abs tolerances of the output comparison (normalised units), per precision
 TOLERANCES = {"fp32": {"score": 1e-3, "map": 1e-2}, "fp16": {"score": 1e-2, "map": 5e-2}}
+#: names of the INT8 budget's (sample-level, map-level) AUROC per modality
+BUDGET_METRICS = {"image": ("image_AUROC", "pixel_AUROC"), "signal": ("sample_AUROC", "point_AUROC")}
 
 
 @dataclass
@@ -51,18 +54,22 @@ class ParityReport:
 
 
 def run_eager(model: Any, images: torch.Tensor, batch_size: int = 8) -> dict[str, np.ndarray]:
-    """The eager model's full forward (pre-processing, model, post-processing), as numpy."""
+    """The eager model's full forward (pre-processing, model, post-processing), as numpy.
+
+    Maps come back as the bundle returns them: ``[N, 1, H, W]`` for images, ``[N, K, Q]`` for signal models.
+    """
     outs: dict[str, list[np.ndarray]] = {"pred_score": [], "pred_label": [], "anomaly_map": [], "pred_mask": []}
+    rank = 3 if getattr(model, "modality", "image") == "signal" else 4
     model.eval()
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
             result = model(images[start:start + batch_size])
-            amap = result.anomaly_map if result.anomaly_map.ndim == 4 else result.anomaly_map.unsqueeze(1)
+            amap = result.anomaly_map if result.anomaly_map.ndim == rank else result.anomaly_map.unsqueeze(1)
+            mask = result.pred_mask if result.pred_mask.ndim == rank else result.pred_mask.unsqueeze(1)
             outs["pred_score"].append(result.pred_score.reshape(-1).numpy())
             outs["pred_label"].append(result.pred_label.reshape(-1).numpy())
             outs["anomaly_map"].append(amap.numpy())
-            outs["pred_mask"].append((result.pred_mask if result.pred_mask.ndim == 4
-                                      else result.pred_mask.unsqueeze(1)).numpy())
+            outs["pred_mask"].append(mask.numpy())
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 

@@ -191,7 +191,9 @@ class MmaeEcgModel(nn.Module):
         n, k, _ = x.shape
         t, r, n_local = self.n_segments, self.split, self.n_local
         seg_global = self._tokens(x, self.segment_len)  # [N, T, K, S]
-        tokens_global = self.embed_global(seg_global.reshape(n, t, -1)) + self.pos_global
+        # explicit sizes, not -1: OpenVINO's shape inference gets the -1 of the local reshape wrong with a dynamic
+        # batch (it infers [?, n_local, 1] and the conversion fails)
+        tokens_global = self.embed_global(seg_global.reshape(n, t, k * self.segment_len)) + self.pos_global
         offsets = torch.arange(n_local, device=x.device)[None]
         parent = window[:, None] + offsets // r  # [N, n_local] segment of each local token
         sub_index = window[:, None] * r + offsets  # [N, n_local] sub-segment index in the whole signal
@@ -199,7 +201,8 @@ class MmaeEcgModel(nn.Module):
         seg_local = torch.gather(sub_all, 1, sub_index[:, :, None, None].expand(-1, -1, k, self.local_segment_len))
         anchor = torch.gather(self.pos_global.expand(n, -1, -1), 1,
                               parent[:, :, None].expand(-1, -1, self.pos_global.shape[-1]))
-        tokens_local = self.embed_local(seg_local.reshape(n, n_local, -1)) + self.pos_local + anchor
+        tokens_local = self.embed_local(seg_local.reshape(n, n_local, k * self.local_segment_len)) + self.pos_local + \
+            anchor
         hidden_local = torch.gather(hidden, 1, parent)
 
         n_vis_g, n_vis_l = t - n_hidden_global, n_local - n_hidden_local
