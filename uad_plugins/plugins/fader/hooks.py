@@ -10,9 +10,9 @@ def uad_register_models():
         target="uad_plugins.plugins.fader.model:Fader",
         summary="FADeR on EAR: one deterministic attention mask, mosaic hint, U-Net inpainting, gated skips.",
         config="uad_plugins.plugins.fader:config.yaml",
-        # tiny settings for the contract test: timm's 0.4 M-parameter test ViT (random), 64 px, 8x8 patch grid,
+        # tiny settings for the contract test: the default saliency mask on a random Lite0, 64 px, 8x8 patch grid,
         # 3-level U-Net of width 8; half of the contract's two steps train the base, half FADeR
-        test_config={"backbone": "test_vit", "pretrained": False, "image_size": 64, "patch_size": 8,
+        test_config={"pretrained": False, "image_size": 64, "patch_size": 8,
                      "mosaic_size": 4, "base_channels": 8, "depth": 3, "attenuation_hidden": 16,
                      "fader_fraction": 0.5},
         tags=("image", "exportable"),
