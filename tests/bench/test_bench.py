@@ -60,7 +60,7 @@ def _is_png(path: Path) -> bool:
 
 
 @pytest.mark.parametrize("name", ["pbas_bottle", "demo_quick", "unified_bottle", "pradot_hetnet_fader_bottle",
-                                  "pradot_hetnet_fader_demo"])
+                                  "pradot_hetnet_fader_demo", "pradot_hetnet_fader_bottle_ckpt"])
 def test_shipped_recipes_load(name: str) -> None:
     from uad_plugins.bench.recipe import load_recipe
 
