@@ -173,3 +173,23 @@ def test_unknown_backbone_suggests_close_matches() -> None:
 def test_backbone_normalization() -> None:
     assert backbone_normalization(LITE0) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert backbone_normalization("wide_resnet50_2") == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def test_unreachable_hub_goes_offline_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without HF_HUB_OFFLINE, an endpoint that cannot be reached (a closed local port: no network is touched)
+    switches the hub to offline mode for the call, so missing weights fail in seconds, not after a minute of
+    retries; the hub's own setting is restored afterwards."""
+    import huggingface_hub.constants as hub_constants
+
+    from uad_plugins.components.backbones import hub_offline_unless_reachable
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", "http://127.0.0.1:9")
+    with hub_offline_unless_reachable():
+        assert hub_constants.HF_HUB_OFFLINE is True
+    assert hub_constants.HF_HUB_OFFLINE is False
+    start = time.perf_counter()
+    with pytest.raises(WeightsError, match="offline"):
+        create_feature_extractor("resnet18", ["layer2"], pretrained=True)
+    assert time.perf_counter() - start < 15

@@ -17,6 +17,8 @@ import functools
 import logging
 import os
 import re
+import socket
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -188,18 +190,34 @@ def _load_checked(model: nn.Module, weights: Mapping[str, torch.Tensor], backbon
     model.load_state_dict(selected, strict=False)
 
 
+def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub ``endpoint`` (a URL) opens within ``timeout`` seconds."""
+    parsed = urllib.parse.urlparse(endpoint)
+    host = parsed.hostname
+    if not host:
+        return False
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
-def _hub_offline_from_env() -> Iterator[None]:
-    """Honour ``HF_HUB_OFFLINE`` set after huggingface_hub was imported (it reads the variable only at import)."""
-    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+def hub_offline_unless_reachable() -> Iterator[None]:
+    """Put huggingface_hub in offline mode for the block when ``HF_HUB_OFFLINE`` is set (also after the import,
+    which is when the hub reads it) or when its endpoint cannot be reached: cached weights still load, and missing
+    ones fail at once instead of after about a minute of retries."""
     try:
         import huggingface_hub.constants as hub_constants
     except ImportError:
         yield
         return
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    offline = flag or bool(hub_constants.HF_HUB_OFFLINE) or not _hub_reachable(str(hub_constants.ENDPOINT))
     previous = hub_constants.HF_HUB_OFFLINE
-    if flag:
-        hub_constants.HF_HUB_OFFLINE = True
+    hub_constants.HF_HUB_OFFLINE = offline
     try:
         yield
     finally:
@@ -329,7 +347,7 @@ def create_feature_extractor(backbone: str, layers: Sequence[str],
     kwargs: dict[str, Any] = {"features_only": True, "out_indices": tuple(out_indices)}
     if pretrained is True and arch != LITE0:
         try:
-            with _hub_offline_from_env():
+            with hub_offline_unless_reachable():
                 model = timm.create_model(backbone, pretrained=True, **kwargs)
         except Exception as exc:
             detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""

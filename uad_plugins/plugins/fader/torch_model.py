@@ -31,9 +31,9 @@ from anomalib.models.components import GaussianBlur2d
 from torch import nn
 
 from uad_plugins.components.backbones import (
-    _hub_offline_from_env,
     backbone_normalization,
     create_feature_extractor,
+    hub_offline_unless_reachable,
     load_weights_file,
 )
 from uad_plugins.errors import ConfigError, WeightsError, close_matches
@@ -259,7 +259,7 @@ def create_vit(backbone: str, pretrained: bool | str | os.PathLike[str]) -> nn.M
         pretrained = pretrained.strip().lower() == "true"
     if pretrained is True:
         try:
-            with _hub_offline_from_env():
+            with hub_offline_unless_reachable():
                 model = timm.create_model(backbone, pretrained=True, num_classes=0)
         except Exception as exc:
             detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
