@@ -2,7 +2,8 @@
 
 Models: a tiny fit through the real engine on procedural ECG windows, eval shapes ``pred_score [B]`` and
 ``anomaly_map [B, K, Q]``, an identical checkpoint round trip, and (``exportable``) a ``torch.export`` trace with a
-dynamic batch. Synthesizers: shape, binary non-empty mask, determinism for a seed. Metrics: perfect predictions
+dynamic batch plus a real OpenVINO FP32 export through the parity gate, replayed by the edge runtime.
+Synthesizers: shape, binary non-empty mask, determinism for a seed. Metrics: perfect predictions
 score 1.0 on a ``SignalBatch``.
 """
 
@@ -69,6 +70,11 @@ def test_signal_model_contract(reference: str, tmp_path: Path) -> None:
         traced = program.module()(batch.signal[:3])
         assert torch.allclose(traced.pred_score, again.pred_score[:3], atol=1e-4)
         assert tuple(traced.anomaly_map.shape) == (3, n_leads, length)
+        from uad_plugins.edge import load_bundle
+        from uad_plugins.testing import check_export_contract
+
+        parity = check_export_contract(reference, reloaded, datamodule, tmp_path / "bundle")
+        assert parity["passed"] and load_bundle(tmp_path / "bundle").manifest["modality"] == "signal"
 
 
 @pytest.mark.parametrize("reference", SYNTHESIZERS)

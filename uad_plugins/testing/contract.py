@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ContractReport", "make_synthetic_image_dataset", "run_model_contract", "run_synthesizer_contract"]
+__all__ = ["ContractReport", "check_export_contract", "make_synthetic_image_dataset", "run_model_contract",
+           "run_synthesizer_contract"]
 
 
 def make_synthetic_image_dataset(root: str | Path, *, category: str = "synthetic", n_train: int = 10,
@@ -122,12 +123,13 @@ def run_model_contract(reference: str, workdir: str | Path, *, init_args: dict[s
         f"{reference}: predictions change after a checkpoint round trip (max abs diff "
         f"{report.max_abs_diff_after_reload:.3g})")
     if export and "exportable" in spec.tags:
-        report.parity = _export_contract(reference, reloaded, datamodule, workdir / "bundle")
+        report.parity = check_export_contract(reference, reloaded, datamodule, workdir / "bundle")
     return report
 
 
-def _export_contract(reference: str, model: Any, datamodule: Any, output: Path) -> dict[str, Any]:
-    """FP32 OpenVINO export passes the parity gate, and the edge runtime reproduces the eager scores."""
+def check_export_contract(reference: str, model: Any, datamodule: Any, output: Path) -> dict[str, Any]:
+    """FP32 OpenVINO export of a trained ``model`` (image or signal) passes the parity gate on ``datamodule``'s
+    validation set, and the edge runtime reproduces the eager scores; returns the manifest's parity record."""
     import numpy as np
     import torch
 
