@@ -82,6 +82,9 @@ def test_fit_on_mitbih_beats(uad, tmp_path: Path) -> None:
     assert code == 0, err
     info = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
     assert info["validation"]["validation_records"] in (["100"], ["121"])
+    # beat windows validate with ectopic-like beats by default
+    ectopic = {"class_path": "plugin:ecg_anomaly", "init_args": {"kinds": ["ectopic"]}}
+    assert info["validation"]["synthesizer"] == ectopic
     assert 0.0 <= info["test"]["sample_AUROC"] <= 1.0
 
 
@@ -104,6 +107,8 @@ def test_bad_inputs_exit_2(uad, tmp_path: Path) -> None:
         ([*TINY, *folder_data(root), "--model.n_leads", "2"], "built for 2 lead"),
         (TINY, "pass --data"),
         ([*TINY, *folder_data(root), "--validation_synthesizer", "plugin:perlin"], "makes image anomalies"),
+        ([*TINY, *folder_data(root), "--validation_synthesizer",
+          '{"class_path": "plugin:ecg_anomaly", "init_args": {"kinds": ["spikes"]}}'], "unknown or no kinds"),
         (["--model", "plugin:pbas", *folder_data(root)], "works on image data"),
     ]
     for args, message in cases:

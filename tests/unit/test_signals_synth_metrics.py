@@ -40,6 +40,24 @@ def test_each_kind_changes_only_the_masked_region(kind: str) -> None:
         assert bool(span[int((x[lead] - x[lead].median()).abs().argmax())])
 
 
+def test_ectopic_widens_rescales_and_inverts_the_largest_beat() -> None:
+    x = beats(1, 1, 256)[0]
+    lead = x[0] - x[0].median()
+    peak = int(lead.abs().argmax())
+
+    def width(signal: torch.Tensor) -> int:  # samples above half the peak deviation, around the peak
+        dev = (signal - x[0].median()).abs()
+        return int((dev > 0.5 * dev.max()).sum())
+
+    wide, mask = ecg_anomaly(x, seed=0, kinds=["ectopic"], region=[0.5, 0.5], ectopic_widen=[2.0, 2.0],
+                             ectopic_gain=[1.0, 1.0], ectopic_invert=0.0)
+    assert bool(mask[0, peak]) and width(wide[0]) >= 1.6 * width(x[0])  # the complex is about twice as wide
+    assert torch.allclose(wide[0, peak], x[0, peak], atol=1e-5)  # the peak itself stays (stretched about it)
+    flipped, _ = ecg_anomaly(x, seed=0, kinds=["ectopic"], region=[0.5, 0.5], ectopic_widen=[1.0, 1.0],
+                             ectopic_gain=[2.0, 2.0], ectopic_invert=1.0)
+    assert torch.allclose(flipped[0, peak] - x[0].median(), -2.0 * lead[peak], atol=1e-4)
+
+
 def test_deterministic_for_a_seed_and_batched() -> None:
     synth = create_synthesizer("plugin:ecg_anomaly")
     x = beats(4)
@@ -63,6 +81,9 @@ def test_single_lead_and_lead_probability() -> None:
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"kinds": ["spikes"]}, "unknown or no kinds"),
+    ({"ectopic_widen": [0.5, 2.0]}, "ectopic_widen"),
+    ({"ectopic_gain": [0.0, 1.0]}, "ectopic_gain"),
+    ({"ectopic_invert": 1.5}, "ectopic_invert"),
     ({"region": [0.5, 0.2]}, "region"),
     ({"amplitude_scale": [0.5, 2.0]}, "amplitude_scale"),
     ({"lead_probability": 2.0}, "lead_probability"),

@@ -67,9 +67,10 @@ def _build_parser(command: str):
         parser.add_argument("--honest_validation", type=bool, default=True,
                             help="never fit thresholds on test data: validate on held-back normals + synthetic "
                                  "anomalies when the datamodule would use the test set")
-        parser.add_argument("--validation_synthesizer", type=str | None, default=None,
-                            help="synthesizer making the validation anomalies (default: the data's; plugin:perlin "
-                                 "for images, plugin:ecg_anomaly for signals)")
+        parser.add_argument("--validation_synthesizer", type=str | dict | None, default=None,
+                            help="synthesizer making the validation anomalies: a reference, or {class_path, "
+                                 "init_args} for options (default: the data's; plugin:perlin for images, "
+                                 "plugin:ecg_anomaly for signals)")
         parser.add_argument("--validation_ratio", type=float, default=0.2,
                             help="share of training normals held back for validation")
     if command in ("fit", "test", "predict"):

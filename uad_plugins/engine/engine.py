@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,8 +60,9 @@ class UadEngine(Engine):
         seed: global seed; ``None`` leaves the RNGs alone.
         metrics: metric references for testing (default: image/pixel AUROC, F1-max, pixel AUPRO).
         honest_validation: rebuild validation from training normals when it would come from the test set.
-        validation_synthesizer: synthesizer reference that makes the validation anomalies (``None``: the
-            datamodule's ``default_validation_synthesizer``, ``plugin:perlin`` for images).
+        validation_synthesizer: synthesizer reference (or ``{"class_path", "init_args"}`` mapping) that makes the
+            validation anomalies (``None``: the datamodule's ``default_validation_synthesizer``, ``plugin:perlin``
+            for images).
         validation_ratio: share of training normals held back for validation.
         heatmaps: write heatmap overlay PNGs for test and predict images.
         config_text: the resolved configuration, saved as ``config.yaml`` in the run folder.
@@ -78,7 +79,7 @@ class UadEngine(Engine):
         seed: int | None = 0,
         metrics: Sequence[str] | None = None,
         honest_validation: bool = True,
-        validation_synthesizer: str | None = None,
+        validation_synthesizer: str | Mapping[str, Any] | None = None,
         validation_ratio: float = 0.2,
         heatmaps: bool = True,
         config_text: str | None = None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ast
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -87,8 +87,8 @@ class SignalDataModule(AnomalibDataModule):
 
     #: the data kind, read by the uad engine
     modality: ClassVar[str] = "signal"
-    #: synthesizer used for honest validation when none is named
-    default_validation_synthesizer: ClassVar[str] = "plugin:ecg_anomaly"
+    #: synthesizer used for honest validation when none is named (a reference or a class_path/init_args mapping)
+    default_validation_synthesizer: ClassVar[str | Mapping[str, Any]] = "plugin:ecg_anomaly"
 
     def __init__(self, train_batch_size: int = 64, eval_batch_size: int = 64, num_workers: int = 0, seed: int = 0,
                  max_validation_windows: int | None = 1000) -> None:
@@ -191,7 +191,10 @@ class MitBihBeats(SignalDataModule):
     Each window starts ``pre`` samples before an annotated beat and is ``pre + post`` samples long (default 90 +
     166 = 256 samples, -0.25 s ... +0.46 s at 360 Hz). Label 1 = PVC (``pvc_peaks`` in npz; ``anomaly_symbols``
     in WFDB annotations), 0 = any other beat. Training uses the non-PVC beats of ``train_records`` only; the test
-    set is every beat of ``test_records``. A record is in one split only.
+    set is every beat of ``test_records``. A record is in one split only. Honest validation holds back whole
+    training records and, by default, adds ectopic-like beats (``plugin:ecg_anomaly`` with ``kinds: [ectopic]``):
+    beat windows are scored for beat morphology, and generic corruptions give thresholds that flag most normal
+    beats (measured in ``docs/models/mmae_ecg.md``).
 
     Args:
         root: folder of ``NAME.npz`` or WFDB (``NAME.hea`` + ``NAME.dat`` + ``NAME.atr``) records.
@@ -208,6 +211,9 @@ class MitBihBeats(SignalDataModule):
         train_batch_size, eval_batch_size, num_workers, seed, max_validation_windows: see
             :class:`SignalDataModule`.
     """
+
+    default_validation_synthesizer: ClassVar[str | Mapping[str, Any]] = {
+        "class_path": "plugin:ecg_anomaly", "init_args": {"kinds": ["ectopic"]}}
 
     def __init__(self, root: str, train_records: Sequence[str | int] | str = DEFAULT_MITBIH_TRAIN,
                  test_records: Sequence[str | int] | str = DEFAULT_MITBIH_TEST, channels: Sequence[int] | None = None,

@@ -1,5 +1,5 @@
-"""``plugin:ecg_anomaly``: local ECG anomalies (amplitude scaling, baseline wander, noise burst, beat dropout) with
-point masks."""
+"""``plugin:ecg_anomaly``: local ECG anomalies (amplitude scaling, baseline wander, noise burst, beat dropout,
+ectopic-like widened complex) with point masks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from uad_plugins.synth.base import Synthesizer
 
 __all__ = ["KINDS", "EcgAnomalySynthesizer", "ecg_anomaly"]
 
-KINDS = ("amplitude", "baseline", "noise", "dropout")
+KINDS = ("amplitude", "baseline", "noise", "dropout", "ectopic")
 _HINT = "See 'uad plugins show ecg_anomaly' for the defaults."
 
 
@@ -57,7 +57,11 @@ class EcgAnomalySynthesizer(Synthesizer):
       the lead's standard deviation) under a raised-cosine window;
     * ``noise``: Gaussian noise of ``noise_std`` x the lead's standard deviation;
     * ``dropout``: the region centred on the largest beat (the sample farthest from the median) is replaced by a
-      straight line between its ends plus 2 % noise: a dropped beat.
+      straight line between its ends plus 2 % noise: a dropped beat;
+    * ``ectopic``: the region centred on the largest beat is time-stretched around that beat by a factor from
+      ``ectopic_widen`` (a wider complex), scaled by ``ectopic_gain`` and inverted with probability
+      ``ectopic_invert``, with smooth ramps at the region edges: a beat shaped like a ventricular ectopic one
+      (wide, often discordant), the morphology change that beat-level ECG anomaly detection looks for.
 
     Every lead is affected with probability ``lead_probability`` (at least one). The mask is 1 on the region of the
     affected leads. A draw that changes the region by less than ``min_change`` x the lead's standard deviation (on
@@ -65,7 +69,7 @@ class EcgAnomalySynthesizer(Synthesizer):
     global RNG, so ``synth(x, seed=s)`` is reproducible.
 
     Args:
-        kinds: subset of ``amplitude``, ``baseline``, ``noise``, ``dropout``.
+        kinds: subset of ``amplitude``, ``baseline``, ``noise``, ``dropout``, ``ectopic``.
         region: region length as a fraction of the window, ``0 < low <= high <= 1``.
         amplitude_scale: scaling factor range (>= 1; its inverse is used half of the time).
         baseline_amplitude: wander amplitude in lead standard deviations.
@@ -73,6 +77,9 @@ class EcgAnomalySynthesizer(Synthesizer):
         noise_std: noise standard deviation in lead standard deviations.
         lead_probability: chance that each lead is affected (at least one always is).
         min_change: minimum mean absolute change over the region, in lead standard deviations.
+        ectopic_widen: ectopic: time-stretch factor range (>= 1).
+        ectopic_gain: ectopic: amplitude factor range (> 0) on deviations from the median.
+        ectopic_invert: ectopic: chance that the complex is inverted.
     """
 
     modality = "signal"
@@ -81,7 +88,9 @@ class EcgAnomalySynthesizer(Synthesizer):
     def __init__(self, kinds: Sequence[str] = KINDS, region: Sequence[float] = (0.1, 0.4),
                  amplitude_scale: Sequence[float] = (1.5, 3.0), baseline_amplitude: Sequence[float] = (0.5, 1.5),
                  baseline_cycles: Sequence[float] = (0.5, 2.0), noise_std: Sequence[float] = (0.2, 0.6),
-                 lead_probability: float = 0.5, min_change: float = 0.05) -> None:
+                 lead_probability: float = 0.5, min_change: float = 0.05,
+                 ectopic_widen: Sequence[float] = (1.5, 2.5), ectopic_gain: Sequence[float] = (1.5, 3.0),
+                 ectopic_invert: float = 0.5) -> None:
         kinds = [kinds] if isinstance(kinds, str) else list(kinds)
         unknown = sorted(set(kinds) - set(KINDS))
         if not kinds or unknown:
@@ -99,6 +108,11 @@ class EcgAnomalySynthesizer(Synthesizer):
         if float(min_change) < 0:
             raise ConfigError(f"ecg_anomaly: min_change must be >= 0, got {min_change}.", hint=_HINT)
         self.min_change = float(min_change)
+        self.ectopic_widen = _pair("ectopic_widen", ectopic_widen, 1.0)
+        self.ectopic_gain = _pair("ectopic_gain", ectopic_gain, 1e-6)
+        if not 0.0 <= float(ectopic_invert) <= 1.0:
+            raise ConfigError(f"ecg_anomaly: ectopic_invert must be in [0, 1], got {ectopic_invert}.", hint=_HINT)
+        self.ectopic_invert = float(ectopic_invert)
 
     # ------------------------------------------------------------------ one draw
     def _leads(self, k: int) -> torch.Tensor:
@@ -120,9 +134,10 @@ class EcgAnomalySynthesizer(Synthesizer):
         leads = self._leads(k)
         median = x.median(dim=-1, keepdim=True).values
         std = x.std(dim=-1, keepdim=True).clamp_min(1e-6)
-        if kind == "dropout":
-            deviation = (x - median).abs()[leads].sum(0)
-            start, end = self._span(q, int(deviation.argmax()))
+        centre = None
+        if kind in ("dropout", "ectopic"):
+            centre = int((x - median).abs()[leads].sum(0).argmax())
+            start, end = self._span(q, centre)
         else:
             start, end = self._span(q)
         n = end - start
@@ -141,14 +156,29 @@ class EcgAnomalySynthesizer(Synthesizer):
             new = seg + _uniform(*self.baseline_amplitude) * std * wave
         elif kind == "noise":
             new = seg + _uniform(*self.noise_std) * std * torch.randn(k, n, dtype=x.dtype) * _taper(n, 0.05)
-        else:  # dropout
+        elif kind == "dropout":
             t = torch.linspace(0.0, 1.0, n, dtype=x.dtype)
             line = seg[:, :1] + (seg[:, -1:] - seg[:, :1]) * t
             new = line + 0.02 * std * torch.randn(k, n, dtype=x.dtype)
+        else:  # ectopic
+            assert centre is not None
+            new = seg + (self._ectopic(x, median, centre, start, end) - seg) * _taper(n)
         out[:, start:end] = torch.where(leads[:, None], new, seg)
         mask = torch.zeros(k, q, dtype=x.dtype)
         mask[leads, start:end] = 1.0
         return out, mask
+
+    def _ectopic(self, x: torch.Tensor, median: torch.Tensor, centre: int, start: int, end: int) -> torch.Tensor:
+        """Samples ``start:end`` of ``x`` stretched in time around ``centre``, scaled and maybe inverted."""
+        widen = _uniform(*self.ectopic_widen)
+        gain = _uniform(*self.ectopic_gain)
+        sign = -1.0 if float(torch.rand(())) < self.ectopic_invert else 1.0
+        source = centre + (torch.arange(start, end, dtype=x.dtype) - centre) / widen  # within [start, end)
+        left = source.floor().long().clamp(0, x.shape[-1] - 1)
+        right = (left + 1).clamp(max=x.shape[-1] - 1)
+        frac = source - left.to(x.dtype)
+        stretched = x[:, left] * (1.0 - frac) + x[:, right] * frac
+        return median + sign * gain * (stretched - median)
 
     def synthesize(self, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Perturb ``sample`` ``[K, Q]`` (or each window of ``[B, K, Q]``); return ``(signal, mask)`` of that shape."""
@@ -181,7 +211,9 @@ class EcgAnomalySynthesizer(Synthesizer):
         return (f"EcgAnomalySynthesizer(kinds={list(self.kinds)}, region={list(self.region)}, "
                 f"amplitude_scale={list(self.amplitude_scale)}, baseline_amplitude={list(self.baseline_amplitude)}, "
                 f"baseline_cycles={list(self.baseline_cycles)}, noise_std={list(self.noise_std)}, "
-                f"lead_probability={self.lead_probability}, min_change={self.min_change})")
+                f"lead_probability={self.lead_probability}, min_change={self.min_change}, "
+                f"ectopic_widen={list(self.ectopic_widen)}, ectopic_gain={list(self.ectopic_gain)}, "
+                f"ectopic_invert={self.ectopic_invert})")
 
 
 def ecg_anomaly(signal: torch.Tensor, seed: int | None = None, **options: object) -> tuple[torch.Tensor, torch.Tensor]:
