@@ -55,7 +55,8 @@ def test_fit_writes_metrics_validation_and_plots(signal_run: tuple[Path, Path]) 
     assert any(c.get("reference") == "plugin:mmae_ecg" for c in meta["components"])
 
 
-def test_test_and_predict_from_the_checkpoint(signal_run: tuple[Path, Path], uad, tmp_path: Path) -> None:
+def test_test_and_predict_from_the_checkpoint(signal_run: tuple[Path, Path], uad, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
     root, run = signal_run
     ckpt = run / "weights" / "lightning" / "model.ckpt"
     code, out, err = uad("test", "--ckpt_path", ckpt, "--trainer.enable_progress_bar", "false")
@@ -67,6 +68,8 @@ def test_test_and_predict_from_the_checkpoint(signal_run: tuple[Path, Path], uad
     rows = json.loads((tmp_path / "pred" / "predictions.json").read_text())["predictions"]
     assert len(rows) == 8 and {"signal_path", "record", "start", "pred_score", "pred_label"} <= set(rows[0])
     assert "8 windows scored" in out
+    # the checkpoint's weights are loaded; anomalib's warning would say the opposite
+    assert "will not be loaded" not in err + caplog.text
     assert len(list((tmp_path / "pred" / "images").rglob("*.png"))) == 8
 
 

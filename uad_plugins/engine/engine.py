@@ -23,9 +23,10 @@ Non-image data (signals, point clouds) plugs in through a few optional attribute
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,21 @@ DEFAULT_IMAGE_SYNTHESIZER = "plugin:perlin"
 
 def _modality(obj: Any) -> str:
     return str(getattr(obj, "modality", "image") or "image")
+
+
+@contextlib.contextmanager
+def _drop_log_message(logger_name: str, prefix: str) -> Iterator[None]:
+    """Drop records of ``logger_name`` whose message starts with ``prefix`` for the duration of the block."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(prefix)
+
+    target = logging.getLogger(logger_name)
+    target.addFilter(keep)
+    try:
+        yield
+    finally:
+        target.removeFilter(keep)
 
 
 class UadEngine(Engine):
@@ -334,7 +350,12 @@ class UadEngine(Engine):
         if model is not None and self._trainer is None:
             self._setup_trainer(model)
         self._add_heatmap_writer(model)
-        return super().predict(model, dataloaders, datamodule, dataset, return_predictions, ckpt_path, data_path)
+        if model is None or ckpt_path:
+            return super().predict(model, dataloaders, datamodule, dataset, return_predictions, ckpt_path, data_path)
+        # a model passed in already holds its weights (uad predict loads the checkpoint itself): anomalib's
+        # "ckpt_path is not provided. Model weights will not be loaded." would tell the user the opposite
+        with _drop_log_message("anomalib.engine.engine", "ckpt_path is not provided"):
+            return super().predict(model, dataloaders, datamodule, dataset, return_predictions, ckpt_path, data_path)
 
     def _write_metrics(self) -> None:
         if self.run_dir is not None:
