@@ -116,6 +116,31 @@ def test_bad_clouds_exit_2_with_a_clear_message(uad, tmp_path: Path, name: str, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no half-written temp folders
 
 
+def test_nonfinite_invalid_keeps_nan_points_in_place_and_untouched(uad, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    grid = _surface()
+    grid[5, 6] = np.nan
+    grid[7, 8, 2] = np.inf
+    np.save(src / "grid.npy", grid)
+    code, _, err = uad("synth", "--synthesizer", "plugin:pnas3d", "--input", src, "--output", tmp_path / "no")
+    assert code == 2 and "NaN or infinite" in err and "--nonfinite invalid" in err
+    code, _, err = uad("synth", "--synthesizer", "plugin:pnas3d", "--input", src, "--output", tmp_path / "o",
+                       "--nonfinite", "invalid")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    item = manifest["items"][0]
+    assert manifest["nonfinite"] == "invalid" and item["n_valid"] == 24 * 30 - 8 - 2
+    out = np.load(tmp_path / "o" / item["cloud"])
+    mask = np.load(tmp_path / "o" / item["mask"])
+    assert out.shape == grid.shape and mask.shape == grid.shape[:2]
+    for r, c in ((5, 6), (7, 8)):  # the non-finite points became invalid (0, 0, 0) points, never anomalous
+        assert np.all(out[r, c] == 0) and not mask[r, c]
+    code, _, err = uad("synth", "--synthesizer", "plugin:ecg_anomaly", "--input", src, "--output", tmp_path / "s",
+                       "--nonfinite", "invalid")
+    assert code == 2 and "applies to point clouds" in err
+
+
 def test_folder_and_option_errors(uad, tmp_path: Path) -> None:
     (tmp_path / "pictures").mkdir()
     Image.new("RGB", (40, 40)).save(tmp_path / "pictures" / "a.png")

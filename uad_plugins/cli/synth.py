@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="output folder (must not exist, or be empty)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; input i, variant k uses seed + i * count + k")
     parser.add_argument("--count", type=int, default=1, help="variants per input")
+    parser.add_argument("--nonfinite", choices=("error", "invalid"), default=None,
+                        help="point clouds: NaN/inf coordinates are an error (default) or invalid points, kept in "
+                             "place as (0, 0, 0) and left untouched")
     return parser
 
 
@@ -109,7 +112,7 @@ def _find_clouds(input_path: str | Path) -> list[Path]:
 
 
 def _write_clouds(synthesizer: Any, files: list[Path], root: Path, tmp: Path, seed: int,
-                  count: int) -> list[dict[str, Any]]:
+                  count: int, nonfinite: str = "error") -> list[dict[str, Any]]:
     import numpy as np
     import torch
 
@@ -121,7 +124,7 @@ def _write_clouds(synthesizer: Any, files: list[Path], root: Path, tmp: Path, se
         (tmp / folder).mkdir()
     entries, used = [], set()
     for i, file in enumerate(files):
-        cloud = read_pointcloud(file)
+        cloud = read_pointcloud(file, nonfinite=nonfinite)
         sample = torch.from_numpy(cloud.organised if cloud.grid_shape else cloud.points)
         stem = "_".join(file.relative_to(root).with_suffix("").parts)
         stem = f"{stem}_{file.suffix[1:].lower()}" if stem in used else stem  # a.ply next to a.pcd
@@ -170,17 +173,19 @@ def _write_signals(synthesizer: Any, files: list[Path], root: Path, tmp: Path, s
 # -------------------------------------------------------------------------------------------- dispatch
 @dataclass(frozen=True)
 class Modality:
-    """How ``uad synth`` handles one modality: find the inputs, write the outputs of every input and variant."""
+    """How ``uad synth`` handles one modality: find the inputs, write the outputs of every input and variant
+    (``write`` also takes the reading options named in ``reads`` as keywords)."""
 
     find: Callable[[str | Path], list[Path]]
-    write: Callable[[Any, list[Path], Path, Path, int, int], list[dict[str, Any]]]
+    write: Callable[..., list[dict[str, Any]]]
     folders: str
+    reads: tuple[str, ...] = ()
 
 
 #: synthesizer ``modality`` -> its handler
 MODALITIES: dict[str, Modality] = {
     "image": Modality(_find_images, _write_images, "images/, masks/"),
-    "pointcloud": Modality(_find_clouds, _write_clouds, "clouds/, masks/, previews/"),
+    "pointcloud": Modality(_find_clouds, _write_clouds, "clouds/, masks/, previews/", reads=("nonfinite",)),
     "signal": Modality(_find_signals, _write_signals, "signals/, masks/"),
 }
 
@@ -201,8 +206,11 @@ def _staged(out: Path) -> Iterator[Path]:
 
 
 def synthesize_folder(synthesizer_ref: str, input_path: str | Path, output: str | Path, *, seed: int = 0,
-                      count: int = 1, **options: Any) -> dict[str, Any]:
+                      count: int = 1, nonfinite: str | None = None, **options: Any) -> dict[str, Any]:
     """Apply a synthesizer to every input of its modality under ``input_path``; return the manifest written.
+
+    ``nonfinite`` (point clouds only): ``"error"`` (default) or ``"invalid"`` for NaN/inf coordinates; see
+    :func:`~uad_plugins.pointcloud.io.read_pointcloud`. ``options`` build the synthesizer.
 
     Example:
         >>> synthesize_folder("plugin:pnas3d", "clouds/", "synth/", seed=0, strength=0.01)   # doctest: +SKIP
@@ -218,15 +226,21 @@ def synthesize_folder(synthesizer_ref: str, input_path: str | Path, output: str 
     if handler is None:
         raise ConfigError(f"{synthesizer_ref} works on {modality} data, which uad synth does not handle yet.",
                           hint=f"uad synth handles: {', '.join(MODALITIES)}.")
+    reading = {"nonfinite": nonfinite} if nonfinite is not None else {}
+    unused = sorted(set(reading) - set(handler.reads))
+    if unused:
+        raise ConfigError(f"--{unused[0]} applies to point clouds; {synthesizer_ref} works on {modality} data.",
+                          hint=f"Leave --{unused[0]} out.")
     files = handler.find(input_path)
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output {out} already exists and is not empty.", hint="Choose a new --output folder.")
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
     with _staged(out) as tmp:
-        entries = handler.write(synthesizer, files, root, tmp, seed, count)
+        entries = handler.write(synthesizer, files, root, tmp, seed, count, **reading)
         manifest = {"synthesizer": component_record(synthesizer, "synthesizer"), "modality": modality,
-                    "options": options, "seed": seed, "count": count, "input": str(input_path), "items": entries}
+                    "options": options, **reading, "seed": seed, "count": count, "input": str(input_path),
+                    "items": entries}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
@@ -236,7 +250,7 @@ def synth(argv: list[str]) -> int:
     rest, options = _split_component_options(argv)
     args = _parser().parse_args(rest)
     manifest = synthesize_folder(args.synthesizer, args.input, args.output, seed=args.seed, count=args.count,
-                                 **options)
+                                 nonfinite=args.nonfinite, **options)
     folders = MODALITIES[manifest["modality"]].folders
     print(f"{len(manifest['items'])} synthetic anomalies written to {args.output} (manifest.json, {folders})")
     return 0

@@ -206,7 +206,8 @@ def read_pointcloud(path: str | os.PathLike[str], *, nonfinite: str = "error") -
             raise DataError(f"{path}: {int(bad.sum())} of {cloud.n_points} points have NaN or infinite coordinates "
                             f"(the first is point {first}).",
                             hint="Mark missing points as (0, 0, 0), the invalid-point convention of MVTec 3D-AD, "
-                                 "or read with read_pointcloud(path, nonfinite='invalid').")
+                                 "or treat them as invalid points: uad synth --nonfinite invalid, "
+                                 "read_pointcloud(path, nonfinite='invalid').")
         cloud.points = cloud.points.copy()
         cloud.points[bad] = 0
     return cloud
