@@ -59,8 +59,15 @@ def _is_png(path: Path) -> bool:
         return image.format == "PNG"
 
 
-@pytest.mark.parametrize("name", ["pbas_bottle", "demo_quick", "unified_bottle", "pradot_hetnet_fader_bottle",
-                                  "pradot_hetnet_fader_demo", "pradot_hetnet_fader_bottle_ckpt"])
+SHIPPED_RECIPES = sorted(path.stem for path in (REPO / "configs" / "bench").glob("*.yaml"))
+
+
+def test_the_usual_recipes_ship() -> None:
+    assert {"pbas_bottle", "demo_quick", "unified_bottle", "pradot_hetnet_fader_bottle_ckpt", "mmae_ecg_mitbih",
+            "hetnet_noise_ablation_bottle"} <= set(SHIPPED_RECIPES)
+
+
+@pytest.mark.parametrize("name", SHIPPED_RECIPES)
 def test_shipped_recipes_load(name: str) -> None:
     from uad_plugins.bench.recipe import load_recipe
 
@@ -71,6 +78,9 @@ def test_shipped_recipes_load(name: str) -> None:
         assert recipe.precisions == ("fp32", "fp16", "int8") and recipe.batch_sizes == (1, 8)
         assert recipe.data[0].init_args["root"] == str((REPO / "../shared/data/mvtec_ad_256").resolve())
         assert all("max_epochs" not in recipe.trainer_for(m) for m in recipe.models if m.reference)
+    if name == "hetnet_noise_ablation_bottle":  # three HetNet variants, eager only
+        assert [m.init_args.get("noise_args") for m in recipe.models] == [None, {"covariance": "identity"}, None]
+        assert recipe.models[2].init_args["denoise_weight"] == 0.0 and recipe.precisions == ()
     if name == "unified_bottle":  # benchmarked from the checkpoints of the bottle recipes
         assert all(m.ckpt_path and m.ckpt_path.endswith("latest/weights/lightning/model.ckpt") for m in recipe.models)
 
