@@ -170,14 +170,18 @@ def test_tiny_recipe_runs_through_the_cli(tmp_path: Path, capsys: pytest.Capture
     for name in ("accuracy_vs_latency.png", "latency_by_backend.png"):
         assert _is_png(out / name), name
 
-    # a trained checkpoint is benchmarked without training again, and scores the same
+    # a trained checkpoint is benchmarked without training again, scores the same, and its export is gated on the
+    # honest validation set rebuilt as the fit built it (never on the test split)
     ckpt = rows[0]["training"]["checkpoint"]
     again = _write(tmp_path / "again.yaml", {**TINY_RECIPE, "models": [
-        {"name": "pbas_ckpt", "model": "plugin:pbas", "ckpt_path": ckpt, "precisions": []}]})
+        {"name": "pbas_ckpt", "model": "plugin:pbas", "ckpt_path": ckpt, "precisions": ["fp32"]}]})
     code = main(["bench", "--recipe", str(again), "--output", str(tmp_path / "again")])
     stdout = capsys.readouterr().out
     assert code == 0, stdout[-3000:]
     assert "fitting" not in stdout and f"loaded {ckpt}" in stdout
-    (row,) = json.loads((tmp_path / "again" / "bench.json").read_text(encoding="utf-8"))["rows"]
+    row, exported = json.loads((tmp_path / "again" / "bench.json").read_text(encoding="utf-8"))["rows"]
     assert row["status"] == "ok" and row["training"]["checkpoint"] == ckpt and row["training"]["epochs"] == 1
+    assert row["training"]["validation_rebuilt"] == "synthetic" and exported["status"] == "ok", exported
+    synthetic = list((tmp_path / "again" / "runs").rglob("validation/**/*.png"))
+    assert synthetic, "the checkpoint's synthetic validation images were not rebuilt"
     assert row["quality"]["image_AUROC"] == pytest.approx(rows[0]["quality"]["image_AUROC"], abs=1e-6)
