@@ -146,3 +146,23 @@ def test_synth_on_signal_files(uad, tmp_path: Path) -> None:
     code, _, err = uad("synth", "--synthesizer", "plugin:ecg_anomaly", "--input", str(tmp_path / "none"),
                        "--output", str(tmp_path / "c"))
     assert code == 2 and "error:" in err and not (tmp_path / "c").exists()
+
+
+def test_validation_synthesizer_on_the_command_line_overrides_the_config_file(uad, tmp_path: Path) -> None:
+    """A {class_path, init_args} mapping from a config file, replaced by JSON on the command line."""
+    import yaml
+
+    root = make_synthetic_signal_folder(tmp_path / "data", length=64)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"validation_synthesizer": {"class_path": "plugin:ecg_anomaly",
+                                                                 "init_args": {"kinds": ["ectopic"]}}}))
+    noise = {"class_path": "plugin:ecg_anomaly", "init_args": {"kinds": ["noise"]}}
+    code, _, err = uad("fit", "--config", config, *TINY, *folder_data(root), *RUN, "--test", "false",
+                       "--validation_synthesizer", json.dumps(noise), "--trainer.enable_progress_bar", "false",
+                       "--default_root_dir", tmp_path / "runs")
+    assert code == 0, err
+    info = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
+    assert info["validation"]["synthesizer"] == noise
+    for bad in ('{"class_path": 3}', "{not yaml", '{"init_args": {}}'):
+        code, _, err = uad("fit", "--config", config, *TINY, *folder_data(root), "--validation_synthesizer", bad)
+        assert code == 2 and "--validation_synthesizer" in err and "Traceback" not in err, err

@@ -27,6 +27,27 @@ def _quiet_imports() -> None:
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen backbones, on purpose
 
 
+def component_reference(value: str | dict | None) -> str | dict | None:
+    """A plugin reference (``plugin:NAME``) or a ``{class_path, init_args}`` mapping, also given as JSON/YAML text.
+
+    A plain callable type: jsonargparse's own ``str | dict`` handling breaks when a config file gives a mapping and
+    the command line gives another one.
+    """
+    if isinstance(value, str) and value.strip().startswith("{"):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"not a valid JSON/YAML mapping: {err}") from err
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("class_path"), str) \
+            and set(value) <= {"class_path", "init_args"} and isinstance(value.get("init_args", {}), dict):
+        return value
+    raise ValueError(f"expected a reference such as plugin:NAME or {{class_path, init_args}}, got {value!r}")
+
+
 def _build_parser(command: str):
     """The jsonargparse parser of one training sub-command."""
     _quiet_imports()
@@ -67,7 +88,7 @@ def _build_parser(command: str):
         parser.add_argument("--honest_validation", type=bool, default=True,
                             help="never fit thresholds on test data: validate on held-back normals + synthetic "
                                  "anomalies when the datamodule would use the test set")
-        parser.add_argument("--validation_synthesizer", type=str | dict | None, default=None,
+        parser.add_argument("--validation_synthesizer", type=component_reference, default=None,
                             help="synthesizer making the validation anomalies: a reference, or {class_path, "
                                  "init_args} for options (default: the data's; plugin:perlin for images, "
                                  "plugin:ecg_anomaly for signals)")
