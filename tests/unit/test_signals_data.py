@@ -36,12 +36,12 @@ needs_wfdb = pytest.mark.skipif(not WFDB_100.with_suffix(".hea").is_file(), reas
 
 # --------------------------------------------------------------------------------------------------- fixtures
 def write_wfdb_record(folder: Path, name: str, signal: np.ndarray, fs: int, beats: np.ndarray | None = None,
-                      symbols: list[str] | None = None) -> Path:
+                      symbols: list[str] | None = None, leads: list[str] | None = None) -> Path:
     """Write ``signal [K, L]`` (mV) as a WFDB record with wfdb (and an ``atr`` annotation when beats are given)."""
     import wfdb
 
     folder.mkdir(parents=True, exist_ok=True)
-    names = [f"lead{k}" for k in range(signal.shape[0])]
+    names = leads or [f"lead{k}" for k in range(signal.shape[0])]
     wfdb.wrsamp(name, fs=fs, units=["mV"] * len(names), sig_name=names, p_signal=signal.T.astype(np.float64),
                 fmt=["16"] * len(names), write_dir=str(folder))
     if beats is not None:
@@ -289,3 +289,57 @@ def test_single_record_validation_falls_back_to_windows() -> None:
     assert info["by"] == "windows" and len(train) + info["n_val_normal"] + info["n_val_anomalous"] == 20
     again = synthetic_signal_validation(data, create_synthesizer("plugin:ecg_anomaly"), ratio=0.25)[1]
     np.testing.assert_array_equal(val.signals, again.signals)  # seeded: the same set every time
+
+
+# --------------------------------------------------------------------------------------------------- leads
+def test_records_of_other_leads_are_refused_unless_allowed(tmp_path: Path) -> None:
+    """MLII and V5 records do not mix in one split, nor at predict time; channels or the opt-out resolve it."""
+    folder = tmp_path / "leads"
+    for i, (name, leads, pvc_every) in enumerate((("a", ["MLII", "V1"], 0), ("b", ["MLII", "V1"], 0),
+                                                  ("c", ["V5", "MLII"], 3), ("d", ["MLII", "V1"], 3))):
+        signal, beats, symbols = beat_train(30, pvc_every=pvc_every, seed=10 * i)
+        write_wfdb_record(folder, name, np.concatenate([signal, signal]), 360, beats, symbols, leads=leads)
+    with pytest.raises(DataError, match=r"do not share their leads \(MLII in a, b; V5 in c\)"):
+        MitBihBeats(root=str(folder), train_records=["a", "b"], test_records=["c"], channels=[0]).setup()
+    MitBihBeats(root=str(folder), train_records=["a", "b"], test_records=["c"], channels=[0],
+                allow_mixed_leads=True).setup()
+    dm = MitBihBeats(root=str(folder), train_records=["a", "b"], test_records=["d"], channels=[0])
+    dm.setup()
+    with pytest.raises(DataError, match=r"trained on lead\(s\) MLII, but record c is V5"):
+        dm.predict_dataset(folder / "c.hea")
+    assert len(dm.predict_dataset(folder / "d.hea")) == 30
+    # the second channel of c is MLII: picking it per record is what channels are for; here all names match
+    MitBihBeats(root=str(folder), train_records=["a", "b"], test_records=["d"]).setup()
+
+
+def test_npz_lead_names(tmp_path: Path) -> None:
+    """An npz record names its lead itself, or by its MIT-BIH record name (114 is V5), or not at all."""
+    from uad_plugins.data.signals.io import read_record_leads
+
+    arrays = {"ecg_adc": np.full(4000, 1024, np.int16), "fs": 360, "r_peaks": np.array([500, 1500])}
+    np.savez(tmp_path / "114.npz", **arrays)
+    np.savez(tmp_path / "100.npz", **arrays)
+    np.savez(tmp_path / "patient7.npz", **arrays)
+    np.savez(tmp_path / "own.npz", lead=np.array(["II"]), **arrays)
+    assert read_record_leads(tmp_path / "114.npz") == ["V5"] == read_mitbih_npz(tmp_path / "114.npz").leads
+    assert read_record_leads(tmp_path / "100.npz") == ["MLII"]
+    assert read_record_leads(tmp_path / "patient7.npz") == [] == read_mitbih_npz(tmp_path / "patient7.npz").leads
+    assert read_record_leads(tmp_path / "own.npz") == ["II"] == read_mitbih_npz(tmp_path / "own.npz").leads
+
+
+@needs_mitbih
+def test_shared_record_114_is_v5_and_is_refused_next_to_mlii_records() -> None:
+    with pytest.raises(DataError, match=r"MLII in 100, 106, 121; V5 in 114"):
+        MitBihBeats(root=str(MITBIH), train_records=["100", "114", "121"], test_records=["106"]).setup()
+    # what the table says is what the data show: 114's median normal beat looks like no MLII record's
+    def median_beat(name: str) -> np.ndarray:
+        record = read_mitbih_npz(MITBIH / f"{name}.npz")
+        windows, labels, _ = beat_windows(record, 90, 166)
+        beat = np.median(windows[labels == 0, 0], axis=0)
+        beat = beat - np.median(beat)
+        return beat / np.linalg.norm(beat)
+    beats = {name: median_beat(name) for name in ("100", "106", "114", "119", "121")}
+    mlii = [float(beats[a] @ beats[b]) for a in ("100", "106", "119", "121") for b in ("100", "106", "119", "121")
+            if a < b]
+    assert min(mlii) > 0.5
+    assert max(abs(float(beats["114"] @ beats[b])) for b in ("100", "106", "119", "121")) < 0.3

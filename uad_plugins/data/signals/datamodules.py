@@ -39,6 +39,7 @@ from uad_plugins.data.signals.io import (
     normalize_windows,
     read_array_file,
     read_record,
+    read_record_leads,
     robust_record_scale,
     sliding_windows,
 )
@@ -51,8 +52,9 @@ __all__ = ["DEFAULT_MITBIH_TEST", "DEFAULT_MITBIH_TRAIN", "MitBihBeats", "PtbXl"
 
 logger = logging.getLogger(__name__)
 
-#: training records of the shared MIT-BIH subset: few PVCs, not paced, not the very noisy 105
-DEFAULT_MITBIH_TRAIN = ("100", "108", "114", "121", "123")
+#: training records of the shared MIT-BIH subset: lead MLII, few PVCs, not paced, not the very noisy 105
+#: (114 is left out: its only channel in the subset is V5, see ``MITBIH_FIRST_LEAD``)
+DEFAULT_MITBIH_TRAIN = ("100", "108", "121", "123")
 #: test records of the shared MIT-BIH subset: many PVCs (106: 520, 116: 109, 119: 444, 200: 826)
 DEFAULT_MITBIH_TEST = ("106", "116", "119", "200")
 RECORD_SUFFIXES = (".npz", ".hea")
@@ -208,6 +210,8 @@ class MitBihBeats(SignalDataModule):
         anomaly_symbols: WFDB beat symbols labelled anomalous (default ``["V"]``).
         record_format: ``auto`` (npz when the folder has npz files), ``npz`` or ``wfdb``.
         max_beats_per_record: keep at most this many normal beats per record (seeded; PVCs are always kept).
+        allow_mixed_leads: accept records whose (chosen) leads have different names, e.g. MLII and V5. Off by
+            default: a model of one lead does not score another, so mixing is a DataError naming the records.
         train_batch_size, eval_batch_size, num_workers, seed, max_validation_windows: see
             :class:`SignalDataModule`.
     """
@@ -220,10 +224,12 @@ class MitBihBeats(SignalDataModule):
                  pre: int = 90, post: int = 166, normalize: str = "record",
                  filter_band: Sequence[float] | None = None, anomaly_symbols: Sequence[str] = ("V",),
                  record_format: str = "auto", max_beats_per_record: int | None = None,
+                 allow_mixed_leads: bool = False,
                  train_batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0, seed: int = 0,
                  max_validation_windows: int | None = 1000) -> None:
         super().__init__(train_batch_size, eval_batch_size, num_workers, seed, max_validation_windows)
         self.root = Path(root)
+        self.allow_mixed_leads = bool(allow_mixed_leads)
         self.train_records = _names(train_records)
         self.test_records = _names(test_records)
         self.channels = None if channels is None else [int(c) for c in channels]
@@ -261,6 +267,51 @@ class MitBihBeats(SignalDataModule):
         if not found:
             raise DataError(f"MitBihBeats: no {fmt} records in {self.root}.", hint=self.layout_hint())
         return found
+
+    def _chosen_leads(self, path: Path) -> tuple[str, ...]:
+        """Names of the leads this datamodule takes from the record at ``path`` (empty when the file does not say)."""
+        names = read_record_leads(path)
+        if not names or self.channels is None:
+            return tuple(names)
+        return tuple(names[c] if 0 <= c < len(names) else "" for c in self.channels)
+
+    def _named_leads(self, files: Mapping[str, Path]) -> dict[str, tuple[str, ...]]:
+        """Record name -> names of the leads taken from it, for the records whose files name every such lead."""
+        out = {}
+        for name, path in files.items():
+            leads = read_record_leads(path)
+            if leads and self.channels is not None:
+                leads = [leads[c] if 0 <= c < len(leads) else "" for c in self.channels]
+            if leads and all(leads):
+                out[name] = tuple(leads)
+        return out
+
+    def _check_same_leads(self, files: Mapping[str, Path], trained_on: Mapping[str, Path] | None = None) -> None:
+        """The records must share their leads (and match those of the ``trained_on`` records, when given)."""
+        if self.allow_mixed_leads:
+            return
+        given = self._named_leads(files)
+        if trained_on is not None:
+            expected = set(self._named_leads(trained_on).values())
+            odd = {n: v for n, v in given.items() if len(expected) == 1 and v not in expected}
+            if odd:
+                found = "; ".join(f"{n} is {', '.join(v)}" for n, v in sorted(odd.items()))
+                raise DataError(f"MitBihBeats: the model was trained on lead(s) {', '.join(next(iter(expected)))}, "
+                                f"but record {found}.",
+                                hint="Score records of the training leads (WFDB records: pick them with channels: "
+                                     "[...]). To score them anyway, build the datamodule with allow_mixed_leads=True "
+                                     "and use its predict_dataset(path).")
+            return
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for name, leads in given.items():
+            groups.setdefault(leads, []).append(name)
+        if len(groups) > 1:
+            found = "; ".join(f"{', '.join(k)} in {', '.join(sorted(v))}" for k, v in sorted(groups.items()))
+            raise DataError(f"MitBihBeats: the records do not share their leads ({found}).",
+                            hint="A model of one lead does not score another (in MIT-BIH, 102, 104 and 114 carry V5 "
+                                 "where the others carry MLII). Drop the odd records from train_records/"
+                                 "test_records, pick matching leads with channels: [...] (WFDB), or pass "
+                                 "allow_mixed_leads: true.")
 
     def _read(self, path: Path) -> SignalRecord:
         record = read_record(path, anomaly_symbols=self.anomaly_symbols) if path.suffix.lower() == ".hea" \
@@ -315,12 +366,22 @@ class MitBihBeats(SignalDataModule):
         if missing:
             raise DataError(f"MitBihBeats: record(s) {missing} are not in {self.root}.",
                             hint=f"Available: {', '.join(sorted(records))}.")
+        self._check_same_leads({r: records[r] for r in self.train_records + self.test_records})
         self.train_data = self._windows(self.train_records, records, "train")
         self.test_data = self._windows(self.test_records, records, "test")
+
+    def _training_records_if_present(self) -> dict[str, Path]:
+        """The training record files when ``root`` still holds them (a checkpoint may be used elsewhere)."""
+        try:
+            records = self.available_records()
+        except DataError:
+            return {}
+        return {r: records[r] for r in self.train_records if r in records}
 
     def predict_dataset(self, path: str | Path) -> SignalDataset:
         """Beat windows of the records at ``path`` (npz or WFDB; labels from their annotations)."""
         files = list_files(path, RECORD_SUFFIXES, "input")
+        self._check_same_leads({f.stem: f for f in files}, trained_on=self._training_records_if_present())
         parts = []
         for file in files:
             record = self._read(file)

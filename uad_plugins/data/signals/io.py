@@ -6,8 +6,10 @@ an unknown extension, a missing CSV.
 
 Formats:
 
-* **MIT-BIH subset npz** (``ecg_adc`` int16, ``fs``, ``adc_gain``, ``adc_zero``, ``r_peaks``, ``pvc_peaks``): one
-  record, one lead; values are converted to millivolts.
+* **MIT-BIH subset npz** (``ecg_adc`` int16, ``fs``, ``adc_gain``, ``adc_zero``, ``r_peaks``, ``pvc_peaks``,
+  optional ``lead``): one record, one lead (the record's first WFDB channel); values are converted to millivolts.
+  Without a ``lead`` array, an MIT-BIH record name gets its first channel's lead from the database headers
+  (:data:`MITBIH_FIRST_LEAD`: MLII except 102, 104 and 114, which are V5).
 * **WFDB** (``NAME.hea`` + signal files, optional annotation ``NAME.atr``), read with the ``wfdb`` package.
 * **Generic arrays**: ``.npy`` (``[Q]`` or ``[K, Q]``: one sample; ``[N, Q]`` with one lead or ``[N, K, Q]``:
   ``N`` samples) and ``.csv`` (one sample per row; a multi-lead row holds the ``K`` leads one after the other).
@@ -27,6 +29,7 @@ from uad_plugins.errors import ConfigError, DataError
 __all__ = [
     "ARRAY_SUFFIXES",
     "BEAT_SYMBOLS",
+    "MITBIH_FIRST_LEAD",
     "NORMALIZE_MODES",
     "SignalRecord",
     "bandpass",
@@ -37,6 +40,7 @@ __all__ = [
     "read_array_file",
     "read_mitbih_npz",
     "read_record",
+    "read_record_leads",
     "read_wfdb_record",
     "robust_record_scale",
     "sliding_windows",
@@ -48,6 +52,13 @@ logger = logging.getLogger(__name__)
 ARRAY_SUFFIXES = (".npy", ".csv")
 #: MIT-BIH beat annotation symbols (the non-beat annotations such as rhythm changes are skipped)
 BEAT_SYMBOLS = frozenset("N L R B A a J S V r F e j n E / f Q ?".split())
+#: the 48 MIT-BIH Arrhythmia Database records
+MITBIH_RECORDS = frozenset(
+    "100 101 102 103 104 105 106 107 108 109 111 112 113 114 115 116 117 118 119 121 122 123 124 200 201 202 203 205 "
+    "207 208 209 210 212 213 214 215 217 219 220 221 222 223 228 230 231 232 233 234".split())
+#: lead of the first channel of each MIT-BIH record (its ``.hea`` header): MLII, except 102 and 104 (V5: surgical
+#: dressings kept MLII off) and 114 (V5 first, MLII second). A one-channel extract of 114 is therefore V5.
+MITBIH_FIRST_LEAD = {name: "MLII" for name in MITBIH_RECORDS} | {"102": "V5", "104": "V5", "114": "V5"}
 #: how windows are normalised: none, per record (robust), per window z-score, per window min-max to [-1, 1]
 NORMALIZE_MODES = ("none", "record", "zscore", "minmax")
 _FORMATS_HINT = ("Supported: MIT-BIH npz records (ecg_adc, fs, r_peaks, pvc_peaks), WFDB records (NAME.hea + data), "
@@ -131,8 +142,36 @@ def read_mitbih_npz(path: str | Path) -> SignalRecord:
     beats = np.asarray(data["r_peaks"]).astype(np.int64).reshape(-1)
     pvc = np.asarray(data.get("pvc_peaks", np.zeros(0, np.int64))).astype(np.int64).reshape(-1)
     labels = np.isin(beats, pvc).astype(np.int64)
-    return SignalRecord(name=path.stem, path=str(path), signal=signal, fs=float(data["fs"]), leads=["lead0"],
-                        beats=beats, beat_labels=labels)
+    return SignalRecord(name=path.stem, path=str(path), signal=signal, fs=float(data["fs"]),
+                        leads=_npz_leads(path.stem, data.get("lead")), beats=beats, beat_labels=labels)
+
+
+def _npz_leads(name: str, stored: np.ndarray | None) -> list[str]:
+    """The npz record's lead: its own ``lead`` array, else the MIT-BIH header table, else unknown (``[]``)."""
+    if stored is not None:
+        return [str(v) for v in np.asarray(stored).reshape(-1)]
+    return [MITBIH_FIRST_LEAD[name]] if name in MITBIH_FIRST_LEAD else []
+
+
+def read_record_leads(path: str | Path) -> list[str]:
+    """Lead names of an npz or WFDB record without reading its samples (``[]`` when the file does not say)."""
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                stored = z["lead"] if "lead" in z.files else None
+        except (OSError, ValueError, EOFError) as err:
+            raise DataError(f"{path} cannot be read as an npz record: {err}",
+                            hint="The file is corrupt or not a numpy .npz archive.") from err
+        return _npz_leads(path.stem, stored)
+    import wfdb
+
+    base = path.with_suffix("") if path.suffix.lower() == ".hea" else path
+    try:
+        return list(wfdb.rdheader(str(base)).sig_name or [])
+    except Exception as err:
+        raise DataError(f"WFDB header {base}.hea cannot be read: {type(err).__name__}: {err}",
+                        hint="Check that the header file is complete.") from err
 
 
 def read_wfdb_record(path: str | Path, *, annotation: str | None = "atr",
