@@ -1,8 +1,9 @@
 """PNG previews of point clouds with an anomaly region marked (matplotlib's Agg canvas, no pyplot state).
 
 Organised clouds are drawn as images on their ``H x W`` grid: a shaded relief (light on the surface normals of the
-grid, so that small bumps and dents show) and the depth with the region in red. Other clouds are drawn as scatter
-plots on their best-fit plane (PCA): coloured by the height above the plane, and grey with the region in red.
+grid, so that small bumps and dents show) and the depth with the region in red. Other clouds are projected on their
+best-fit plane (PCA) and resampled on a pixel grid (height above the plane from the nearest points; no subsampling,
+so a dense scan shows no sampling stripes): a shaded relief of that height, and the height with the region in red.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ _RED = np.array([0.9, 0.1, 0.1])
 
 def render_preview(points: np.ndarray, mask: np.ndarray, path: str | os.PathLike[str], *,
                    grid_shape: tuple[int, int] | None = None, valid: np.ndarray | None = None,
-                   title: str | None = None, max_points: int = 60_000, dpi: int = 80) -> Path:
+                   title: str | None = None, resolution: int = 320, dpi: int = 80) -> Path:
     """Write a two-panel PNG of ``points [N, 3]`` with ``mask [N]`` marked; returns the path.
 
     Args:
@@ -31,7 +32,8 @@ def render_preview(points: np.ndarray, mask: np.ndarray, path: str | os.PathLike
         grid_shape: ``(H, W)`` for an organised cloud (image panels), else scatter panels.
         valid: ``[N]`` bool; default "not (0, 0, 0)".
         title: figure title.
-        max_points: scatter panels draw at most this many points (all region points are kept).
+        resolution: unorganised clouds: pixels along the longer side of the projection, at most (fewer for sparse
+            clouds, about two points per pixel).
         dpi: resolution (the figure is 8 x 4 inches).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -47,7 +49,7 @@ def render_preview(points: np.ndarray, mask: np.ndarray, path: str | os.PathLike
     if grid_shape is not None:
         _organised(left, right, pts, mask, valid, grid_shape)
     else:
-        _scatter(left, right, pts, mask, valid, max_points)
+        _projected(left, right, pts, mask, valid, resolution)
     for ax in (left, right):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -100,31 +102,72 @@ def _organised(left, right, pts: np.ndarray, mask: np.ndarray, valid: np.ndarray
         right.contour(mask.reshape(h, w).astype(float), levels=[0.5], colors=["red"], linewidths=0.8)
 
 
-def _scatter(left, right, pts: np.ndarray, mask: np.ndarray, valid: np.ndarray, max_points: int) -> None:
-    index = np.flatnonzero(valid)
-    if len(index) < 3:
-        return
+def _plane_coordinates(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(uv [N, 2], height [N])`` on the best-fit plane; the in-plane axis closest to x (else y) runs left to right."""
     try:
-        frame = fit_plane(pts[index])
+        frame = fit_plane(pts)
         e3 = frame.normal
-        for axis in np.eye(3):  # the in-plane direction closest to x (else y) runs left to right
+        for axis in np.eye(3):
             e1 = axis - (axis @ e3) * e3
             if np.linalg.norm(e1) > 0.3:
                 break
         e1 = e1 / np.linalg.norm(e1)
-        uv = (pts[index] - frame.centre) @ np.stack([e1, np.cross(e3, e1)]).T
-        height = (pts[index] - frame.centre) @ e3
+        return (pts - frame.centre) @ np.stack([e1, np.cross(e3, e1)]).T, (pts - frame.centre) @ e3
     except Exception:  # noqa: BLE001 - a degenerate cloud still gets a preview, in x/y
-        uv, height = pts[index, :2], pts[index, 2]
-    region = mask[index]
-    keep = np.zeros(len(index), dtype=bool)
-    keep[np.linspace(0, len(index) - 1, min(max_points, len(index))).astype(int)] = True
-    keep |= region
-    size = max(0.5, min(6.0, 4e4 / max(int(keep.sum()), 1)))
-    left.scatter(uv[keep, 0], uv[keep, 1], c=height[keep], cmap="viridis", s=size, linewidths=0)
-    left.set_title("height above the best-fit plane", fontsize=9)
-    normal = keep & ~region
-    right.scatter(uv[normal, 0], uv[normal, 1], c="0.7", s=size, linewidths=0)
-    right.scatter(uv[region, 0], uv[region, 1], c=[_RED], s=size, linewidths=0)
+        return pts[:, :2], pts[:, 2]
+
+
+def _resample(uv: np.ndarray, height: np.ndarray, region: np.ndarray, low: np.ndarray, span: np.ndarray,
+              shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Height (inverse-distance mean of the 4 nearest points) and region (nearest point) at each pixel centre; NaN
+    and False where no point lies within 1.5 pixels. Row 0 is the top of the plane (largest v)."""
+    from scipy.spatial import cKDTree
+
+    h, w = shape
+    cols = low[0] + (np.arange(w) + 0.5) * span[0] / w
+    rows = low[1] + span[1] - (np.arange(h) + 0.5) * span[1] / h
+    centres = np.stack(np.meshgrid(cols, rows), axis=-1).reshape(-1, 2)
+    k = min(4, len(uv))
+    dist, near = cKDTree(uv).query(centres, k=k)
+    dist, near = dist.reshape(len(centres), k), near.reshape(len(centres), k)
+    weight = 1.0 / np.maximum(dist, 1e-12)
+    depth = (weight * height[near]).sum(axis=1) / weight.sum(axis=1)
+    covered = dist[:, 0] <= 1.5 * max(span[0] / w, span[1] / h)
+    depth = np.where(covered, depth, np.nan).reshape(h, w)
+    return depth, (region[near[:, 0]] & covered).reshape(h, w)
+
+
+def _hillshade(depth: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """Lambert shading of a height image lit from the upper left (NaN where there is no height)."""
+    filled = np.where(np.isfinite(depth), depth, np.nanmean(depth) if np.isfinite(depth).any() else 0.0)
+    if min(depth.shape) < 2:
+        return np.where(np.isfinite(depth), 0.8, np.nan)
+    gy, gx = np.gradient(filled, dy, dx)
+    normal = np.stack([-gx, gy, np.ones_like(gx)], axis=-1)  # rows grow downwards: flip the y slope
+    normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+    light = np.array([-1.0, 1.0, 1.5]) / np.linalg.norm([-1.0, 1.0, 1.5])
+    return np.where(np.isfinite(depth), np.clip(normal @ light, 0.0, 1.0), np.nan)
+
+
+def _projected(left, right, pts: np.ndarray, mask: np.ndarray, valid: np.ndarray, resolution: int) -> None:
+    index = np.flatnonzero(valid)
+    if len(index) < 3:
+        return
+    uv, height = _plane_coordinates(pts[index])
+    low, span = uv.min(axis=0), np.ptp(uv, axis=0)
+    span[span <= 0] = 1e-9
+    longer = int(np.clip(np.sqrt(len(index) / 2 * span.max() / span.min()), 8, resolution))
+    w, h = (longer, max(1, round(longer * span[1] / span[0]))) if span[0] >= span[1] else \
+        (max(1, round(longer * span[0] / span[1])), longer)
+    depth, region = _resample(uv, height, mask[index], low, span, (h, w))
+    extent = (low[0], low[0] + span[0], low[1], low[1] + span[1])
+    left.imshow(_hillshade(depth, span[0] / w, span[1] / h), cmap="gray", vmin=0, vmax=1, interpolation="nearest",
+                extent=extent)
+    left.set_title("shaded relief (height above the best-fit plane)", fontsize=9)
+    right.imshow(depth, cmap="viridis", interpolation="nearest", extent=extent)
+    overlay = np.zeros((h, w, 4))
+    overlay[..., :3] = _RED
+    overlay[..., 3] = region * 0.7
+    right.imshow(overlay, interpolation="nearest", extent=extent)
     for ax in (left, right):
         ax.set_aspect("equal")
