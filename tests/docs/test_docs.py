@@ -72,3 +72,11 @@ def test_configs_reference_registered_plugins() -> None:
         data = yaml.safe_load(recipe.read_text())
         model = data["model"]["class_path"] if isinstance(data["model"], dict) else data["model"]
         assert get_spec("model", model) is not None, recipe.name
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_recipe_parses_through_the_cli(recipe: str, uad) -> None:
+    """Each shipped recipe is a valid `uad fit` config: stale or misspelt keys fail here, not on a GPU box."""
+    code, out, err = uad("fit", "--config", REPO / "configs" / recipe, "--print_config")
+    assert code == 0, err
+    assert "class_path" in out and "model" in out
