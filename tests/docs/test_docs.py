@@ -15,6 +15,7 @@ HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("uad_register_"))
 PLUGINS_DIR = REPO / "uad_plugins" / "plugins"
 PLUGIN_FOLDERS = sorted(p.name for p in PLUGINS_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
 MODEL_FILES = {"__init__.py", "hooks.py", "model.py", "torch_model.py", "config.yaml", "README.md"}
+SYNTHESIZER_FILES = {"__init__.py", "hooks.py", "synthesizer.py", "config.yaml", "README.md"}
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -42,9 +43,11 @@ def test_builtin_folders_are_registered(folder: str) -> None:
 @pytest.mark.parametrize("folder", PLUGIN_FOLDERS)
 def test_builtin_folders_have_the_same_file_names(folder: str) -> None:
     files = {p.name for p in (PLUGINS_DIR / folder).iterdir() if p.is_file()}
-    assert {"__init__.py", "hooks.py"} <= files
+    assert {"__init__.py", "hooks.py", "README.md"} <= files, f"{folder} lacks a README.md"
     if (PLUGINS_DIR / folder / "model.py").exists():
         assert files >= MODEL_FILES, f"{folder} lacks {sorted(MODEL_FILES - files)}"
+    if (PLUGINS_DIR / folder / "synthesizer.py").exists():
+        assert files >= SYNTHESIZER_FILES, f"{folder} lacks {sorted(SYNTHESIZER_FILES - files)}"
 
 
 def test_every_builtin_model_has_a_docs_page() -> None:
