@@ -175,7 +175,11 @@ def test_infer_cli_signal_errors_exit_2(bundle: Path, signal_data: Path, tmp_pat
     wav.write_bytes(b"RIFF")
     code, _, err = uad("infer", bundle, wav, "--output", tmp_path / "o5")
     assert code == 2 and "unknown extension '.wav'" in err
-    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))  # nothing written, no temporary folder
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"not numpy")
+    code, _, err = uad("infer", bundle, garbage, "--output", tmp_path / "o6")
+    assert code == 2 and "no NumPy header" in err and "allow_pickle" not in err
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 7))  # nothing written, no temporary folder
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o")]
 
 

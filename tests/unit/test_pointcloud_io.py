@@ -159,6 +159,7 @@ def _truncate(path: Path, keep: int) -> Path:
     ("s.npy", lambda p: np.save(p, np.zeros((4, 2))), "shape"),
     ("o.npy", lambda p: np.save(p, np.array(["a", "b", "c"])), "not coordinates"),
     ("p.npy", lambda p: p.write_bytes(b"\x93NUMPY garbage"), "cannot read"),
+    ("x.npy", lambda p: p.write_bytes(b"not numpy at all"), "no NumPy header"),  # not numpy's unpickling advice
     ("r.xyz", lambda p: p.write_text("1 2 3\n4 5\n"), "columns changed from 3 to 2"),
     ("q.xyz", lambda p: p.write_text("1 2\n4 5\n"), "2 columns"),
     ("n.xyz", lambda p: p.write_text("1 2 3\nnan 5 6\ninf 1 1\n"), "2 of 3 points have NaN"),

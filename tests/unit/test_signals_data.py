@@ -151,6 +151,7 @@ def test_array_files_npy_and_csv(tmp_path: Path) -> None:
     (lambda p: np.save(p / "x.npy", np.array([[0.0, np.inf, 1.0, 2.0]] * 2)), "NaN or infinite"),
     (lambda p: np.save(p / "x.npy", np.zeros((5, 3, 40))), "has 3 lead"),
     (lambda p: (p / "x.txt").write_text("1,2,3"), "unknown extension"),
+    (lambda p: (p / "x.npy").write_bytes(b"text, not numpy"), "no NumPy header"),
     (lambda p: (p / "x.csv").write_text("1,2,3\n4,five,6\n"), "non-numeric"),
 ])
 def test_array_file_errors(tmp_path: Path, make, message: str) -> None:

@@ -113,7 +113,8 @@ def read_signal_file(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
         try:
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
-            raise EdgeError(f"{path} cannot be read as a numpy array ({exc}).",
+            reason = "no NumPy header, or an array of Python objects" if "allow_pickle" in str(exc) else exc
+            raise EdgeError(f"{path} cannot be read as a numpy array ({reason}).",
                             hint="The file is corrupt or not a .npy array of numbers.") from exc
         if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
             raise EdgeError(f"{path} holds {array.dtype} values, not numbers.")

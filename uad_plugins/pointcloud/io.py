@@ -411,7 +411,12 @@ def _cloud_from_table(table: dict[str, np.ndarray], names: list[str], grid: tupl
 
 
 def _read_npy(path: Path) -> PointCloud:
-    array = np.load(path, allow_pickle=False)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # numpy's advice to unpickle would be the wrong one here
+            raise _BadFileError("it has no NumPy header, or it holds Python objects") from err
+        raise
     if array.dtype.kind not in "fiu":
         raise _BadFileError(f"it holds {array.dtype} values, not coordinates")
     if array.ndim == 2 and array.shape[1] == 3:

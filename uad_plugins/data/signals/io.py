@@ -260,7 +260,8 @@ def read_array_file(path: str | Path, n_leads: int) -> np.ndarray:
         try:
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
-            raise DataError(f"{path} cannot be read as a numpy array: {err}",
+            reason = "no NumPy header, or an array of Python objects" if "allow_pickle" in str(err) else err
+            raise DataError(f"{path} cannot be read as a numpy array: {reason}",
                             hint="The file is corrupt or not a .npy array of numbers.") from err
         if not np.issubdtype(array.dtype, np.number):
             raise DataError(f"{path} holds {array.dtype} values, not numbers.")
