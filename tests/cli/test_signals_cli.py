@@ -71,6 +71,19 @@ def test_test_and_predict_from_the_checkpoint(signal_run: tuple[Path, Path], uad
     # the checkpoint's weights are loaded; anomalib's warning would say the opposite
     assert "will not be loaded" not in err + caplog.text
     assert len(list((tmp_path / "pred" / "images").rglob("*.png"))) == 8
+    # --data.KEY VALUE changes one of the checkpoint's data settings for predict; a wrong key lists the options
+    scores = {}
+    for name, extra in (("as_trained", []), ("zscore", ["--data.normalize", "zscore"])):
+        code, out, err = uad("predict", "--ckpt_path", ckpt, "--data_path", root / "test", "--output",
+                             tmp_path / name, "--heatmaps", "false", "--trainer.enable_progress_bar", "false", *extra)
+        assert code == 0, err
+        predictions = json.loads((tmp_path / name / "predictions.json").read_text())["predictions"]
+        scores[name] = [r["pred_score"] for r in predictions]
+    assert scores["zscore"] != scores["as_trained"]  # the windows were normalised another way
+    code, _, err = uad("predict", "--ckpt_path", ckpt, "--data_path", root / "test" / "bad", "--output",
+                       tmp_path / "pred_x", "--data.normalise=zscore")
+    assert code == 2 and "unexpected keyword argument 'normalise'" in err and "Its options: " in err
+    assert "normalize" in err and not (tmp_path / "pred_x").exists()
 
 
 @pytest.mark.slow

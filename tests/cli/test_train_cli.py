@@ -74,6 +74,20 @@ def test_predict_writes_scores_and_heatmaps(fitted, uad, quiet, tmp_path: Path) 
     assert len(rows) == n_images and all(0.0 <= r["pred_score"] <= 1.0 for r in rows)
     with open(tmp_path / "pred" / "predictions.csv", encoding="utf-8") as fh:
         assert len(list(csv.DictReader(fh))) == n_images
+    # data options are for signal checkpoints; an image checkpoint says so instead of ignoring them
+    code, _out, err = uad("predict", "--ckpt_path", ckpt, "--data_path", images, "--output", tmp_path / "p2",
+                          "--data.image_size", "64", *quiet)
+    assert code == 2 and "--data.image_size: image checkpoints read --data_path directly" in err
+    # a failed predict leaves no output folder behind (and never removes one the user already had)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    for data_path in (tmp_path / "missing", tmp_path / "empty", tmp_path / "broken.png"):
+        code, _out, err = uad("predict", "--ckpt_path", ckpt, "--data_path", data_path, "--output",
+                              tmp_path / "p3", *quiet)
+        assert code == 2 and "Traceback" not in err and not (tmp_path / "p3").exists(), err
+    code, _out, err = uad("predict", "--ckpt_path", ckpt, "--data_path", tmp_path / "broken.png", "--output",
+                          tmp_path / "empty", *quiet)
+    assert code == 2 and (tmp_path / "empty").is_dir()
     assert len(list((tmp_path / "pred" / "images").rglob("*.png"))) == n_images
 
 

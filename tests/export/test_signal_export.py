@@ -265,7 +265,8 @@ def test_mitbih_export_and_edge(tmp_path: Path, uad) -> None:
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert (manifest["input"]["leads"], manifest["input"]["length"]) == (1, 256)
     assert manifest["preprocessing"]["data"] == {"datamodule": "MitBihBeats", "normalize": "record",
-                                                 "filter_band": None, "pre": 90, "post": 166, "channels": None}
+                                                 "filter_band": None, "pre": 90, "post": 166, "channels": None,
+                                                 "leads": None}
     dm = MitBihBeats(root=str(MITBIH), train_records=[100, 121], test_records=[106], max_beats_per_record=40)
     dm.setup()
     beats = dm.test_data.materialize()[:24]

@@ -309,8 +309,17 @@ def test_records_of_other_leads_are_refused_unless_allowed(tmp_path: Path) -> No
     with pytest.raises(DataError, match=r"trained on lead\(s\) MLII, but record c is V5"):
         dm.predict_dataset(folder / "c.hea")
     assert len(dm.predict_dataset(folder / "d.hea")) == 30
-    # the second channel of c is MLII: picking it per record is what channels are for; here all names match
-    MitBihBeats(root=str(folder), train_records=["a", "b"], test_records=["d"]).setup()
+    MitBihBeats(root=str(folder), train_records=["a", "b"], test_records=["d"]).setup()  # all names match
+    # leads by name: MLII is the first channel of a, b, d and the second of c
+    by_name = MitBihBeats(root=str(folder), train_records=["a", "b"], test_records=["c"], leads=["MLII"])
+    by_name.setup()
+    assert by_name.signal_shape == (1, 256) and by_name.test_data.labels.sum() == 10
+    windows = by_name.predict_dataset(folder / "c.hea")
+    np.testing.assert_array_equal(windows.materialize()[:, 0], by_name.test_data.materialize()[:, 0])
+    with pytest.raises(DataError, match=r"leads/c has no lead V1 \(it has V5, MLII\)"):
+        MitBihBeats(root=str(folder), train_records=["a", "b"], test_records=["c"], leads=["V1"]).setup()
+    with pytest.raises(ConfigError, match="distinct leads"):
+        MitBihBeats(root=str(folder), leads=["MLII", "MLII"])
 
 
 def test_npz_lead_names(tmp_path: Path) -> None:

@@ -65,7 +65,9 @@ def _build_parser(command: str):
         "validate": "Run validation of a checkpoint (thresholds, normalisation statistics).",
         "test": "Test a checkpoint; metrics go to metrics.json in its run folder.",
         "predict": "Score images (or signals, for a signal model) with a checkpoint; writes heatmaps and "
-                   "predictions.json/.csv.",
+                   "predictions.json/.csv. Signal models read --data_path with the checkpoint's data settings; "
+                   "--data.KEY VALUE changes one of them (e.g. --data.channels '[1]', --data.allow_mixed_leads "
+                   "true).",
     }
     parser = ArgumentParser(prog=f"uad {command}", description=descriptions[command], exit_on_error=True)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML recipe (see configs/)")
@@ -168,7 +170,22 @@ def _make_data(data_cfg: dict[str, Any] | None):
         return _instantiate_nested({"class_path": data_cfg["class_path"],
                                     "init_args": data_cfg.get("init_args") or {}})
     except TypeError as exc:
-        raise ConfigError(f"cannot build data {data_cfg['class_path']}: {exc}") from exc
+        raise ConfigError(f"cannot build data {data_cfg['class_path']}: {exc}",
+                          hint=_options_hint(data_cfg["class_path"])) from exc
+
+
+def _options_hint(class_path: str) -> str:
+    """"Its options: a, b, c." for a class path ('' when it cannot be imported)."""
+    import importlib
+    import inspect
+
+    module_name, _, attr = class_path.rpartition(".")
+    try:
+        params = inspect.signature(getattr(importlib.import_module(module_name), attr)).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return ""
+    names = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return f"Its options: {', '.join(names)}." if names else ""
 
 
 def _engine(cfg, parser, config_text: str | None = None, **extra: Any):
@@ -286,16 +303,35 @@ def test(argv: list[str]) -> int:
     return 0
 
 
-def predict(argv: list[str]) -> int:
-    """``uad predict``: heatmaps plus predictions.json and predictions.csv."""
-    parser, cfg, norm = _parse("predict", argv)
-    model, meta, run_dir = _load_for_eval(cfg, norm)
-    output = Path(cfg.output) if cfg.output else ((run_dir or Path(cfg.default_root_dir)) / "predictions")
+def _split_data_overrides(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Take ``--data.KEY VALUE`` / ``--data.KEY=VALUE`` out of a command line; values are read as YAML."""
+    import yaml
+
+    rest, overrides, i = [], {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--data.") and len(arg) > len("--data."):
+            key, has_value, value = arg[len("--data."):].partition("=")
+            if not has_value:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"{arg} needs a value.", hint=f"e.g. {arg} true")
+                value, i = argv[i + 1], i + 1
+            key = key.removeprefix("init_args.")
+            try:
+                overrides[key] = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{arg}: {value!r} is not a valid value ({exc}).") from exc
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def _predict_rows(cfg, parser, model, loader, output: Path) -> list[dict[str, Any]]:
+    """Run the prediction into ``output`` (heatmaps, predictions.json and .csv); return the rows."""
     engine = _engine(cfg, parser)
     engine.open_run(model, None, run_dir=output)
-    if getattr(model, "modality", "image") != "image":
-        # non-image inputs are read with the checkpoint's own data settings (windows, filters, normalisation)
-        loader = _eval_data(cfg, meta).predict_loader(cfg.data_path)
+    if loader is not None:
         batches = engine.predict(model=model, dataloaders=[loader], return_predictions=True) or []
     else:
         batches = engine.predict(model=model, data_path=cfg.data_path, return_predictions=True) or []
@@ -317,6 +353,36 @@ def predict(argv: list[str]) -> int:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return rows
+
+
+def predict(argv: list[str]) -> int:
+    """``uad predict``: heatmaps plus predictions.json and predictions.csv."""
+    argv, data_overrides = _split_data_overrides(list(argv))
+    parser, cfg, norm = _parse("predict", argv)
+    model, meta, run_dir = _load_for_eval(cfg, norm)
+    if data_overrides:
+        if getattr(model, "modality", "image") == "image":
+            raise ConfigError(f"--data.{next(iter(data_overrides))}: image checkpoints read --data_path directly, "
+                              "so data options do not apply to 'uad predict'.",
+                              hint="Give the images you want scored with --data_path.")
+        data = dict(meta.get("data") or {})
+        data["init_args"] = {**(data.get("init_args") or {}), **data_overrides}
+        meta = {**meta, "data": data}
+    output = Path(cfg.output) if cfg.output else ((run_dir or Path(cfg.default_root_dir)) / "predictions")
+    # non-image inputs are read with the checkpoint's own data settings (windows, filters, normalisation), and
+    # before the output folder exists: bad data or options leave nothing behind
+    loader = _eval_data(cfg, meta).predict_loader(cfg.data_path) \
+        if getattr(model, "modality", "image") != "image" else None
+    created = not output.exists()
+    try:
+        rows = _predict_rows(cfg, parser, model, loader, output)
+    except BaseException:
+        if created:  # a failed predict leaves no half-filled output folder behind
+            import shutil
+
+            shutil.rmtree(output, ignore_errors=True)
+        raise
     what = "images" if "image_path" in rows[0] else "windows"
     print(f"{len(rows)} {what} scored; predictions: {output / 'predictions.json'}; heatmaps: {output / 'images'}")
     return 0

@@ -203,6 +203,9 @@ class MitBihBeats(SignalDataModule):
         train_records: record names for training (their PVC beats are dropped).
         test_records: record names for testing.
         channels: lead indices to use (``None``: all the records have; the npz records have one).
+        leads: lead names to use, picked by name in every record (e.g. ``["MLII"]``, which is the second channel
+            of the WFDB record 114 and the first of the others); a record without one of them is a DataError.
+            Takes precedence over ``channels``.
         pre, post: samples before and after the annotated beat.
         normalize: ``record`` (robust per-record, per-lead scaling; default), ``zscore`` or ``minmax`` (per window),
             or ``none``.
@@ -221,6 +224,7 @@ class MitBihBeats(SignalDataModule):
 
     def __init__(self, root: str, train_records: Sequence[str | int] | str = DEFAULT_MITBIH_TRAIN,
                  test_records: Sequence[str | int] | str = DEFAULT_MITBIH_TEST, channels: Sequence[int] | None = None,
+                 leads: Sequence[str] | None = None,
                  pre: int = 90, post: int = 166, normalize: str = "record",
                  filter_band: Sequence[float] | None = None, anomaly_symbols: Sequence[str] = ("V",),
                  record_format: str = "auto", max_beats_per_record: int | None = None,
@@ -233,6 +237,9 @@ class MitBihBeats(SignalDataModule):
         self.train_records = _names(train_records)
         self.test_records = _names(test_records)
         self.channels = None if channels is None else [int(c) for c in channels]
+        self.leads = None if leads is None else [str(lead) for lead in ([leads] if isinstance(leads, str) else leads)]
+        if self.leads is not None and (not self.leads or len(set(self.leads)) != len(self.leads)):
+            raise ConfigError(f"MitBihBeats: leads must name distinct leads, got {leads!r}.", hint="e.g. [MLII]")
         self.pre, self.post = int(pre), int(post)
         if self.pre < 0 or self.post < 1 or self.pre + self.post < 2:
             raise ConfigError(f"MitBihBeats: pre={pre}, post={post} do not make a window.",
@@ -268,19 +275,14 @@ class MitBihBeats(SignalDataModule):
             raise DataError(f"MitBihBeats: no {fmt} records in {self.root}.", hint=self.layout_hint())
         return found
 
-    def _chosen_leads(self, path: Path) -> tuple[str, ...]:
-        """Names of the leads this datamodule takes from the record at ``path`` (empty when the file does not say)."""
-        names = read_record_leads(path)
-        if not names or self.channels is None:
-            return tuple(names)
-        return tuple(names[c] if 0 <= c < len(names) else "" for c in self.channels)
-
     def _named_leads(self, files: Mapping[str, Path]) -> dict[str, tuple[str, ...]]:
         """Record name -> names of the leads taken from it, for the records whose files name every such lead."""
         out = {}
         for name, path in files.items():
             leads = read_record_leads(path)
-            if leads and self.channels is not None:
+            if leads and self.leads is not None:
+                leads = [lead for lead in self.leads if lead in leads]  # a missing one is an error when read
+            elif leads and self.channels is not None:
                 leads = [leads[c] if 0 <= c < len(leads) else "" for c in self.channels]
             if leads and all(leads):
                 out[name] = tuple(leads)
@@ -298,9 +300,9 @@ class MitBihBeats(SignalDataModule):
                 found = "; ".join(f"{n} is {', '.join(v)}" for n, v in sorted(odd.items()))
                 raise DataError(f"MitBihBeats: the model was trained on lead(s) {', '.join(next(iter(expected)))}, "
                                 f"but record {found}.",
-                                hint="Score records of the training leads (WFDB records: pick them with channels: "
-                                     "[...]). To score them anyway, build the datamodule with allow_mixed_leads=True "
-                                     "and use its predict_dataset(path).")
+                                hint="Score records of the training leads (WFDB records: pick them by name with "
+                                     "--data.leads '[MLII]'), or score them anyway with --data.allow_mixed_leads "
+                                     "true (Python: allow_mixed_leads=True).")
             return
         groups: dict[tuple[str, ...], list[str]] = {}
         for name, leads in given.items():
@@ -310,7 +312,7 @@ class MitBihBeats(SignalDataModule):
             raise DataError(f"MitBihBeats: the records do not share their leads ({found}).",
                             hint="A model of one lead does not score another (in MIT-BIH, 102, 104 and 114 carry V5 "
                                  "where the others carry MLII). Drop the odd records from train_records/"
-                                 "test_records, pick matching leads with channels: [...] (WFDB), or pass "
+                                 "test_records, pick leads by name with leads: [MLII] (WFDB), or pass "
                                  "allow_mixed_leads: true.")
 
     def _read(self, path: Path) -> SignalRecord:
@@ -319,7 +321,16 @@ class MitBihBeats(SignalDataModule):
         return self._prepare(record)
 
     def _prepare(self, record: SignalRecord) -> SignalRecord:
-        if self.channels is not None:
+        if self.leads is not None:
+            missing = [lead for lead in self.leads if lead not in record.leads]
+            if missing:
+                have = ", ".join(record.leads) if record.leads else "no lead names"
+                raise DataError(f"record {record.path} has no lead {', '.join(missing)} (it has {have}).",
+                                hint="Drop the record, or choose leads it has (MIT-BIH 102, 104 and the one-channel "
+                                     "114 carry V5, not MLII).")
+            index = [record.leads.index(lead) for lead in self.leads]
+            record.signal, record.leads = record.signal[index], list(self.leads)
+        elif self.channels is not None:
             bad = [c for c in self.channels if not 0 <= c < record.n_leads]
             if bad:
                 raise DataError(f"record {record.path} has {record.n_leads} lead(s); channels {bad} do not exist.",
@@ -346,7 +357,7 @@ class MitBihBeats(SignalDataModule):
             record = self._read(records[name])
             if n_leads is not None and record.n_leads != n_leads:
                 raise DataError(f"record {record.path} has {record.n_leads} lead(s), the others {n_leads}.",
-                                hint="Choose the same leads for every record with channels: [...].")
+                                hint="Choose the same leads for every record with leads: [...] or channels: [...].")
             n_leads = record.n_leads
             windows, labels, starts = beat_windows(record, self.pre, self.post)
             windows = normalize_windows(windows, self.normalize)
