@@ -109,6 +109,7 @@ class UadEngine(Engine):
         self.metrics = list(metrics) if metrics else None
         self.honest_validation = honest_validation
         self.validation_synthesizer = validation_synthesizer
+        self._validation_synthesizer: Any = None  # the instance honest validation used (for plugins.json)
         self.validation_ratio = validation_ratio
         self.heatmaps = heatmaps
         self.config_text = config_text
@@ -183,6 +184,7 @@ class UadEngine(Engine):
             reference = self.validation_synthesizer or getattr(
                 datamodule, "default_validation_synthesizer", DEFAULT_IMAGE_SYNTHESIZER)
             synthesizer = create_synthesizer(reference)
+            self._validation_synthesizer = synthesizer
             if _modality(synthesizer) != _modality(datamodule):
                 raise ConfigError(
                     f"the validation synthesizer {reference} makes {_modality(synthesizer)} anomalies, but the data "
@@ -211,6 +213,8 @@ class UadEngine(Engine):
         components = [("model", model)]
         if datamodule is not None:
             components.append(("data", datamodule))
+        if self._validation_synthesizer is not None:
+            components.append(("synthesizer", self._validation_synthesizer))
         evaluator = getattr(model, "evaluator", None)
         for metric in getattr(evaluator, "test_metrics", []) or []:
             components.append(("metric", metric))
