@@ -9,9 +9,10 @@ from uad_plugins.testing.contract import (
     ContractReport,
     check_export_contract,
     make_synthetic_image_dataset,
+    run_metric_contract,
     run_model_contract,
     run_synthesizer_contract,
 )
 
-__all__ = ["ContractReport", "check_export_contract", "make_synthetic_image_dataset", "run_model_contract",
-           "run_synthesizer_contract"]
+__all__ = ["ContractReport", "check_export_contract", "make_synthetic_image_dataset", "run_metric_contract",
+           "run_model_contract", "run_synthesizer_contract"]

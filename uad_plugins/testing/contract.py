@@ -1,4 +1,4 @@
-"""The conformance kit: contract checks any model or synthesizer plugin can run against itself.
+"""The conformance kit: contract checks any model, synthesizer or metric plugin can run against itself.
 
 ``run_model_contract`` builds the model from its spec's tiny ``test_config``, fits it for a couple of steps on a
 small synthetic MVTec-layout dataset with the real engine (Lightning, CPU), checks what eval-mode prediction
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ContractReport", "check_export_contract", "make_synthetic_image_dataset", "run_model_contract",
-           "run_synthesizer_contract"]
+__all__ = ["ContractReport", "check_export_contract", "make_synthetic_image_dataset", "run_metric_contract",
+           "run_model_contract", "run_synthesizer_contract"]
 
 
 def make_synthetic_image_dataset(root: str | Path, *, category: str = "synthetic", n_train: int = 10,
@@ -179,6 +179,40 @@ def run_synthesizer_contract(reference: str, *, init_args: dict[str, Any] | None
     changed = (out - image).abs().amax(0) > 1e-6
     if mask.sum() > 0:
         assert changed[mask[0] > 0].float().mean() > 0.5, f"{reference}: the mask does not mark changed pixels"
+
+
+def run_metric_contract(reference: str, *, init_args: dict[str, Any] | None = None) -> float:
+    """An image metric reads an anomalib ``ImageBatch``, gives 1.0 for perfect predictions and clearly less for
+    reversed ones after ``reset()`` (AUROC 0, AP and F1-max their chance floors). Returns the perfect value."""
+    import torch
+    from anomalib.data import ImageBatch
+
+    from uad_plugins.factory import create_metric
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 1, 0, 1, 0, 1], dtype=torch.bool)
+    masks = torch.zeros(len(labels), 32, 32, dtype=torch.bool)
+    masks[labels, 8:20, 8:20] = True
+    noise = torch.rand(len(labels), 1, 32, 32, generator=g) * 0.1
+    image = torch.rand(len(labels), 3, 32, 32, generator=g)
+
+    def batch(good: bool) -> ImageBatch:
+        score = labels.float() * 0.8 + 0.1 if good else (~labels).float() * 0.8 + 0.1
+        region = masks if good else ~masks
+        return ImageBatch(image=image, gt_label=labels, gt_mask=masks, pred_score=score,
+                          anomaly_map=region[:, None].float() * 0.8 + noise)
+
+    metric = create_metric(reference, **dict(init_args or {}))
+    metric.update(batch(good=True))
+    perfect = float(metric.compute())
+    assert abs(perfect - 1.0) < 1e-4, f"{reference} gives {perfect} for perfect predictions, not 1.0"
+    metric.reset()
+    metric.update(batch(good=False))
+    reversed_value = float(metric.compute())
+    assert reversed_value < perfect - 0.25, (
+        f"{reference} gives {reversed_value} for reversed predictions, hardly less than for perfect ones "
+        "(does reset() clear the state?)")
+    return perfect
 
 
 def _feature_synthesizer_contract(reference: str, args: dict[str, Any]) -> None:

@@ -58,3 +58,19 @@ def uad_model_contract(tmp_path: Path) -> Callable[..., Any]:
         return run_model_contract(reference, tmp_path / "contract", **kwargs)
 
     return run
+
+
+@pytest.fixture
+def uad_synthesizer_contract() -> Callable[..., Any]:
+    """Run the synthesizer contract: ``uad_synthesizer_contract("plugin:scratch")``."""
+    from uad_plugins.testing.contract import run_synthesizer_contract
+
+    return run_synthesizer_contract
+
+
+@pytest.fixture
+def uad_metric_contract() -> Callable[..., Any]:
+    """Run the image metric contract: ``value = uad_metric_contract("plugin:image_tpr_at_fpr")``."""
+    from uad_plugins.testing.contract import run_metric_contract
+
+    return run_metric_contract
