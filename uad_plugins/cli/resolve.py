@@ -23,7 +23,7 @@ from uad_plugins.errors import ConfigError
 from uad_plugins.registry import get_registry
 from uad_plugins.specs import ComponentSpec
 
-__all__ = ["NormalisedArgs", "normalise_argv"]
+__all__ = ["NormalisedArgs", "normalise_argv", "split_prefixed_options"]
 
 #: flag -> component kind
 FLAG_KINDS = {"--model": "model", "--synthesizer": "synthesizer"}
@@ -233,3 +233,30 @@ def _split_list(value: str) -> list[str]:
         except json.JSONDecodeError:
             value = value.strip("[]")
     return [v.strip().strip("'\"") for v in value.split(",") if v.strip()]
+
+
+def split_prefixed_options(argv: list[str], prefix: str) -> tuple[list[str], dict[str, Any]]:
+    """Take ``--PREFIX.KEY VALUE`` / ``--PREFIX.KEY=VALUE`` out of ``argv``; values are read as YAML.
+
+    Returns the remaining arguments and ``{KEY: value}`` (an ``init_args.`` in front of KEY is dropped).
+    """
+    import yaml
+
+    flag = f"--{prefix}."
+    rest, options, i = [], {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith(flag) and len(arg) > len(flag):
+            key, has_value, value = arg[len(flag):].partition("=")
+            if not has_value:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"{arg} needs a value.", hint=f"e.g. {arg} VALUE")
+                value, i = argv[i + 1], i + 1
+            try:
+                options[key.removeprefix("init_args.")] = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{arg}: {value!r} is not a valid value ({exc}).") from exc
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, options

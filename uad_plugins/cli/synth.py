@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from uad_plugins.cli.resolve import split_prefixed_options
 from uad_plugins.errors import ConfigError, DataError
 
 __all__ = ["MODALITIES", "synth", "synthesize_folder"]
@@ -39,27 +40,6 @@ def _parser() -> argparse.ArgumentParser:
                         help="point clouds: NaN/inf coordinates are an error (default) or invalid points, kept in "
                              "place as (0, 0, 0) and left untouched")
     return parser
-
-
-def _split_component_options(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
-    import yaml
-
-    rest, options = [], {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("--synthesizer."):
-            key, eq, value = arg[len("--synthesizer."):].partition("=")
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise ConfigError(f"{arg} needs a value.")
-                value = argv[i + 1]
-                i += 1
-            options[key] = yaml.safe_load(value)
-        else:
-            rest.append(arg)
-        i += 1
-    return rest, options
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -247,7 +227,7 @@ def synthesize_folder(synthesizer_ref: str, input_path: str | Path, output: str 
 
 def synth(argv: list[str]) -> int:
     """Entry point of ``uad synth``."""
-    rest, options = _split_component_options(argv)
+    rest, options = split_prefixed_options(argv, "synthesizer")
     args = _parser().parse_args(rest)
     manifest = synthesize_folder(args.synthesizer, args.input, args.output, seed=args.seed, count=args.count,
                                  nonfinite=args.nonfinite, **options)

@@ -9,7 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from uad_plugins.cli.resolve import normalise_argv
+from uad_plugins.cli.resolve import normalise_argv, split_prefixed_options
 from uad_plugins.errors import ConfigError, UadError
 
 __all__ = ["fit", "predict", "test", "validate"]
@@ -66,7 +66,7 @@ def _build_parser(command: str):
         "test": "Test a checkpoint; metrics go to metrics.json in its run folder.",
         "predict": "Score images (or signals, for a signal model) with a checkpoint; writes heatmaps and "
                    "predictions.json/.csv. Signal models read --data_path with the checkpoint's data settings; "
-                   "--data.KEY VALUE changes one of them (e.g. --data.channels '[1]', --data.allow_mixed_leads "
+                   "--data.KEY VALUE changes one of them (e.g. --data.leads '[MLII]', --data.allow_mixed_leads "
                    "true).",
     }
     parser = ArgumentParser(prog=f"uad {command}", description=descriptions[command], exit_on_error=True)
@@ -303,30 +303,6 @@ def test(argv: list[str]) -> int:
     return 0
 
 
-def _split_data_overrides(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """Take ``--data.KEY VALUE`` / ``--data.KEY=VALUE`` out of a command line; values are read as YAML."""
-    import yaml
-
-    rest, overrides, i = [], {}, 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("--data.") and len(arg) > len("--data."):
-            key, has_value, value = arg[len("--data."):].partition("=")
-            if not has_value:
-                if i + 1 >= len(argv):
-                    raise ConfigError(f"{arg} needs a value.", hint=f"e.g. {arg} true")
-                value, i = argv[i + 1], i + 1
-            key = key.removeprefix("init_args.")
-            try:
-                overrides[key] = yaml.safe_load(value)
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{arg}: {value!r} is not a valid value ({exc}).") from exc
-        else:
-            rest.append(arg)
-        i += 1
-    return rest, overrides
-
-
 def _predict_rows(cfg, parser, model, loader, output: Path) -> list[dict[str, Any]]:
     """Run the prediction into ``output`` (heatmaps, predictions.json and .csv); return the rows."""
     engine = _engine(cfg, parser)
@@ -358,7 +334,7 @@ def _predict_rows(cfg, parser, model, loader, output: Path) -> list[dict[str, An
 
 def predict(argv: list[str]) -> int:
     """``uad predict``: heatmaps plus predictions.json and predictions.csv."""
-    argv, data_overrides = _split_data_overrides(list(argv))
+    argv, data_overrides = split_prefixed_options(list(argv), "data")
     parser, cfg, norm = _parse("predict", argv)
     model, meta, run_dir = _load_for_eval(cfg, norm)
     if data_overrides:

@@ -280,17 +280,17 @@ class MitBihBeats(SignalDataModule):
         out = {}
         for name, path in files.items():
             leads = read_record_leads(path)
-            if leads and self.leads is not None:
-                leads = [lead for lead in self.leads if lead in leads]  # a missing one is an error when read
-            elif leads and self.channels is not None:
+            if leads and self.channels is not None:
                 leads = [leads[c] if 0 <= c < len(leads) else "" for c in self.channels]
             if leads and all(leads):
                 out[name] = tuple(leads)
         return out
 
     def _check_same_leads(self, files: Mapping[str, Path], trained_on: Mapping[str, Path] | None = None) -> None:
-        """The records must share their leads (and match those of the ``trained_on`` records, when given)."""
-        if self.allow_mixed_leads:
+        """The records must share their leads (and match those of the ``trained_on`` records, when given).
+
+        Leads picked by name (``leads``) need no check: every record gives exactly those, or reading it fails."""
+        if self.allow_mixed_leads or self.leads is not None:
             return
         given = self._named_leads(files)
         if trained_on is not None:
