@@ -337,8 +337,9 @@ def predict(argv: list[str]) -> int:
     argv, data_overrides = split_prefixed_options(list(argv), "data")
     parser, cfg, norm = _parse("predict", argv)
     model, meta, run_dir = _load_for_eval(cfg, norm)
+    images = getattr(model, "modality", "image") == "image"
     if data_overrides:
-        if getattr(model, "modality", "image") == "image":
+        if images:
             raise ConfigError(f"--data.{next(iter(data_overrides))}: image checkpoints read --data_path directly, "
                               "so data options do not apply to 'uad predict'.",
                               hint="Give the images you want scored with --data_path.")
@@ -348,8 +349,7 @@ def predict(argv: list[str]) -> int:
     output = Path(cfg.output) if cfg.output else ((run_dir or Path(cfg.default_root_dir)) / "predictions")
     # non-image inputs are read with the checkpoint's own data settings (windows, filters, normalisation), and
     # before the output folder exists: bad data or options leave nothing behind
-    loader = _eval_data(cfg, meta).predict_loader(cfg.data_path) \
-        if getattr(model, "modality", "image") != "image" else None
+    loader = None if images else _eval_data(cfg, meta).predict_loader(cfg.data_path)
     created = not output.exists()
     try:
         rows = _predict_rows(cfg, parser, model, loader, output)

@@ -120,15 +120,20 @@ def list_files(path: str | Path, suffixes: Sequence[str], what: str) -> list[Pat
 
 
 # ----------------------------------------------------------------------------------------------------- records
-def read_mitbih_npz(path: str | Path) -> SignalRecord:
-    """Read a record of the MIT-BIH subset npz format (one lead, millivolts, PVC beats labelled 1)."""
-    path = Path(path)
+def _read_npz(path: Path, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an npz archive (only ``keys`` that it holds, when given), or a DataError naming the file."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files if keys is None or k in keys}
     except (OSError, ValueError, EOFError) as err:
         raise DataError(f"{path} cannot be read as an npz record: {err}",
                         hint="The file is corrupt or not a numpy .npz archive.") from err
+
+
+def read_mitbih_npz(path: str | Path) -> SignalRecord:
+    """Read a record of the MIT-BIH subset npz format (one lead, millivolts, PVC beats labelled 1)."""
+    path = Path(path)
+    data = _read_npz(path)
     missing = [k for k in ("ecg_adc", "fs", "r_peaks") if k not in data]
     if missing:
         raise DataError(f"{path} lacks the array(s) {missing} (it has {sorted(data)}).",
@@ -157,13 +162,7 @@ def read_record_leads(path: str | Path) -> list[str]:
     """Lead names of an npz or WFDB record without reading its samples (``[]`` when the file does not say)."""
     path = Path(path)
     if path.suffix.lower() == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                stored = z["lead"] if "lead" in z.files else None
-        except (OSError, ValueError, EOFError) as err:
-            raise DataError(f"{path} cannot be read as an npz record: {err}",
-                            hint="The file is corrupt or not a numpy .npz archive.") from err
-        return _npz_leads(path.stem, stored)
+        return _npz_leads(path.stem, _read_npz(path, ["lead"]).get("lead"))  # the samples are not read
     import wfdb
 
     base = path.with_suffix("") if path.suffix.lower() == ".hea" else path
