@@ -1,8 +1,19 @@
 """The registry: every component spec the plugins provide, indexed per kind by name and alias.
 
 Each hook implementation is called on its own, so every spec is stamped with the plugin that provided it and
-one failing hook is isolated. Name clashes within a kind keep both specs out of the index and are raised only
-when someone asks for that name, naming both providers.
+one failing hook is isolated: whatever a hook raises, ``SystemExit`` and ``GeneratorExit`` included, becomes a
+failure of that plugin (``failures()``); only ``KeyboardInterrupt`` propagates.
+
+Order: hook implementations are called, and their specs ranked, by the manager's load rank (built-in <
+entry point < local file, then load order; see ``UadPluginManager.load_rank``), never by pluggy's internal order.
+
+Name clashes within a kind (two specs claiming one name or alias):
+
+- ``get``/``resolve`` of the clashing name raise :class:`ComponentConflictError` naming every provider; nobody
+  wins silently, so a third-party ``pbas`` can never stand in for the built-in one, nor the other way round.
+- ``list`` shows one spec per name, the first by rank (so the built-in's), and with ``all_providers=True`` the
+  others too; ``conflicts()`` and ``clashes_of(spec)`` say who clashes (``uad plugins list|show`` print them).
+- An alias that is claimed by one spec only still resolves to that spec, even when its name clashes.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from uad_plugins.errors import (
     WrongKindError,
     close_matches,
 )
-from uad_plugins.manager import PluginFailure, UadPluginManager, get_plugin_manager
+from uad_plugins.manager import PluginFailure, UadPluginManager, describe_error, get_plugin_manager
 from uad_plugins.specs import KINDS, SPEC_TYPES, ComponentSpec
 
 __all__ = ["SCHEMES", "Registry", "get_registry", "parse_reference"]
@@ -42,9 +53,10 @@ def parse_reference(value: str) -> tuple[str | None, str]:
 
 @dataclass
 class _KindIndex:
-    specs: dict[str, ComponentSpec] = field(default_factory=dict)  # canonical name -> spec
-    lookup: dict[str, str] = field(default_factory=dict)  # name or alias -> canonical name
-    conflicts: dict[str, list[ComponentSpec]] = field(default_factory=dict)  # clashing name -> all providers
+    ranked: list[ComponentSpec] = field(default_factory=list)  # every spec collected, best rank first
+    specs: dict[str, ComponentSpec] = field(default_factory=dict)  # canonical name -> first spec by rank
+    lookup: dict[str, ComponentSpec] = field(default_factory=dict)  # unambiguous name or alias -> its spec
+    conflicts: dict[str, list[ComponentSpec]] = field(default_factory=dict)  # clashing key -> providers, by rank
 
 
 class Registry:
@@ -65,11 +77,16 @@ class Registry:
         self._index = {kind: self._collect(kind) for kind in KINDS}
         self.generation = self.pm.generation
 
+    def _ranked_impls(self, kind: str) -> list:
+        """The hook implementations of ``kind`` by load rank (pluggy's list order only breaks ties)."""
+        impls = getattr(self.pm.hook, f"uad_register_{kind}s").get_hookimpls()
+        order = sorted(range(len(impls)), key=lambda i: (self.pm.load_rank(self.pm.get_name(impls[i].plugin)), i))
+        return [impls[i] for i in order]
+
     def _collect(self, kind: str) -> _KindIndex:
-        index = _KindIndex()
         spec_type = SPEC_TYPES[kind]
-        hook = getattr(self.pm.hook, f"uad_register_{kind}s")
-        for impl in reversed(hook.get_hookimpls()):  # pluggy lists last-registered first
+        collected: list[ComponentSpec] = []
+        for impl in self._ranked_impls(kind):
             plugin_name = self.pm.get_name(impl.plugin) or "?"
             record = self.pm.records.get(plugin_name)
             try:
@@ -89,47 +106,50 @@ class Registry:
                     )
                     for item in items
                 ]
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # plugin code: SystemExit/GeneratorExit are isolated too
                 self.hook_failures[plugin_name] = _hook_failure(plugin_name, record, kind, exc)
                 if self.pm.strict:
                     raise PluginLoadError(f"plugin {plugin_name}: {self.hook_failures[plugin_name].error}") from exc
                 continue
-            for spec in specs:
-                self._add(index, spec)
-        return index
-
-    @staticmethod
-    def _add(index: _KindIndex, spec: ComponentSpec) -> None:
-        for key in (spec.name, *spec.aliases):
-            if key in index.conflicts:
-                index.conflicts[key].append(spec)
-                continue
-            owner = index.lookup.get(key)
-            if owner is not None and index.specs[owner] is not spec:
-                index.conflicts[key] = [index.specs[owner], spec]
-                del index.lookup[key]
-                continue
-            index.lookup[key] = spec.name
-            index.specs.setdefault(spec.name, spec)
+            collected.extend(specs)
+        return _build_index(collected)
 
     # ------------------------------------------------------------------ queries
-    def list(self, kind: str | None = None, pattern: str | None = None) -> list[ComponentSpec]:
-        """Specs sorted by kind and name; ``pattern`` is a glob on the name (``'p*'``)."""
+    def list(self, kind: str | None = None, pattern: str | None = None, *,
+             all_providers: bool = False) -> list[ComponentSpec]:
+        """Specs sorted by kind and name; ``pattern`` is a glob on the name or an alias (``'p*'``).
+
+        One spec per name: when plugins clash on a name, the first by load rank (a built-in before an entry point
+        before a local file). ``all_providers=True`` also lists the other providers of a clashing name, right
+        after the first. Either way, using a clashing name raises :class:`ComponentConflictError`.
+        """
         self.refresh()
         kinds = [kind] if kind else list(KINDS)
         out: list[ComponentSpec] = []
         for k in kinds:
             self._check_kind(k)
-            for name, spec in sorted(self._index[k].specs.items()):
-                if pattern is None or fnmatch.fnmatchcase(name, pattern) or any(
-                    fnmatch.fnmatchcase(a, pattern) for a in spec.aliases
-                ):
-                    out.append(spec)
+            index = self._index[k]
+            for name in sorted(index.specs):
+                providers = [s for s in index.ranked if s.name == name] if all_providers else [index.specs[name]]
+                for spec in providers:
+                    if pattern is None or fnmatch.fnmatchcase(name, pattern) or any(
+                        fnmatch.fnmatchcase(a, pattern) for a in spec.aliases
+                    ):
+                        out.append(spec)
         return out
 
     def conflicts(self) -> dict[tuple[str, str], list[ComponentSpec]]:
+        """``(kind, name or alias)`` -> every spec claiming it, best load rank first."""
         self.refresh()
-        return {(k, name): specs for k in KINDS for name, specs in self._index[k].conflicts.items()}
+        return {(k, name): list(specs) for k in KINDS for name, specs in self._index[k].conflicts.items()}
+
+    def clashes_of(self, spec: ComponentSpec) -> dict[str, list[ComponentSpec]]:
+        """The names and aliases of ``spec`` (one from this registry) that other specs claim too -> all claimants."""
+        self.refresh()
+        return {key: list(specs) for key, specs in self._index[spec.kind].conflicts.items()
+                if any(s is spec for s in specs)}
 
     def failures(self) -> dict[str, PluginFailure]:
         """Plugins that failed to load, plus plugins whose hooks raised."""
@@ -144,17 +164,15 @@ class Registry:
         index = self._index[kind]
         if name in index.conflicts:
             providers = index.conflicts[name]
-            listing = " and ".join(s.provider for s in providers)
-            external = next((s for s in providers if s.source != "builtin"), providers[-1])
             raise ComponentConflictError(
-                f"{kind} name '{name}' (asked by {asked}) is provided by {len(providers)} plugins: {listing}.",
-                hint=f"Disable one with UAD_DISABLE_PLUGINS={external.plugin}, or pass the class path directly: "
-                f"{flag or '--' + kind} {external.class_path}",
+                f"{kind} name '{name}' (asked by {asked}) is provided by {len(providers)} plugins: "
+                f"{_listing(providers)}.",
+                hint=_conflict_hint(providers, flag or f"--{kind}"),
             )
         if name in index.lookup:
-            return index.specs[index.lookup[name]]
+            return index.lookup[name]
         for other in KINDS:
-            if other != kind and name in self._index[other].lookup:
+            if other != kind and (name in self._index[other].lookup or name in self._index[other].conflicts):
                 raise WrongKindError(
                     f"'{name}' (asked by {asked}) is a {other}, not a {kind}.",
                     hint=f"Use --{other if other != 'metric' else 'metrics'} plugin:{name}, or list the {kind}s "
@@ -228,6 +246,39 @@ def _as_list(result: object) -> list:
     return list(result)
 
 
+def _build_index(ranked: list[ComponentSpec]) -> _KindIndex:
+    """Index specs given best rank first: a key claimed by two specs or more goes to ``conflicts`` only."""
+    index = _KindIndex(ranked=ranked)
+    claims: dict[str, list[ComponentSpec]] = {}
+    for spec in ranked:
+        index.specs.setdefault(spec.name, spec)
+        for key in dict.fromkeys((spec.name, *spec.aliases)):
+            claims.setdefault(key, []).append(spec)
+    for key, claimants in claims.items():
+        if len(claimants) > 1:
+            index.conflicts[key] = claimants
+        else:
+            index.lookup[key] = claimants[0]
+    return index
+
+
+def _listing(providers: list[ComponentSpec]) -> str:
+    return ", ".join(s.provider for s in providers[:-1]) + f" and {providers[-1].provider}"
+
+
+def _conflict_hint(providers: list[ComponentSpec], flag: str) -> str:
+    """How to get out of a clash: disable the plugin that is not built in, or name a class path."""
+    external = next((s for s in reversed(providers) if s.source != "builtin"), providers[-1])
+    if external.source == "entrypoint":
+        disable = f"disable one with UAD_DISABLE_PLUGINS={external.plugin} (or ={external.distribution})"
+    elif external.source == "local":
+        disable = f"drop --plugin-file {external.distribution}"
+    else:
+        disable = f"disable one with UAD_DISABLE_PLUGINS={external.plugin}"
+    paths = " or ".join(f"{flag} {s.class_path}" for s in providers)
+    return f"To use one of them, {disable}, or pass its class path directly: {paths}."
+
+
 def _hook_failure(plugin_name: str, record, kind: str, exc: BaseException) -> PluginFailure:
     import traceback
 
@@ -237,7 +288,7 @@ def _hook_failure(plugin_name: str, record, kind: str, exc: BaseException) -> Pl
         distribution=record.distribution if record else "unknown",
         version=record.version if record else "?",
         entry_point=record.entry_point if record else None,
-        error=f"uad_register_{kind}s failed: {type(exc).__name__}: {exc}",
+        error=f"uad_register_{kind}s failed: {describe_error(exc)}",
         traceback="".join(traceback.format_exception(exc)),
     )
 

@@ -105,16 +105,24 @@ class ComponentSpec:
 
     # ------------------------------------------------------------------ loading
     def load(self) -> type:
-        """Import the target and check that it has the base class of its kind."""
+        """Import the target and check that it has the base class of its kind.
+
+        Importing the target runs plugin code: whatever it raises, ``SystemExit`` included (a module calling
+        ``sys.exit()``), becomes a :class:`ComponentLoadError`; only ``KeyboardInterrupt`` propagates.
+        """
         module_name, _, attr = self.target.partition(":")
         try:
             obj: Any = importlib.import_module(module_name)
             for part in attr.split("."):
                 obj = getattr(obj, part)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # plugin code: SystemExit/GeneratorExit are isolated too
+            what = (f"importing it called sys.exit({'' if exc.code is None else repr(exc.code)})"
+                    if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}")
             raise ComponentLoadError(
                 f"{self.kind} '{self.name}' from plugin {self.provider} could not be imported from "
-                f"'{self.target}': {type(exc).__name__}: {exc}",
+                f"'{self.target}': {what}",
                 hint=f"Check that the plugin's dependencies are installed; 'uad plugins show {self.plugin}' "
                 "gives details.",
             ) from exc

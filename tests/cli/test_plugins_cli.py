@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -117,3 +118,94 @@ def test_plugin_file_adds_a_component(capsys, tmp_path, fresh_manager) -> None:
     assert code == 0 and "local_perlin" in out
     code, _, err = run(capsys, "--plugin-file", str(tmp_path / "missing.py"), "plugins", "list")
     assert code == 2 and "missing.py failed to load" in err
+
+
+# ---------------------------------------------------------------- plugin code that calls sys.exit(), name clashes
+# In subprocesses: the bug was the exit status of the whole process (sys.exit(0) in a hook ended every command).
+
+EXIT_IN_HOOK = ("import sys\nfrom uad_plugins import hookimpl\n\n@hookimpl\ndef uad_register_models():\n"
+                "    sys.exit(0)\n")
+RIVAL_PBAS = ("from uad_plugins import ModelSpec, hookimpl\n\n@hookimpl\ndef uad_register_models():\n"
+              "    return ModelSpec(name='pbas', target='uad_plugins.plugins.perlin.synthesizer:PerlinSynthesizer', "
+              "summary='not the real PBAS')\n")
+
+
+def uad_process(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "uad_plugins.cli.main", *argv], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def exiter(tmp_path) -> str:
+    file = tmp_path / "exiter.py"
+    file.write_text(EXIT_IN_HOOK, encoding="utf-8")
+    return str(file)
+
+
+def test_hook_calling_sys_exit_does_not_end_plugins_list(exiter: str) -> None:
+    result = uad_process("--plugin-file", exiter, "plugins", "list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("perlin") and " ok " in line for line in lines)  # the others are listed
+    row = next(line for line in lines if line.startswith("exiter"))
+    assert " error " in row and "called sys.exit(0)" in row
+
+
+def test_hook_calling_sys_exit_is_shown_as_error(exiter: str) -> None:
+    result = uad_process("--plugin-file", exiter, "plugins", "show", "exiter")
+    assert result.returncode == 0, result.stderr
+    assert "status:      error" in result.stdout
+    assert "uad_register_models failed: SystemExit: the plugin called sys.exit(0)" in result.stdout
+
+
+def test_hook_calling_sys_exit_does_not_end_fit_with_status_0(exiter: str) -> None:
+    result = uad_process("--plugin-file", exiter, "fit", "--model", "plugin:exiter_model")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "unknown model 'exiter_model'" in result.stderr and "called sys.exit(0)" in result.stderr
+
+
+def test_plugin_file_calling_sys_exit_at_import_is_a_load_error(tmp_path) -> None:
+    file = tmp_path / "exit_on_import.py"
+    file.write_text("import sys\nsys.exit(0)\n", encoding="utf-8")
+    result = uad_process("--plugin-file", str(file), "plugins", "list")
+    assert result.returncode == 2
+    assert "exit_on_import.py failed to load" in result.stderr and "called sys.exit(0)" in result.stderr
+
+
+def test_list_components_survives_a_hook_calling_sys_exit(exiter: str) -> None:
+    code = ("import uad_plugins; specs = uad_plugins.list_components(); "
+            "print('ALIVE', len(specs), 'perlin' in {s.name for s in specs})")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "UAD_PLUGIN_FILES": exiter})
+    assert result.returncode == 0 and "ALIVE" in result.stdout and "True" in result.stdout, result.stderr
+
+
+def test_component_name_clash_is_named_everywhere(tmp_path) -> None:
+    file = tmp_path / "rival.py"
+    file.write_text(RIVAL_PBAS, encoding="utf-8")
+    both = ("pbas (builtin, uad_plugins", f"rival (local, {file.resolve()} -)")
+
+    listed = uad_process("--plugin-file", str(file), "plugins", "list")
+    assert listed.returncode == 0
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert "model:pbas (conflict)" in rows["pbas"] and "model:pbas (conflict)" in rows["rival"]
+    assert "warning: model name 'pbas'" in listed.stderr and all(p in listed.stderr for p in both)
+
+    by_kind = uad_process("--plugin-file", str(file), "plugins", "list", "--kind", "model", "pbas")
+    assert [line.split()[2] for line in by_kind.stdout.splitlines()[1:]] == ["pbas", "rival"]  # built-in first
+
+    shown = uad_process("--plugin-file", str(file), "plugins", "show", "pbas")
+    assert shown.returncode == 0 and "status:      ok" in shown.stdout
+    assert "conflict:" in shown.stdout and all(p in shown.stdout for p in both)
+
+    used = uad_process("--plugin-file", str(file), "fit", "--model", "plugin:pbas")
+    assert used.returncode == 2 and "is provided by 2 plugins" in used.stderr
+    assert all(p in used.stderr for p in both) and "Traceback" not in used.stderr
+
+
+def test_plugin_file_named_like_a_builtin_is_refused_with_exit_2(tmp_path) -> None:
+    file = tmp_path / "pbas.py"
+    file.write_text(RIVAL_PBAS, encoding="utf-8")
+    result = uad_process("--plugin-file", str(file), "plugins", "list")
+    assert result.returncode == 2
+    assert "already taken by the builtin plugin 'pbas'" in result.stderr and "Traceback" not in result.stderr
