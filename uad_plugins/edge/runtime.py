@@ -7,8 +7,6 @@ This module must never import torch, lightning, anomalib or any other part of ua
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +15,20 @@ from typing import Any
 import numpy as np
 
 from uad_plugins.edge.errors import EdgeError
+from uad_plugins.edge.manifest import (
+    MODALITIES,
+    SUPPORTED_FORMAT_VERSIONS,
+    bundle_input,
+    read_bundle,
+    read_manifest,
+)
 from uad_plugins.edge.signals import check_signals, read_signal_file
 
-__all__ = ["MODALITIES", "SUPPORTED_FORMAT_VERSIONS", "EdgeError", "EdgeModel", "EdgePrediction", "load_bundle"]
+__all__ = ["MODALITIES", "SUPPORTED_FORMAT_VERSIONS", "EdgeError", "EdgeModel", "EdgePrediction", "load_bundle",
+           "read_manifest"]
 
-SUPPORTED_FORMAT_VERSIONS = (1,)
-REQUIRED_FILES = ("manifest.json", "model.xml", "model.bin")
-#: bundle modalities this runtime reads
-MODALITIES = ("image", "signal")
+#: graph outputs the runtime reads
+REQUIRED_OUTPUTS = ("pred_score", "pred_label", "anomaly_map", "pred_mask")
 
 
 @dataclass
@@ -59,67 +63,20 @@ class EdgePrediction:
         return rows
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_manifest(bundle: str | Path, *, verify: bool = True) -> dict[str, Any]:
-    """Read and check a bundle's manifest: format version, files present and intact."""
-    root = Path(bundle)
-    if not root.is_dir():
-        raise EdgeError(f"bundle not found: {root}", hint="Pass the folder written by 'uad export'.")
-    missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
-    if missing:
-        raise EdgeError(f"bundle {root} is incomplete: missing {', '.join(missing)}.",
-                        hint="Copy the whole bundle folder, or export it again with 'uad export'.")
-    try:
-        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgeError(f"bundle {root}: manifest.json is not valid JSON ({exc}).",
-                        hint="The file is corrupt; export the bundle again.") from exc
-    if manifest.get("format") != "uad-bundle":
-        raise EdgeError(f"{root} is not a uad bundle (manifest format {manifest.get('format')!r}).")
-    version = manifest.get("format_version")
-    if version not in SUPPORTED_FORMAT_VERSIONS:
-        raise EdgeError(f"bundle {root} has format version {version}; this runtime reads "
-                        f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}.", hint="Upgrade uad_plugins.")
-    if verify:
-        for name, expected in (manifest.get("files") or {}).items():
-            file = root / name
-            if not file.is_file():
-                raise EdgeError(f"bundle {root} is incomplete: missing {name}.",
-                                hint="Copy the whole bundle folder, or export it again.")
-            if _sha256(file) != expected:
-                raise EdgeError(f"bundle {root}: {name} is corrupt (its sha256 does not match the manifest).",
-                                hint="The file was truncated or changed after export; copy or export it again.")
-    return manifest
-
-
 class EdgeModel:
     """A compiled bundle. ``predict`` takes, for an image bundle, image files, HxWx3 uint8 arrays, or float
     ``[N, 3, H, W]`` in [0, 1]; for a signal bundle, float windows ``[K, Q]`` / ``[B, K, Q]`` or ``.npy``/``.csv``
     files. ``input_size`` is ``(H, W)`` for images and ``(K, Q)`` (leads, samples) for signals."""
 
     def __init__(self, bundle: str | Path, *, device: str = "CPU", num_threads: int | None = None,
-                 verify: bool = True) -> None:
+                 verify: bool = True, expected_manifest_sha256: str | None = None) -> None:
         import openvino as ov
 
         self.root = Path(bundle)
-        self.manifest = read_manifest(self.root, verify=verify)
-        self.modality = str(self.manifest.get("modality") or "image")
-        if self.modality not in MODALITIES:
-            raise EdgeError(f"bundle {self.root} holds a {self.modality} model; this runtime reads "
-                            f"{' and '.join(MODALITIES)} bundles.", hint="Upgrade uad_plugins.")
-        spec = self.manifest["input"]
-        if self.modality == "signal":
-            self.input_size: tuple[int, int] = (int(spec["leads"]), int(spec["length"]))
-        else:
-            self.input_size = (int(spec["height"]), int(spec["width"]))
-        self.dynamic_batch = bool(spec.get("dynamic_batch", True))
+        # every check on the manifest (checksums, file paths, input bounds) comes before the model is read
+        self.manifest, blobs = read_bundle(self.root, verify=verify, keep=("model.xml", "model.bin"),
+                                           expected_manifest_sha256=expected_manifest_sha256)
+        self.modality, self.input_size, self.dynamic_batch = bundle_input(self.manifest, self.root)
         config: dict[str, Any] = {}
         hint = self.manifest.get("inference_precision_hint")
         if hint and device.upper().startswith("CPU"):
@@ -128,12 +85,52 @@ class EdgeModel:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         try:
             core = ov.Core()
-            self.compiled = core.compile_model(core.read_model(self.root / "model.xml"), device, config)
+            if blobs:  # compile exactly the bytes that were verified, not whatever the files hold by now
+                graph = core.read_model(blobs.pop("model.xml"), blobs.pop("model.bin"))
+            else:
+                graph = core.read_model(self.root / "model.xml")
+        except Exception as exc:
+            raise EdgeError(f"bundle {self.root}: model.xml cannot be read: {str(exc).strip()[:400]}",
+                            hint="Export the bundle again with a compatible uad_plugins/OpenVINO.") from exc
+        self._check_graph(graph)
+        try:
+            self.compiled = core.compile_model(graph, device, config)
         except Exception as exc:
             raise EdgeError(f"bundle {self.root} cannot be loaded on {device}: {str(exc).strip()[:400]}",
                             hint="Check the device name and that the bundle was exported by a compatible "
                             "uad_plugins/OpenVINO.") from exc
         self.output_names = [port.get_any_name() for port in self.compiled.outputs]
+
+    def _check_graph(self, graph: Any) -> None:
+        """The graph must take the manifest's input (``[N, 3, H, W]`` or ``[N, K, Q]``, N dynamic or 1 as the
+        manifest says) and give the outputs the runtime reads."""
+        want = [3, *self.input_size] if self.modality == "image" else list(self.input_size)
+        batch = "N" if self.dynamic_batch else "1"
+        said = f"[{', '.join([batch, *map(str, want)])}]"
+        fix = "The manifest does not belong to this model; export the bundle again."
+        if len(graph.inputs) != 1:
+            raise EdgeError(f"bundle {self.root}: model.xml has {len(graph.inputs)} inputs; a bundle model has one "
+                            f"({said}).", hint=fix)
+        shape = graph.inputs[0].get_partial_shape()
+        dims = list(shape) if shape.rank.is_static else []
+        agree = len(dims) == len(want) + 1 and all(d.is_static and d.get_length() == w for d, w in zip(dims[1:], want))
+        if agree:
+            agree = dims[0].is_dynamic if self.dynamic_batch else (dims[0].is_static and dims[0].get_length() == 1)
+        if not agree:
+            raise EdgeError(f"bundle {self.root}: manifest.json says the input is {said} but model.xml takes {shape}.",
+                            hint=fix)
+        names = {name for port in graph.outputs for name in port.get_names()}
+        missing = [name for name in REQUIRED_OUTPUTS if name not in names]
+        if missing:
+            raise EdgeError(f"bundle {self.root}: model.xml has no output {', '.join(missing)}.", hint=fix)
+        points = int(np.prod(self.input_size))
+        for port in graph.outputs:
+            if port.get_names() & {"anomaly_map", "pred_mask"} and port.get_partial_shape().is_static:
+                size = int(np.prod(list(port.get_partial_shape().to_shape())[1:]))
+                if size != points:
+                    raise EdgeError(f"bundle {self.root}: model.xml's {port.get_any_name()} has "
+                                    f"{port.get_partial_shape()} values per input, not the manifest's {said}.",
+                                    hint=fix)
 
     @property
     def signal_shape(self) -> tuple[int, int]:
@@ -275,9 +272,11 @@ class EdgeModel:
                               modality=self.modality)
 
 
-def load_bundle(bundle: str | Path, *, device: str = "CPU", num_threads: int | None = None) -> EdgeModel:
-    """Load and compile a bundle written by ``uad export``."""
-    return EdgeModel(bundle, device=device, num_threads=num_threads)
+def load_bundle(bundle: str | Path, *, device: str = "CPU", num_threads: int | None = None,
+                expected_manifest_sha256: str | None = None) -> EdgeModel:
+    """Load and compile a bundle written by ``uad export``, verified (see :func:`read_manifest`);
+    ``expected_manifest_sha256`` pins it to the manifest checksum recorded at export."""
+    return EdgeModel(bundle, device=device, num_threads=num_threads, expected_manifest_sha256=expected_manifest_sha256)
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import hashlib
 import importlib.metadata as md
 import json
+import os
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from uad_plugins.edge.manifest import FORMAT, FORMAT_VERSION, LISTED_FILES, seal_manifest, sha256_file
 from uad_plugins.export.graph import (
     ExportError,
     PostStats,
@@ -30,20 +34,87 @@ from uad_plugins.export.graph import (
 from uad_plugins.export.parity import BUDGET_METRICS, ParityReport, auroc, compare_outputs, run_compiled, run_eager
 from uad_plugins.export.samples import Samples
 
-__all__ = ["BUNDLE_FORMAT_VERSION", "PRECISIONS", "export_bundle"]
+__all__ = ["BUNDLE_FORMAT_VERSION", "OWNER_MARKER", "PRECISIONS", "export_bundle", "make_owned_tempdir",
+           "owned_tempdir", "remove_stale_tempdirs"]
 
-BUNDLE_FORMAT_VERSION = 1
+#: the edge runtime's current format (2: the manifest carries manifest_sha256; see uad_plugins.edge.manifest)
+BUNDLE_FORMAT_VERSION = FORMAT_VERSION
 PRECISIONS = ("fp32", "fp16", "int8")
 #: OpenVINO CPU runs FP32 IR in bf16 on CPUs that have it unless told otherwise: pin f32 for fp32/fp16 bundles
 INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "int8": "f32"}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+#: a file in each temporary folder we create: {"pid", "host"} of the process that owns it. Only folders with this
+#: marker, created by our user on this host, whose process is gone, are removed by a later export (a SIGKILLed export
+#: cannot clean up after itself); anything else with a similar name is left alone.
+OWNER_MARKER = ".uad_tmp_owner"
+_MARKER_MAX_BYTES = 4096
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: never guess, keep the folder
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def make_owned_tempdir(prefix: str, dir: str | Path | None = None) -> Path:
+    """``tempfile.mkdtemp`` plus the :data:`OWNER_MARKER` of this process, after removing stale folders of the
+    same ``prefix`` in the same place (see :func:`remove_stale_tempdirs`)."""
+    parent = Path(dir) if dir is not None else Path(tempfile.gettempdir())
+    remove_stale_tempdirs(parent, prefix)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    (tmp / OWNER_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
+    return tmp
+
+
+@contextlib.contextmanager
+def owned_tempdir(prefix: str, dir: str | Path | None = None) -> Iterator[Path]:
+    """A :func:`make_owned_tempdir` folder, removed on exit (like ``tempfile.TemporaryDirectory``)."""
+    tmp = make_owned_tempdir(prefix, dir)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stale_owner(folder: Path) -> bool:
+    """True when ``folder`` is a real folder of ours whose marker names a dead process on this host."""
+    try:
+        info = os.lstat(folder)
+        marker = os.lstat(folder / OWNER_MARKER)
+        if not stat.S_ISDIR(info.st_mode) or not stat.S_ISREG(marker.st_mode) or marker.st_size > _MARKER_MAX_BYTES:
+            return False
+        if hasattr(os, "getuid") and (info.st_uid != os.getuid() or marker.st_uid != os.getuid()):
+            return False
+        owner = json.loads((folder / OWNER_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
+        return False
+    return not _pid_alive(pid)
+
+
+def remove_stale_tempdirs(parent: str | Path, prefix: str) -> list[Path]:
+    """Remove the folders ``parent/prefix*`` left by killed processes (see :data:`OWNER_MARKER`); returns them."""
+    removed: list[Path] = []
+    try:
+        entries = [entry for entry in Path(parent).iterdir() if entry.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for entry in entries:
+        if _stale_owner(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def _versions() -> dict[str, str]:
@@ -111,8 +182,8 @@ def _check_compiles_in_a_child(ov_model: Any, precision: str) -> None:
     quantized graphs, and a crash must become an error, not the end of the export process."""
     import openvino as ov
 
-    with tempfile.TemporaryDirectory(prefix="uad_int8_check_") as work:
-        path = Path(work) / "model.xml"
+    with owned_tempdir("uad_int8_check_") as work:
+        path = work / "model.xml"
         ov.save_model(ov_model, path, compress_to_fp16=False)
         code = ("import sys, openvino as ov; ov.Core().compile_model(sys.argv[1], 'CPU', "
                 f"{{'INFERENCE_PRECISION_HINT': '{INFERENCE_PRECISION[precision]}'}})")
@@ -196,7 +267,7 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
     full = append_postprocessing(raw, stats, keep_raw=modality == "signal")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = make_owned_tempdir(f".{out.name}.", out.parent)  # and removes those of killed exports
     try:
         ov.save_model(full, tmp / "model.xml", compress_to_fp16=(precision == "fp16"))
         compiled = _compile(tmp / "model.xml", precision)
@@ -215,7 +286,7 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
                               "for INT8, --max_metric_drop sets the allowed quality loss.")
         (tmp / "parity.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         manifest = {
-            "format": "uad-bundle", "format_version": BUNDLE_FORMAT_VERSION,
+            "format": FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "modality": modality, "precision": precision,
             "inference_precision_hint": INFERENCE_PRECISION[precision],
@@ -229,8 +300,10 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
             "parity": report.summary(),
             "export_seconds": round(time.perf_counter() - started, 2),
         }
-        manifest["files"] = {name: _sha256(tmp / name) for name in ("model.xml", "model.bin", "parity.json")}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+        manifest["files"] = {name: sha256_file(tmp / name) for name in LISTED_FILES}
+        manifest = seal_manifest(manifest)  # adds manifest_sha256 (the edge runtime refuses an edited manifest)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (tmp / OWNER_MARKER).unlink()
         tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
         if out.exists():
             shutil.rmtree(out)
