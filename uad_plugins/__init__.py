@@ -2,7 +2,7 @@
 
 Importing this package is cheap (no torch). The public API:
 
-    create_model, create_synthesizer, create_metric, list_components   one door for construction
+    create_model, create_synthesizer, create_metric, create_datamodule, list_components   one door each
     hookimpl, ModelSpec, SynthesizerSpec, MetricSpec                    what plugin authors use
     UadError                                                            base of every user-facing error
 """
@@ -10,7 +10,14 @@ Importing this package is cheap (no torch). The public API:
 from __future__ import annotations
 
 from uad_plugins.errors import UadError
-from uad_plugins.factory import create_metric, create_model, create_synthesizer, get_spec, list_components
+from uad_plugins.factory import (
+    create_datamodule,
+    create_metric,
+    create_model,
+    create_synthesizer,
+    get_spec,
+    list_components,
+)
 from uad_plugins.hookspecs import hookimpl
 from uad_plugins.specs import MetricSpec, ModelSpec, SynthesizerSpec
 
@@ -22,6 +29,7 @@ __all__ = [
     "SynthesizerSpec",
     "UadError",
     "__version__",
+    "create_datamodule",
     "create_metric",
     "create_model",
     "create_synthesizer",

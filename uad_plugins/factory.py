@@ -1,8 +1,10 @@
-"""One door for construction: ``create_model``, ``create_synthesizer``, ``create_metric``, ``list_components``.
+"""One door for construction: ``create_model``, ``create_synthesizer``, ``create_metric``, ``create_datamodule``,
+``list_components``.
 
 The CLI and the Python API both come through here. A reference is ``plugin:<name>`` (resolved in the registry,
 its packaged defaults layered under the caller's arguments), a dotted class path, or a mapping
-``{"class_path": ..., "init_args": {...}}``.
+``{"class_path": ..., "init_args": {...}}``. Inside :func:`uad_plugins.trust.untrusted` (settings read from a
+checkpoint) a dotted class path is checked before it is imported and init args must be plain data the class takes.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 from uad_plugins.errors import ComponentLoadError, ConfigError
 from uad_plugins.registry import get_registry
 from uad_plugins.specs import SPEC_TYPES, ComponentSpec
+from uad_plugins.trust import check_init_args, checked_class, is_untrusted
 
 __all__ = [
+    "create_datamodule",
     "create_metric",
     "create_model",
     "create_synthesizer",
@@ -49,15 +53,17 @@ def resolve_component(kind: str, reference: str | Mapping[str, Any], init_args: 
         cls = spec.load()
         defaults = spec.default_init_args()
     else:
-        cls = _import_class(kind, reference)
+        cls = _import_class(kind, reference, field=flag or kind)
         defaults = {}
-    merged = {**defaults, **extra, **dict(init_args or {})}
-    return cls, merged, spec
+    given = {**extra, **dict(init_args or {})}
+    if is_untrusted():
+        check_init_args(cls, given, field=f"{flag or kind} init_args")
+    return cls, {**defaults, **given}, spec
 
 
 def _create(kind: str, reference: str | Mapping[str, Any], init_args: dict[str, Any], flag: str) -> Any:
     cls, merged, spec = resolve_component(kind, reference, init_args, flag=flag)
-    merged = {k: _instantiate_nested(v) for k, v in merged.items()}
+    merged = {k: _instantiate_nested(v, field=f"{flag}.{k}") for k, v in merged.items()}
     try:
         obj = cls(**merged)
     except TypeError as exc:
@@ -84,14 +90,82 @@ def create_metric(reference: str | Mapping[str, Any], **init_args: Any) -> Any:
     return _create("metric", reference, init_args, "--metrics")
 
 
-def _import_class(kind: str, dotted: str) -> type:
+def create_datamodule(reference: str | Mapping[str, Any], **init_args: Any) -> Any:
+    """Build a datamodule: a short name (``"MVTecAD"``, ``"Folder"``, ``"UadDemo"``, ``"MitBihBeats"``), a dotted
+    class path, or ``{"class_path": ..., "init_args": {...}}`` (the form a checkpoint records)."""
+    extra: dict[str, Any] = {}
+    if isinstance(reference, Mapping):
+        if "class_path" not in reference:
+            raise ConfigError(f"data given as a mapping needs a 'class_path' key, got {sorted(reference)}.")
+        extra = reference.get("init_args") or {}
+        if not isinstance(extra, Mapping):
+            raise ConfigError(f"data init_args must be a mapping, got {type(extra).__name__}.")
+        reference = reference["class_path"]
+    cls = _datamodule_class(reference)
+    given = {**extra, **init_args}
+    if is_untrusted():
+        check_init_args(cls, given, field="data.init_args")
+    built = {k: _instantiate_nested(v, field=f"data.init_args.{k}") for k, v in given.items()}
+    try:
+        return cls(**built)
+    except TypeError as exc:
+        raise ConfigError(f"cannot build data {cls.__module__}.{cls.__qualname__}: {exc}",
+                          hint=_options_hint(cls)) from exc
+
+
+#: where short datamodule names (``MVTecAD``, ``UadDemo``, ``MitBihBeats``) are looked up, in this order
+DATAMODULE_NAMESPACES = ("anomalib.data", "uad_plugins.data", "uad_plugins.data.signals")
+
+
+def _datamodule_class(reference: Any) -> type:
+    if not isinstance(reference, str) or not reference.strip():
+        raise ConfigError(f"data class_path must be a name or a dotted class path, got {reference!r:.80}.")
+    name = reference.strip()
+    if "." in name:
+        if is_untrusted():
+            return checked_class("data", name, field="data.class_path")
+        return _import_class("data", name, field="--data")
+    for namespace in DATAMODULE_NAMESPACES:
+        cls = getattr(importlib.import_module(namespace), name, None)
+        if isinstance(cls, type):
+            return _check_base("data", name, cls)
+    raise ConfigError(f"unknown datamodule '{name}'.",
+                      hint="Give a datamodule name such as MVTecAD, Folder, UadDemo, MitBihBeats, PtbXl, "
+                           "SignalFolder, or a dotted class path.")
+
+
+def _options_hint(cls: type) -> str:
+    """"Its options: a, b, c." for a class ('' when its signature cannot be read)."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return ""
+    names = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return f"Its options: {', '.join(names)}." if names else ""
+
+
+#: base class of each kind built here (the registered kinds: their spec's base class)
+_BASES = {**{kind: spec_type.base_class for kind, spec_type in SPEC_TYPES.items()},
+          "data": "anomalib.data:AnomalibDataModule"}
+
+
+def _import_class(kind: str, dotted: str, *, field: str | None = None) -> type:
+    """The class a dotted path names, with its base class checked (checked before import when untrusted)."""
+    if is_untrusted():
+        return checked_class(kind, dotted, field=field or kind)
     module_name, _, attr = dotted.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), attr)
     except Exception as exc:
         raise ComponentLoadError(f"{kind} class '{dotted}' cannot be imported: {type(exc).__name__}: {exc}",
                                  hint="Give 'plugin:<name>' or an importable 'package.module.Class'.") from exc
-    base = SPEC_TYPES[kind].base_class
+    return _check_base(kind, dotted, cls)
+
+
+def _check_base(kind: str, dotted: str, cls: Any) -> type:
+    base = _BASES.get(kind)
     if base:
         mod, _, name = base.partition(":")
         base_cls = getattr(importlib.import_module(mod), name)
@@ -100,13 +174,20 @@ def _import_class(kind: str, dotted: str) -> type:
     return cls
 
 
-def _instantiate_nested(value: Any) -> Any:
-    """Build ``{"class_path": ..., "init_args": ...}`` values (as jsonargparse would) for nested components."""
+def _instantiate_nested(value: Any, *, field: str = "init_args") -> Any:
+    """Build ``{"class_path": ..., "init_args": ...}`` values (as jsonargparse would) for nested components.
+
+    Untrusted settings may only nest torchvision transforms (checked before import, see ``uad_plugins.trust``).
+    """
     if isinstance(value, Mapping) and "class_path" in value and set(value) <= {"class_path", "init_args"}:
-        module_name, _, attr = str(value["class_path"]).rpartition(".")
-        cls = getattr(importlib.import_module(module_name), attr)
-        args = {k: _instantiate_nested(v) for k, v in dict(value.get("init_args") or {}).items()}
+        dotted = str(value["class_path"])
+        if is_untrusted():
+            cls = checked_class("transform", dotted, field=f"{field}.class_path")
+        else:
+            module_name, _, attr = dotted.rpartition(".")
+            cls = getattr(importlib.import_module(module_name), attr)
+        args = {k: _instantiate_nested(v, field=f"{field}.{k}") for k, v in dict(value.get("init_args") or {}).items()}
         return cls(**args)
     if isinstance(value, list):
-        return [_instantiate_nested(v) for v in value]
+        return [_instantiate_nested(v, field=f"{field}[{i}]") for i, v in enumerate(value)]
     return value

@@ -112,3 +112,50 @@ def test_metrics_selection(uad, tiny_pbas, quiet, tmp_path: Path) -> None:
     assert code == 0, err
     metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
     assert set(metrics["test"]) == {"image_AUROC", "image_AUPR"}
+
+
+def test_predict_output_lands_whole_and_never_costs_user_files(fitted, uad, quiet, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11, item 7: no heatmaps without predictions.json, no mixing of two runs, no user file touched."""
+    from uad_plugins.data import default_demo_root
+    from uad_plugins.edge.output import OutputFolder
+
+    _, ckpt = fitted
+    images = default_demo_root() / "washer" / "test" / "crack"
+    out = tmp_path / "pred"
+    code, _, err = uad("predict", "--ckpt_path", ckpt, "--data_path", images, "--output", out, *quiet)
+    assert code == 0, err
+    first = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert json.loads((out / "predictions.json").read_text())["files"] == [f for f in first
+                                                                          if f != "predictions.json"]
+    (out / "my_notes.txt").write_text("mine")
+    code, _, err = uad("predict", "--ckpt_path", ckpt, "--data_path", images, "--output", out, *quiet)
+    assert code == 2 and "--overwrite" in err and "Traceback" not in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
+        sorted([*first, "my_notes.txt"])
+    one = sorted(images.glob("*.png"))[0]
+    code, _, err = uad("predict", "--ckpt_path", ckpt, "--data_path", one, "--output", out, "--overwrite", "true",
+                       *quiet)
+    assert code == 0, err
+    assert (out / "my_notes.txt").read_text() == "mine"
+    heatmaps = list((out / "images").rglob("*.png"))
+    assert len(heatmaps) == 1 and len(json.loads((out / "predictions.json").read_text())["predictions"]) == 1
+    # killed midway (here: a failure just before the document): the previous results stay as they were
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def boom(self, tmp, document):
+        raise RuntimeError("killed midway")
+
+    monkeypatch.setattr(OutputFolder, "write_document", boom)
+    code, _, _ = uad("predict", "--ckpt_path", ckpt, "--data_path", images, "--output", out, "--overwrite", "true",
+                     *quiet)
+    assert code == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pred")]
+    code, _, err = uad("predict", "--ckpt_path", ckpt, "--data_path", images, "--output", tmp_path / "fresh", *quiet)
+    assert code == 1 and not (tmp_path / "fresh").exists()
+    monkeypatch.undo()
+    # the output may not be the input folder, even with --overwrite
+    code, _, err = uad("predict", "--ckpt_path", ckpt, "--data_path", images, "--output", images / "scored",
+                       "--overwrite", "true", *quiet)
+    assert code == 2 and "inputs" in err and not (images / "scored").exists()

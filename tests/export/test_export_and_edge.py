@@ -184,3 +184,48 @@ def test_bad_bundles_and_inputs(bundle: Path, tmp_path: Path, uad) -> None:
     bad_image.write_bytes(b"not an image")
     code, _, err = uad("infer", bundle, bad_image, "--output", tmp_path / "o3")
     assert code == 2 and "cannot be read as an image" in err
+
+
+def test_infer_never_deletes_what_it_did_not_write(bundle: Path, tmp_path: Path) -> None:
+    """Issue 11, item 3: `uad infer --output DIR` once wiped the inputs, an unrelated folder and the bundle."""
+    import shutil
+
+    def infer(*argv) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "uad_plugins.cli.main", "infer", *map(str, argv)],
+                              capture_output=True, text=True, timeout=300)
+
+    def snapshot(folder: Path) -> dict[str, bytes]:
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for file in _demo_images(3):
+        shutil.copy(file, images / f"{file.parent.name}_{file.name}")
+    local_bundle = tmp_path / "bundle"
+    shutil.copytree(bundle, local_bundle)
+    unrelated = tmp_path / "unrelated"
+    unrelated.mkdir()
+    (unrelated / "thesis.txt").write_text("years of work")
+    kept = {folder: snapshot(folder) for folder in (images, local_bundle, unrelated)}
+    for output, extra in ((images, ["--overwrite"]), (images / "scored", ["--overwrite"]), (local_bundle, []),
+                          (local_bundle, ["--overwrite"]), (unrelated, [])):
+        result = infer(local_bundle, images, "--output", output, "--resize", *extra)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert {folder: snapshot(folder) for folder in kept} == kept
+    # --overwrite into a folder with other files: only our files change, the user's stay
+    result = infer(local_bundle, images, "--output", unrelated, "--resize", "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert (unrelated / "thesis.txt").read_text() == "years of work"
+    scores = json.loads((unrelated / "scores.json").read_text())
+    assert len(scores["predictions"]) == 3 and len(scores["files"]) == 3
+    # a rerun on fewer inputs leaves no overlay of the first run behind
+    result = infer(local_bundle, sorted(images.iterdir())[0], "--output", unrelated, "--resize", "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert len(list((unrelated / "overlays").iterdir())) == 1
+    assert sorted(p.name for p in unrelated.iterdir()) == ["overlays", "scores.json", "thesis.txt"]
+    assert {folder: snapshot(folder) for folder in (images, local_bundle)} == \
+        {folder: kept[folder] for folder in (images, local_bundle)}
+    # the output is a file: refused
+    result = infer(local_bundle, images, "--output", unrelated / "thesis.txt", "--resize", "--overwrite")
+    assert result.returncode == 2 and (unrelated / "thesis.txt").read_text() == "years of work"

@@ -391,16 +391,16 @@ class _Bench:
         slug = _slug(model_entry.name, data_entry.name, data_entry.category)
         if recipe.seed is not None:
             seed_everything(recipe.seed, workers=True, verbose=False)
-        validation_cfg: dict[str, Any] = {}
+        synthesizer, validation_ratio = None, 0.2
         seed = recipe.seed
         if model_entry.ckpt_path:
-            from uad_plugins.engine import load_model_from_checkpoint
-            from uad_plugins.engine.checkpoint import read_checkpoint_metadata
+            from uad_plugins.engine.checkpoint import load_checkpoint
 
-            model, weights = load_model_from_checkpoint(model_entry.ckpt_path), {"source": "checkpoint"}
-            meta = read_checkpoint_metadata(model_entry.ckpt_path)[0]
-            validation_cfg = meta.get("validation") or {}
-            seed = meta["seed"] if meta.get("seed") is not None else recipe.seed
+            # what the checkpoint names (model class, validation synthesizer) is checked before it is built
+            model, record = load_checkpoint(model_entry.ckpt_path)
+            weights = {"source": "checkpoint"}
+            synthesizer, validation_ratio = record.validation_synthesizer, record.validation_ratio
+            seed = record.seed if record.seed is not None else recipe.seed
         else:
             model, weights = _build_model(model_entry)
         modality = modality_of(model)
@@ -414,17 +414,16 @@ class _Bench:
             shutil.rmtree(run_dir)
         # a checkpoint's validation set is rebuilt as its fit built it (same synthesizer, ratio and seed): INT8
         # thresholds and the parity gate never see the test split
-        validation_ratio = float(validation_cfg.get("ratio") or 0.2)
         engine = UadEngine(default_root_dir=self.output / "runs", seed=seed, heatmaps=False,
                            metrics=list(quality_fields.values()),
-                           validation_synthesizer=validation_cfg.get("synthesizer"),
+                           validation_synthesizer=synthesizer,
                            validation_ratio=validation_ratio,
                            # the checkpoint records its data and validation, so `uad export/test` and later bench
                            # runs can rebuild them
                            checkpoint_extra={"data": {"class_path": data_entry.class_path,
                                                       "init_args": dict(data_entry.init_args)},
                                              "seed": seed,
-                                             "validation": {"synthesizer": validation_cfg.get("synthesizer"),
+                                             "validation": {"synthesizer": synthesizer,
                                                             "ratio": validation_ratio, "honest": True}},
                            **{**_DEFAULT_TRAINER, **recipe.trainer_for(model_entry)})
         engine.open_run(model, datamodule, run_dir=run_dir)

@@ -8,7 +8,6 @@ parity gate and the INT8 re-fit use; INT8 calibrates on normal training inputs.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from uad_plugins.errors import ConfigError
@@ -47,13 +46,14 @@ def export(argv: list[str]) -> int:
     if not 0 <= args.max_metric_drop <= 1:
         raise ConfigError(f"--max_metric_drop must be in [0, 1] (a fraction: 0.01 = 1 point), got "
                           f"{args.max_metric_drop}.")
-    from uad_plugins.cli.train import _make_data, _quiet_imports
+    from uad_plugins.cli.train import _quiet_imports
 
     _quiet_imports()
-    from uad_plugins.engine import UadEngine, load_model_from_checkpoint
-    from uad_plugins.engine.checkpoint import read_checkpoint_metadata
+    from uad_plugins.engine import UadEngine
+    from uad_plugins.engine.checkpoint import load_checkpoint
     from uad_plugins.engine.run import component_record, find_run_dir
     from uad_plugins.export import export_bundle, take_samples
+    from uad_plugins.export.bundle import owned_tempdir
     from uad_plugins.export.graph import input_size_of, modality_of
     from uad_plugins.export.samples import describe_signal_preparation
 
@@ -63,34 +63,34 @@ def export(argv: list[str]) -> int:
 
         spec = get_spec("model", args.model, flag="--model")
         expected = spec.class_path if spec is not None else args.model
-    model = load_model_from_checkpoint(args.ckpt_path, expected_class_path=expected)
-    meta, _ = read_checkpoint_metadata(args.ckpt_path)
-    if not meta.get("data"):
+    # the model class, data and validation synthesizer the checkpoint names are checked before anything is built
+    model, record = load_checkpoint(args.ckpt_path, expected_class_path=expected)
+    if not record.data:
         raise ConfigError(f"checkpoint {args.ckpt_path} does not record its data, which export needs for the "
                           "parity gate and calibration.", hint="Export a checkpoint written by 'uad fit'.")
     run_dir = find_run_dir(args.ckpt_path)
     output = Path(args.output) if args.output else (run_dir or Path(args.ckpt_path).parent) / \
         f"bundle_{args.precision}"
-    validation_cfg = meta.get("validation") or {}
-    seed = args.seed if args.seed is not None else int(meta.get("seed") or 0)
-    datamodule = _make_data(meta["data"])
+    seed = args.seed if args.seed is not None else int(record.seed or 0)
+    datamodule = record.build_datamodule()
     size = input_size_of(model)
     signal = modality_of(model) == "signal"
-    with tempfile.TemporaryDirectory(prefix="uad_export_") as work:
+    # $TMPDIR/uad_export_*, marked with our PID; the stale ones of killed exports are removed first
+    with owned_tempdir("uad_export_") as work:
         # no recorded synthesizer: the engine takes the datamodule's default (perlin for images, ecg_anomaly for
         # signals), as 'uad fit' did
         engine = UadEngine(default_root_dir=work, seed=seed, heatmaps=False,
-                           validation_synthesizer=validation_cfg.get("synthesizer"),
-                           validation_ratio=float(validation_cfg.get("ratio") or 0.2))
+                           validation_synthesizer=record.validation_synthesizer,
+                           validation_ratio=record.validation_ratio)
         engine.open_run(model, datamodule, run_dir=work)
         engine.prepare_data(datamodule, "fit")
         validation = take_samples(datamodule.val_data, size, None, source="validation")
         calibration = take_samples(datamodule.train_data, size, args.calibration_samples, source="train",
                                    normal_only=True) if args.precision == "int8" else None
-        provenance = {"component": component_record(model, "model"), "plugins": meta.get("plugins", []),
+        provenance = {"component": component_record(model, "model"), "plugins": list(record.plugins),
                       "checkpoint": str(Path(args.ckpt_path).resolve())}
         if signal:
-            provenance["data"] = meta["data"]
+            provenance["data"] = record.data
         manifest = export_bundle(model, output, precision=args.precision, validation=validation,
                                  calibration=calibration, parity_samples=args.parity_samples,
                                  max_metric_drop=args.max_metric_drop, overwrite=args.overwrite,

@@ -4,10 +4,6 @@ only). An image bundle reads image files; a signal bundle reads ``.npy``/``.csv`
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +17,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("bundle", help="bundle folder written by 'uad export'")
     parser.add_argument("inputs", nargs="+", help="image files or folders (image bundle); .npy/.csv signal files or "
                         "folders (signal bundle: windows [K, Q], [N, Q] one lead, [N, K, Q]; CSV: one window per row)")
-    parser.add_argument("--output", required=True, help="output folder (scores.json, overlays/ or plots/)")
+    parser.add_argument("--output", required=True, help="output folder (scores.json, overlays/ or plots/); must be new "
+                        "or empty unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output, replacing only the "
+                        "files uad infer writes (and those its previous run listed in scores.json)")
     parser.add_argument("--resize", action="store_true", help="resize images to the bundle's input size (images only)")
     parser.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, AUTO, ...)")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--no_overlays", action="store_true", help="write scores only (no overlays or plots)")
     return parser
-
-
-def _write_atomic(out: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a temporary sibling folder, then rename it to ``out`` (replacing it): all or nothing."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        fill(tmp)
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _document(args: argparse.Namespace, model: Any, result: Any) -> dict[str, Any]:
@@ -50,7 +34,7 @@ def _document(args: argparse.Namespace, model: Any, result: Any) -> dict[str, An
             "threshold": 0.5, "predictions": result.records()}
 
 
-def _infer_signals(args: argparse.Namespace, model: Any) -> int:
+def _infer_signals(args: argparse.Namespace, model: Any, output: Any) -> int:
     import numpy as np
     from PIL import Image
 
@@ -73,7 +57,7 @@ def _infer_signals(args: argparse.Namespace, model: Any) -> int:
     result = model.predict(batch, batch_size=args.batch_size)
     result.sources = names
 
-    def fill(tmp: Path) -> None:
+    with output.writing() as tmp:
         if not args.no_overlays:
             (tmp / "plots").mkdir()
             for i, stem in enumerate(stems):
@@ -81,11 +65,8 @@ def _infer_signals(args: argparse.Namespace, model: Any) -> int:
                 title = f"{names[i]}: score {result.pred_score[i]:.3f} ({label}, threshold 0.5)"
                 picture = signal_plot(batch[i], result.anomaly_map[i], result.pred_mask[i], title=title)
                 Image.fromarray(picture).save(tmp / "plots" / f"{i:04d}_{stem}.png")
-        (tmp / "scores.json").write_text(json.dumps(_document(args, model, result), indent=2) + "\n",
-                                         encoding="utf-8")
-
-    out = Path(args.output)
-    _write_atomic(out, fill)
+        output.write_document(tmp, _document(args, model, result))
+    out = output.path
     print(f"{len(batch)} signal windows from {len(files)} file(s) scored ({int(result.pred_label.sum())} "
           f"anomalous); scores: {out / 'scores.json'}")
     return 0
@@ -97,21 +78,25 @@ def infer(argv: list[str]) -> int:
     from PIL import Image
 
     from uad_plugins.edge import EdgeError, list_images, load_bundle
+    from uad_plugins.edge.output import OutputFolder
     from uad_plugins.edge.overlay import overlay
 
     args = _parser().parse_args(argv)
     if args.batch_size < 1:
         raise EdgeError(f"--batch_size must be at least 1, got {args.batch_size}.")
+    # the output is checked first: never the bundle or an input, never a non-empty folder without --overwrite
+    output = OutputFolder(args.output, document="scores.json", overwrite=args.overwrite,
+                          protect=[args.bundle, *args.inputs], what="uad infer")
     model = load_bundle(args.bundle, device=args.device)
     if model.modality == "signal":
-        return _infer_signals(args, model)
+        return _infer_signals(args, model, output)
     files = list_images(args.inputs)
     if not files:
         raise EdgeError(f"no images found in {' '.join(args.inputs)}.",
                         hint="Give image files or folders with .png/.jpg/.jpeg/.bmp/.tif images.")
     result = model.predict(files, resize=args.resize, batch_size=args.batch_size)
 
-    def fill(tmp: Path) -> None:
+    with output.writing() as tmp:
         if not args.no_overlays:
             (tmp / "overlays").mkdir()
             height, width = model.input_size
@@ -122,10 +107,8 @@ def infer(argv: list[str]) -> int:
                 Image.fromarray(picture).save(tmp / "overlays" / f"{i:04d}_{file.stem}.png")
         document = _document(args, model, result)
         document.pop("modality")  # image documents keep their original keys
-        (tmp / "scores.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-
-    out = Path(args.output)
-    _write_atomic(out, fill)
+        output.write_document(tmp, document)
+    out = output.path
     n_anomalous = int(result.pred_label.sum())
     print(f"{len(files)} images scored ({n_anomalous} anomalous); scores: {out / 'scores.json'}")
     return 0

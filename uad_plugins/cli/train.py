@@ -103,7 +103,10 @@ def _build_parser(command: str):
                             help="an image or a folder of images (signal models: signal files, read with the "
                                  "checkpoint's data settings)")
         parser.add_argument("--output", type=str | None, default=None,
-                            help="output folder (default: RUN/predictions)")
+                            help="output folder, new or empty (default: RUN/predictions)")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="write into a non-empty --output, replacing only the files predict writes (and "
+                                 "those its previous run listed in predictions.json)")
     return parser
 
 
@@ -162,40 +165,35 @@ def _make_model(cfg, norm):
 
 
 def _make_data(data_cfg: dict[str, Any] | None):
+    """The user's ``--data`` (a {class_path, init_args} mapping), built through the one datamodule door."""
     if not data_cfg or not data_cfg.get("class_path"):
         return None
-    from uad_plugins.factory import _instantiate_nested
+    from uad_plugins.factory import create_datamodule
 
-    try:
-        return _instantiate_nested({"class_path": data_cfg["class_path"],
-                                    "init_args": data_cfg.get("init_args") or {}})
-    except TypeError as exc:
-        raise ConfigError(f"cannot build data {data_cfg['class_path']}: {exc}",
-                          hint=_options_hint(data_cfg["class_path"])) from exc
+    return create_datamodule(data_cfg)
 
 
-def _options_hint(class_path: str) -> str:
-    """"Its options: a, b, c." for a class path ('' when it cannot be imported)."""
-    import importlib
-    import inspect
-
-    module_name, _, attr = class_path.rpartition(".")
-    try:
-        params = inspect.signature(getattr(importlib.import_module(module_name), attr)).parameters
-    except (ImportError, AttributeError, TypeError, ValueError):
-        return ""
-    names = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    return f"Its options: {', '.join(names)}." if names else ""
+def _root_dir(cfg, trainer_args: dict[str, Any]) -> str:
+    """Where run folders go: ``--default_root_dir``, or ``--trainer.default_root_dir`` (the same setting, as
+    anomalib users write it); both, differing, is an error."""
+    root = trainer_args.pop("default_root_dir", None)
+    default = "results"
+    if root is None:
+        return cfg.default_root_dir
+    if cfg.default_root_dir not in (default, str(root)):
+        raise ConfigError(f"--default_root_dir {cfg.default_root_dir} and --trainer.default_root_dir {root} disagree.",
+                          hint="Give one of them (they set the same folder).")
+    return str(root)
 
 
 def _engine(cfg, parser, config_text: str | None = None, **extra: Any):
     from uad_plugins.engine import UadEngine
 
     trainer_args = _explicit_trainer_args(parser, cfg)
-    trainer_args.pop("default_root_dir", None)
+    root = _root_dir(cfg, trainer_args)
     options = {k: getattr(cfg, k) for k in ("honest_validation", "validation_synthesizer", "validation_ratio",
                                             "heatmaps") if k in cfg}
-    return UadEngine(default_root_dir=cfg.default_root_dir, seed=cfg.seed_everything, metrics=cfg.metrics,
+    return UadEngine(default_root_dir=root, seed=cfg.seed_everything, metrics=cfg.metrics,
                      config_text=config_text, **options, **extra, **trainer_args)
 
 
@@ -256,34 +254,31 @@ def fit(argv: list[str]) -> int:
 
 
 def _load_for_eval(cfg, norm):
-    from uad_plugins.engine import load_model_from_checkpoint
-    from uad_plugins.engine.checkpoint import read_checkpoint_metadata
+    """The checkpoint's model and its checked run record (see ``uad_plugins.trust``), and its run folder."""
+    from uad_plugins.engine.checkpoint import load_checkpoint
     from uad_plugins.engine.run import find_run_dir
 
     if not cfg.ckpt_path:
         raise ConfigError("this command needs --ckpt_path (the model.ckpt of a 'uad fit' run).")
     spec = norm.specs.get("--model")
     expected = spec.class_path if spec else (cfg.model.class_path if cfg.get("model") else None)
-    model = load_model_from_checkpoint(cfg.ckpt_path, expected_class_path=expected)
-    meta, _ = read_checkpoint_metadata(cfg.ckpt_path)
-    return model, meta, find_run_dir(cfg.ckpt_path)
+    model, record = load_checkpoint(cfg.ckpt_path, expected_class_path=expected)
+    return model, record, find_run_dir(cfg.ckpt_path)
 
 
-def _eval_data(cfg, meta: dict[str, Any]):
+def _eval_data(cfg, record, overrides: dict[str, Any] | None = None):
+    """The user's --data, else the checkpoint's recorded data (checked before anything is built)."""
     data_cfg = _ns_dict(cfg.data) if cfg.get("data") else None
-    if not data_cfg or not data_cfg.get("class_path"):
-        data_cfg = meta.get("data")
-    if not data_cfg:
-        raise ConfigError("no --data given and the checkpoint does not record its data.",
-                          hint="Pass --data (e.g. --data MVTecAD --data.root ... --data.category ...).")
-    return _make_data(data_cfg)
+    if data_cfg and data_cfg.get("class_path"):
+        return _make_data(data_cfg)
+    return record.build_datamodule(overrides)
 
 
 def validate(argv: list[str]) -> int:
     """``uad validate``."""
     parser, cfg, norm = _parse("validate", argv)
-    model, meta, run_dir = _load_for_eval(cfg, norm)
-    datamodule = _eval_data(cfg, meta)
+    model, record, run_dir = _load_for_eval(cfg, norm)
+    datamodule = _eval_data(cfg, record)
     engine = _engine(cfg, parser)
     engine.open_run(model, datamodule, run_dir=(run_dir / "validate") if run_dir else None)
     results = engine.validate(model=model, datamodule=datamodule)
@@ -294,8 +289,8 @@ def validate(argv: list[str]) -> int:
 def test(argv: list[str]) -> int:
     """``uad test``."""
     parser, cfg, norm = _parse("test", argv)
-    model, meta, run_dir = _load_for_eval(cfg, norm)
-    datamodule = _eval_data(cfg, meta)
+    model, record, run_dir = _load_for_eval(cfg, norm)
+    datamodule = _eval_data(cfg, record)
     engine = _engine(cfg, parser)
     engine.open_run(model, datamodule, run_dir=run_dir)
     results = engine.test(model=model, datamodule=datamodule, verbose=False)
@@ -303,62 +298,55 @@ def test(argv: list[str]) -> int:
     return 0
 
 
-def _predict_rows(cfg, parser, model, loader, output: Path) -> list[dict[str, Any]]:
-    """Run the prediction into ``output`` (heatmaps, predictions.json and .csv); return the rows."""
+def _predict_rows(cfg, parser, model, loader, folder: Any) -> tuple[list[dict[str, Any]], Path]:
+    """Run the prediction into the output folder (heatmaps, predictions.json and .csv), written whole; return the
+    rows and the folder."""
     engine = _engine(cfg, parser)
-    engine.open_run(model, None, run_dir=output)
-    if loader is not None:
-        batches = engine.predict(model=model, dataloaders=[loader], return_predictions=True) or []
-    else:
-        batches = engine.predict(model=model, data_path=cfg.data_path, return_predictions=True) or []
-    rows = []
-    for batch in batches:
-        if callable(getattr(batch, "prediction_rows", None)):
-            rows.extend(batch.prediction_rows())
-            continue
-        for i, path in enumerate(batch.image_path):
-            score = float(batch.pred_score[i])
-            label = bool(batch.pred_label[i]) if batch.pred_label is not None else None
-            rows.append({"image_path": str(path), "pred_score": score, "pred_label": label})
-    if not rows:
-        raise UadError(f"no predictions were made for {cfg.data_path}.")
-    from uad_plugins.engine.run import write_json_atomic
-
-    write_json_atomic(output / "predictions.json", {"checkpoint": str(cfg.ckpt_path), "predictions": rows})
-    with open(output / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
+    with folder.writing() as tmp:
+        engine.open_run(model, None, run_dir=tmp)
+        if loader is not None:
+            batches = engine.predict(model=model, dataloaders=[loader], return_predictions=True) or []
+        else:
+            batches = engine.predict(model=model, data_path=cfg.data_path, return_predictions=True) or []
+        rows = []
+        for batch in batches:
+            if callable(getattr(batch, "prediction_rows", None)):
+                rows.extend(batch.prediction_rows())
+                continue
+            for i, path in enumerate(batch.image_path):
+                score = float(batch.pred_score[i])
+                label = bool(batch.pred_label[i]) if batch.pred_label is not None else None
+                rows.append({"image_path": str(path), "pred_score": score, "pred_label": label})
+        if not rows:
+            raise UadError(f"no predictions were made for {cfg.data_path}.")
+        with open(tmp / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        folder.write_document(tmp, {"checkpoint": str(cfg.ckpt_path), "predictions": rows})
+    return rows, folder.path
 
 
 def predict(argv: list[str]) -> int:
-    """``uad predict``: heatmaps plus predictions.json and predictions.csv."""
+    """``uad predict``: heatmaps plus predictions.json and predictions.csv, written whole into a new or empty
+    --output (``--overwrite``: replace only what predict writes there)."""
+    from uad_plugins.edge.output import OutputFolder
+
     argv, data_overrides = split_prefixed_options(list(argv), "data")
     parser, cfg, norm = _parse("predict", argv)
-    model, meta, run_dir = _load_for_eval(cfg, norm)
+    model, record, run_dir = _load_for_eval(cfg, norm)
     images = getattr(model, "modality", "image") == "image"
-    if data_overrides:
-        if images:
-            raise ConfigError(f"--data.{next(iter(data_overrides))}: image checkpoints read --data_path directly, "
-                              "so data options do not apply to 'uad predict'.",
-                              hint="Give the images you want scored with --data_path.")
-        data = dict(meta.get("data") or {})
-        data["init_args"] = {**(data.get("init_args") or {}), **data_overrides}
-        meta = {**meta, "data": data}
+    if data_overrides and images:
+        raise ConfigError(f"--data.{next(iter(data_overrides))}: image checkpoints read --data_path directly, "
+                          "so data options do not apply to 'uad predict'.",
+                          hint="Give the images you want scored with --data_path.")
     output = Path(cfg.output) if cfg.output else ((run_dir or Path(cfg.default_root_dir)) / "predictions")
+    folder = OutputFolder(output, document="predictions.json", overwrite=cfg.overwrite, protect=[cfg.data_path],
+                          what="uad predict")
     # non-image inputs are read with the checkpoint's own data settings (windows, filters, normalisation), and
-    # before the output folder exists: bad data or options leave nothing behind
-    loader = None if images else _eval_data(cfg, meta).predict_loader(cfg.data_path)
-    created = not output.exists()
-    try:
-        rows = _predict_rows(cfg, parser, model, loader, output)
-    except BaseException:
-        if created:  # a failed predict leaves no half-filled output folder behind
-            import shutil
-
-            shutil.rmtree(output, ignore_errors=True)
-        raise
+    # before anything is written: bad data or options leave nothing behind
+    loader = None if images else _eval_data(cfg, record, data_overrides).predict_loader(cfg.data_path)
+    rows, output = _predict_rows(cfg, parser, model, loader, folder)
     what = "images" if "image_path" in rows[0] else "windows"
     print(f"{len(rows)} {what} scored; predictions: {output / 'predictions.json'}; heatmaps: {output / 'images'}")
     return 0

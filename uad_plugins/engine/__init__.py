@@ -5,10 +5,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["DEFAULT_METRICS", "UadEngine", "build_evaluator", "load_model_from_checkpoint"]
+__all__ = ["DEFAULT_METRICS", "RunRecord", "UadEngine", "build_evaluator", "load_checkpoint",
+           "load_model_from_checkpoint"]
 
 # Imported on first use, so light submodules (engine.run: run folders, JSON writing) do not pull in anomalib.
-_LAZY = {"load_model_from_checkpoint": "uad_plugins.engine.checkpoint", "UadEngine": "uad_plugins.engine.engine",
+_LAZY = {"load_model_from_checkpoint": "uad_plugins.engine.checkpoint",
+         "load_checkpoint": "uad_plugins.engine.checkpoint", "RunRecord": "uad_plugins.engine.checkpoint",
+         "UadEngine": "uad_plugins.engine.engine",
          "DEFAULT_METRICS": "uad_plugins.engine.metrics", "build_evaluator": "uad_plugins.engine.metrics"}
 
 

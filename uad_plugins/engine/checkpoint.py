@@ -6,15 +6,19 @@ lands whole or not at all; this module adds the provenance needed to rebuild the
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anomalib.engine.plugins.checkpoint_io import AnomalibCheckpointIO
 from lightning.pytorch import Callback
 
 from uad_plugins.errors import ConfigError, UadError
+from uad_plugins.trust import UntrustedSettingError, check_init_args, check_plain, checked_class, untrusted
 
-__all__ = ["UadCheckpointMetadata", "load_model_from_checkpoint", "read_checkpoint_metadata"]
+__all__ = ["RunRecord", "UadCheckpointMetadata", "WeightsOnlyCheckpointIO", "load_checkpoint",
+           "load_model_from_checkpoint", "read_checkpoint_metadata"]
 
 KEY = "uad_plugins"
 
@@ -35,8 +39,36 @@ class UadCheckpointMetadata(Callback):
             del state[key]
 
 
+class WeightsOnlyCheckpointIO(AnomalibCheckpointIO):
+    """anomalib's checkpoint IO, pinned to ``weights_only=True``: Lightning passes ``weights_only=None`` for
+    ``trainer.fit/test(ckpt_path=...)``, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` would turn into a full
+    unpickle.
+
+    ``metric_state`` (set by the engine to the restored model's ``evaluator.*`` entries) fills in the metric states
+    that :class:`UadCheckpointMetadata` leaves out of every checkpoint, so a strict restore (resume) finds them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.metric_state: dict[str, Any] = {}
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = True) -> dict:
+        del weights_only
+        checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        state = checkpoint.get("state_dict")
+        if isinstance(state, dict):
+            for key, value in self.metric_state.items():
+                state.setdefault(key, value)
+        return checkpoint
+
+
 def read_checkpoint_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(uad metadata, hyper_parameters)`` of a checkpoint; clear errors for a missing or unreadable file."""
+    """``(uad metadata, hyper_parameters)`` of a checkpoint; clear errors for a missing or unreadable file.
+
+    The file is read with ``weights_only=True`` (tensors and plain data only, whatever
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says); what the metadata names is checked later (:class:`RunRecord`,
+    :func:`load_checkpoint`).
+    """
     import torch
     from anomalib.utils.serialization import anomalib_safe_globals
 
@@ -49,21 +81,136 @@ def read_checkpoint_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str
             ckpt = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UadError(f"checkpoint {file} cannot be read: {type(exc).__name__}: {str(exc)[:300]}",
-                       hint="The file is truncated or not a Lightning checkpoint; train again or use another file.") \
-            from exc
+                       hint="The file is truncated, not a Lightning checkpoint, or holds objects other than tensors "
+                            "and plain data (refused: loading them could run code); train again or use another "
+                            "file.") from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UadError(f"{file} is not a Lightning checkpoint (no state_dict).")
-    return dict(ckpt.get(KEY) or {}), dict(ckpt.get("hyper_parameters") or {})
+    meta, hparams = ckpt.get(KEY) or {}, ckpt.get("hyper_parameters") or {}
+    if not isinstance(meta, Mapping) or not isinstance(hparams, Mapping):
+        raise UntrustedSettingError(f"checkpoint {file}: its '{KEY}' or 'hyper_parameters' block is not a mapping.",
+                                    hint="The file was not written by 'uad fit' or was edited; use another file.")
+    return dict(meta), dict(hparams)
 
 
-def load_model_from_checkpoint(path: str | Path, expected_class_path: str | None = None):
-    """Rebuild the model stored in a checkpoint written by ``uad fit`` (or any AnomalibModule checkpoint).
+@dataclass(frozen=True)
+class RunRecord:
+    """What a checkpoint says about the run that wrote it, every field checked (see ``uad_plugins.trust``).
 
-    Backbone weights come from the checkpoint's state dict, so ``pretrained`` is switched off while rebuilding:
-    the checkpoint is self-contained and needs no weights file or hub.
+    Attributes:
+        path: the checkpoint.
+        class_path: the model class (``None`` for a checkpoint not written by uad).
+        model: the registry reference the model was built from (``plugin:pbas``), if any.
+        data: the datamodule as ``{"class_path", "init_args"}`` (an allowed datamodule class, plain options).
+        seed: the run's seed.
+        validation_synthesizer: the synthesizer reference of honest validation (``None``: the data's default).
+        validation_ratio: share of training normals held back for validation.
+        honest_validation: whether fit built validation from training normals + synthetic anomalies.
+        plugins: the components recorded at fit time (informational).
+    """
+
+    path: Path
+    class_path: str | None = None
+    model: str | None = None
+    data: dict[str, Any] | None = None
+    seed: int | None = None
+    validation_synthesizer: str | dict[str, Any] | None = None
+    validation_ratio: float = 0.2
+    honest_validation: bool = True
+    plugins: tuple[Any, ...] = ()
+
+    @property
+    def origin(self) -> str:
+        """How errors name where these settings come from."""
+        return f"checkpoint {self.path}"
+
+    @classmethod
+    def from_metadata(cls, path: str | Path, meta: Mapping[str, Any]) -> RunRecord:
+        """Check a checkpoint's uad block field by field; nothing it names is called here."""
+        path = Path(path)
+        origin = f"checkpoint {path}"
+        with untrusted(origin):
+            class_path = meta.get("class_path")
+            if class_path is not None and not isinstance(class_path, str):
+                raise UntrustedSettingError(f"{origin}: field '{KEY}.class_path' is not a string.")
+            reference = meta.get("model")
+            if reference is not None and not isinstance(reference, str):
+                raise UntrustedSettingError(f"{origin}: field '{KEY}.model' is not a string.")
+            data = _checked_data(meta.get("data"), origin)
+            seed = meta.get("seed")
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32):
+                raise UntrustedSettingError(f"{origin}: field '{KEY}.seed' is {seed!r:.40}, not an integer seed.")
+            validation = meta.get("validation") or {}
+            if not isinstance(validation, Mapping):
+                raise UntrustedSettingError(f"{origin}: field '{KEY}.validation' is not a mapping.")
+            synthesizer = _checked_synthesizer(validation.get("synthesizer"), origin)
+            ratio = validation.get("ratio", 0.2)
+            ratio = 0.2 if ratio is None else ratio
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < float(ratio) < 1:
+                raise UntrustedSettingError(f"{origin}: field '{KEY}.validation.ratio' is {ratio!r:.40}, not a "
+                                            "share in (0, 1).")
+            honest = validation.get("honest", True)
+            plugins = meta.get("plugins") or []
+            check_plain(plugins, field=f"{KEY}.plugins", origin=origin, components=False)  # read, never built
+        return cls(path=path, class_path=class_path, model=reference, data=data, seed=seed,
+                   validation_synthesizer=synthesizer, validation_ratio=float(ratio), honest_validation=bool(honest),
+                   plugins=tuple(plugins) if isinstance(plugins, (list, tuple)) else ())
+
+    def build_datamodule(self, overrides: Mapping[str, Any] | None = None) -> Any:
+        """The recorded datamodule (``overrides``: init args the user changes), built through the checked door."""
+        from uad_plugins.factory import create_datamodule
+
+        if not self.data:
+            raise ConfigError(f"{self.origin} does not record its data.",
+                              hint="Pass --data (e.g. --data MVTecAD --data.root ... --data.category ...).")
+        with untrusted(self.origin):
+            return create_datamodule(self.data, **dict(overrides or {}))
+
+
+def _checked_data(data: Any, origin: str) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    field = f"{KEY}.data"
+    if not isinstance(data, Mapping) or not isinstance(data.get("class_path"), str) \
+            or not set(data) <= {"class_path", "init_args"}:
+        raise UntrustedSettingError(f"{origin}: field '{field}' is not a {{class_path, init_args}} mapping.")
+    init_args = data.get("init_args") or {}
+    cls = checked_class("data", data["class_path"], field=f"{field}.class_path", origin=origin)
+    check_init_args(cls, init_args, field=f"{field}.init_args", origin=origin)
+    return {"class_path": data["class_path"], "init_args": dict(init_args)}
+
+
+def _checked_synthesizer(reference: Any, origin: str) -> str | dict[str, Any] | None:
+    """A stored validation-synthesizer reference: a registered ``plugin:NAME``, or an allowed class, plain args."""
+    from uad_plugins.factory import resolve_component
+
+    if reference is None:
+        return None
+    field = f"{KEY}.validation.synthesizer"
+    if isinstance(reference, Mapping):
+        if not isinstance(reference.get("class_path"), str) or not set(reference) <= {"class_path", "init_args"}:
+            raise UntrustedSettingError(f"{origin}: field '{field}' is not a {{class_path, init_args}} mapping.")
+        resolve_component("synthesizer", reference, flag=field)  # checks class and init args, calls nothing
+        return {"class_path": reference["class_path"], "init_args": dict(reference.get("init_args") or {})}
+    if not isinstance(reference, str):
+        raise UntrustedSettingError(f"{origin}: field '{field}' is a {type(reference).__name__}, not a reference.")
+    resolve_component("synthesizer", reference, flag=field)
+    return reference
+
+
+def load_checkpoint(path: str | Path, expected_class_path: str | None = None) -> tuple[Any, RunRecord]:
+    """Rebuild the model stored in a checkpoint written by ``uad fit`` (or any AnomalibModule checkpoint), and the
+    checked record of its run.
+
+    The model class is imported only when it is a registered model or an anomalib model (``uad_plugins.trust``);
+    ``expected_class_path`` (the user's ``--model``) must match it. Backbone weights come from the checkpoint's
+    state dict, so ``pretrained`` is switched off while rebuilding: the checkpoint is self-contained and needs no
+    weights file or hub. Anything the model builds while loading (a synthesizer named in its hyper-parameters)
+    goes through the same checks.
     """
     meta, hparams = read_checkpoint_metadata(path)
-    class_path = meta.get("class_path") or expected_class_path
+    record = RunRecord.from_metadata(path, meta)
+    class_path = record.class_path or expected_class_path
     if not class_path:
         raise ConfigError(f"checkpoint {path} does not say which model it holds (it was not written by uad).",
                           hint="Also pass --model plugin:<name> (or the model's class path).")
@@ -71,25 +218,33 @@ def load_model_from_checkpoint(path: str | Path, expected_class_path: str | None
         raise ConfigError(
             f"checkpoint {path} holds a {class_path}, but {expected_class_path} was asked for.",
             hint="Drop --model to use the checkpoint's own model, or pass the checkpoint of the right model.")
-    module_name, _, attr = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except Exception as exc:
-        raise ConfigError(f"checkpoint {path} holds a {class_path}, which cannot be imported: {exc}",
-                          hint="Install the plugin package that provides this model.") from exc
+    if record.class_path:
+        cls = checked_class("model", class_path, field=f"{KEY}.class_path", origin=record.origin)
+    else:  # the user named the class (--model): their choice, imported as any --model is
+        from uad_plugins.factory import resolve_component
+
+        cls, _, _ = resolve_component("model", class_path, flag="--model")
     overrides = {"pretrained": False} if "pretrained" in hparams else {}
     try:
-        model = cls.load_from_checkpoint(str(path), map_location="cpu", **overrides)
+        with untrusted(record.origin):
+            model = cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, **overrides)
+    except UadError:
+        raise
     except Exception as exc:
         raise UadError(f"checkpoint {path} does not load into {class_path}: {type(exc).__name__}: {str(exc)[:400]}",
                        hint="The checkpoint may come from another version of the model.") from exc
-    if meta.get("model"):
+    if record.model:
         try:
             from uad_plugins.factory import get_spec
 
-            spec = get_spec("model", meta["model"])
-            if spec is not None:
+            spec = get_spec("model", record.model)
+            if spec is not None and spec.class_path == class_path:
                 model._uad_spec = spec
         except UadError:
             pass  # provenance is best effort: the plugin may have been renamed since
-    return model
+    return model, record
+
+
+def load_model_from_checkpoint(path: str | Path, expected_class_path: str | None = None) -> Any:
+    """The model of :func:`load_checkpoint` (kept for callers that need only the model)."""
+    return load_checkpoint(path, expected_class_path)[0]

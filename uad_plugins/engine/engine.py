@@ -36,7 +36,14 @@ from lightning.pytorch import Trainer, seed_everything
 
 from uad_plugins.engine.checkpoint import UadCheckpointMetadata
 from uad_plugins.engine.metrics import attach_metrics
-from uad_plugins.engine.run import new_run_dir, plugins_manifest, write_json_atomic, write_text_atomic
+from uad_plugins.engine.run import (
+    discard_run,
+    new_run_dir,
+    plugins_manifest,
+    publish_run,
+    write_json_atomic,
+    write_text_atomic,
+)
 from uad_plugins.errors import ConfigError, DataError
 
 __all__ = ["UadEngine"]
@@ -115,6 +122,7 @@ class UadEngine(Engine):
         self.config_text = config_text
         self.checkpoint_extra = dict(checkpoint_extra or {})
         self.run_dir: Path | None = None
+        self._unpublished_run: Path | None = None  # a run folder this engine made that is not complete yet
         self.run_info: dict[str, Any] = {}
         self._prepared: set[int] = set()
 
@@ -137,8 +145,37 @@ class UadEngine(Engine):
                 dataset = getattr(datamodule, "name", "") if datamodule is not None else ""
                 category = str(getattr(datamodule, "category", "") or "") if datamodule is not None else ""
                 self.run_dir = new_run_dir(self.root, self._model_name(model), dataset, category)
+                self._unpublished_run = self.run_dir
             self._cache.args["default_root_dir"] = self.run_dir
         return self.run_dir
+
+    @contextlib.contextmanager
+    def _completing_run(self) -> Iterator[None]:
+        """A run folder this engine creates inside the block is removed when the block fails, and becomes
+        ``latest`` when it succeeds: a failed run leaves no folder, and ``latest`` only ever names a complete run."""
+        try:
+            yield
+        except BaseException:
+            if self._unpublished_run is not None:
+                discard_run(self._unpublished_run)
+                self.run_dir = self._unpublished_run = None
+                self._trainer = None  # its default_root_dir was the removed folder
+            raise
+        if self._unpublished_run is not None:
+            publish_run(self._unpublished_run)
+            self._unpublished_run = None
+
+    @staticmethod
+    def _check_resume(model: Any, ckpt_path: str | Path) -> None:
+        """A resume checkpoint must be readable (tensors and plain data only) and hold this model's class."""
+        from uad_plugins.engine.checkpoint import read_checkpoint_metadata
+
+        meta, _ = read_checkpoint_metadata(ckpt_path)
+        stored = meta.get("class_path")
+        own = f"{type(model).__module__}.{type(model).__qualname__}"
+        if stored and stored != own:
+            raise ConfigError(f"--ckpt_path {ckpt_path} holds a {stored}; it cannot resume training of a {own}.",
+                              hint="Resume with a checkpoint of the same model, or drop --ckpt_path.")
 
     def _setup_workspace(self, model: Any, *args: Any, datamodule: Any = None, **kwargs: Any) -> None:
         """anomalib calls this from every entry point: our run folder replaces its layout."""
@@ -157,9 +194,33 @@ class UadEngine(Engine):
                 logger.info("Using %s's suggested %s=%r (set --trainer.%s to change it).", name, key, value, key)
                 args[key] = value
         self._setup_anomalib_callbacks()
+        self._install_weights_only_io()
         self._ensure_checkpoint_io_plugin(model)
         if self._trainer is None:
             self._trainer = Trainer(**args)
+
+    def _install_weights_only_io(self) -> None:
+        """Every ``ckpt_path`` the trainer restores is read with ``weights_only=True`` (unless the user brought
+        their own CheckpointIO)."""
+        from lightning.fabric.plugins import CheckpointIO
+
+        from uad_plugins.engine.checkpoint import WeightsOnlyCheckpointIO
+
+        if self._strategy_checkpoint_io() is not None:
+            return
+        plugins = self._cache.args.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(WeightsOnlyCheckpointIO())
+        self._cache.args["plugins"] = plugins
+
+    def _restore_metric_states_from(self, model: Any) -> None:
+        """Checkpoints leave metric states out (see ``UadCheckpointMetadata``): a resume takes the model's own."""
+        from uad_plugins.engine.checkpoint import WeightsOnlyCheckpointIO
+
+        io = self.trainer.strategy.checkpoint_io
+        if isinstance(io, WeightsOnlyCheckpointIO):
+            io.metric_state = {k: v for k, v in model.state_dict().items() if k.startswith("evaluator.")}
 
     def prepare_data(self, datamodule: Any, stage: str) -> None:
         """Set the datamodule up with clear errors, and make validation honest before fitting."""
@@ -275,17 +336,24 @@ class UadEngine(Engine):
     # ------------------------------------------------------------------ entry points
     def fit(self, model: Any, train_dataloaders: Any = None, val_dataloaders: Any = None, datamodule: Any = None,
             ckpt_path: str | Path | None = None) -> None:
-        """Train ``model`` on ``datamodule`` (validation made honest first)."""
+        """Train ``model`` on ``datamodule`` (validation made honest first). ``ckpt_path`` resumes training; it is
+        read with ``weights_only=True`` whatever the environment says. A failed fit leaves no run folder."""
         self._seed()
         self._check_modalities(model, datamodule)
+        if ckpt_path is not None:
+            self._check_resume(model, ckpt_path)
         attach_metrics(model, self._metrics_for(model))
-        self.open_run(model, datamodule)
-        self.prepare_data(datamodule, "fit")
-        self._write_run_files(model, datamodule)
-        self._setup_trainer(model)
-        start = time.perf_counter()
-        self.trainer.fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path)
-        elapsed = time.perf_counter() - start
+        with self._completing_run():
+            self.open_run(model, datamodule)
+            self.prepare_data(datamodule, "fit")
+            self._write_run_files(model, datamodule)
+            self._setup_trainer(model)
+            self._restore_metric_states_from(model)
+            start = time.perf_counter()
+            self.trainer.fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only=True)
+            self._record_fit(time.perf_counter() - start)
+
+    def _record_fit(self, elapsed: float) -> None:
         epochs = int(self.trainer.current_epoch)
         batches = int(self.trainer.fit_loop.epoch_loop.total_batch_idx) + 1
         self.run_info.update(fit_seconds=round(elapsed, 2), epochs=epochs, steps=int(self.trainer.global_step),
@@ -299,9 +367,10 @@ class UadEngine(Engine):
         """Run validation (thresholds and normalisation statistics) and return its metrics."""
         self._seed()
         self._check_modalities(model or self.model, datamodule)
-        self.open_run(model or self.model, datamodule)
-        self.prepare_data(datamodule, "validate")
-        return super().validate(model, dataloaders, ckpt_path, verbose, datamodule)
+        with self._completing_run():
+            self.open_run(model or self.model, datamodule)
+            self.prepare_data(datamodule, "validate")
+            return super().validate(model, dataloaders, ckpt_path, verbose, datamodule)
 
     def test(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | Path | None = None,
              verbose: bool = True, datamodule: Any = None) -> list[dict[str, float]]:
@@ -310,26 +379,27 @@ class UadEngine(Engine):
         self._check_modalities(model or self.model, datamodule)
         if model is not None and self._trainer is None:
             attach_metrics(model, self._metrics_for(model))
-        self.open_run(model or self.model, datamodule)
-        self.prepare_data(datamodule, "test")
-        if model is not None and self._trainer is None:
-            self._write_run_files(model, datamodule)
-            self._setup_trainer(model)
-        self._add_heatmap_writer(model)
-        per_category = self._add_per_category_metrics(datamodule)
-        results = super().test(model, dataloaders, ckpt_path, verbose, datamodule)
-        metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-        for key in ("test_per_category", "test_mean_over_categories"):
-            self.run_info.pop(key, None)
-        if per_category is not None:
-            self.run_info["test_per_category"] = per_category.per_category
-            self.run_info["test_mean_over_categories"] = per_category.mean
-        if datamodule is not None:
-            metrics_by_split = {"category": str(getattr(datamodule, "category", "") or "")}
-            self.run_info["test_data"] = metrics_by_split
-        self.run_info["test"] = metrics
-        self._write_metrics()
-        return results
+        with self._completing_run():
+            self.open_run(model or self.model, datamodule)
+            self.prepare_data(datamodule, "test")
+            if model is not None and self._trainer is None:
+                self._write_run_files(model, datamodule)
+                self._setup_trainer(model)
+            self._add_heatmap_writer(model)
+            per_category = self._add_per_category_metrics(datamodule)
+            results = super().test(model, dataloaders, ckpt_path, verbose, datamodule)
+            metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+            for key in ("test_per_category", "test_mean_over_categories"):
+                self.run_info.pop(key, None)
+            if per_category is not None:
+                self.run_info["test_per_category"] = per_category.per_category
+                self.run_info["test_mean_over_categories"] = per_category.mean
+            if datamodule is not None:
+                metrics_by_split = {"category": str(getattr(datamodule, "category", "") or "")}
+                self.run_info["test_data"] = metrics_by_split
+            self.run_info["test"] = metrics
+            self._write_metrics()
+            return results
 
     def predict(self, model: Any = None, dataloaders: Any = None, datamodule: Any = None, dataset: Any = None,
                 return_predictions: bool | None = None, ckpt_path: str | Path | None = None,
