@@ -150,7 +150,7 @@ def test_weights_only_checkpoint_io_ignores_lightning_none(tmp_path: Path) -> No
 
     path = tmp_path / "odd.ckpt"
     torch.save({"state_dict": {}, "odd": Path("x")}, path)  # a pickled object that is not plain data
-    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+    with pytest.raises(Exception, match=r"[Ww]eights only load failed|Unsupported global"):
         WeightsOnlyCheckpointIO().load_checkpoint(path, weights_only=None)
 
 
@@ -184,7 +184,7 @@ def test_python_api_refuses_the_same_checkpoints(checkpoint: Path, tmp_path: Pat
 
     marker = tmp_path / "pwned"
     bad = _tamper(checkpoint, tmp_path / "bad.ckpt", lambda c: c["uad_plugins"].update(data=_popen(marker)))
-    with pytest.raises(UntrustedSettingError, match="uad_plugins.data.class_path"):
+    with pytest.raises(UntrustedSettingError, match=r"uad_plugins\.data\.class_path"):
         load_checkpoint(bad)
     model, record = load_checkpoint(checkpoint)
     assert type(model).__name__ == "Pbas" and record.model == "plugin:pbas"

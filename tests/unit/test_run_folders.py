@@ -67,7 +67,7 @@ def test_failed_fit_leaves_no_run_folder_and_latest_stays_on_the_complete_run(ua
 def test_trainer_default_root_dir_is_honoured(uad, tiny_pbas: list[str], quiet: list[str], tmp_path: Path) -> None:
     args = ["fit", *tiny_pbas, *quiet, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
             "--test", "false", "--heatmaps", "false", "--data.category", "washer"]
-    code, out, err = uad(*args, "--trainer.default_root_dir", tmp_path / "lightning_style")
+    code, _, err = uad(*args, "--trainer.default_root_dir", tmp_path / "lightning_style")
     assert code == 0, err
     assert (tmp_path / "lightning_style" / "pbas" / "UadDemo" / "washer" / "v0" / "plugins.json").is_file()
     code, _, err = uad(*args, "--trainer.default_root_dir", tmp_path / "a", "--default_root_dir", tmp_path / "b")
