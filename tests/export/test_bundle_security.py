@@ -104,7 +104,7 @@ def _flip_byte(path: Path) -> None:
 def test_export_writes_a_sealed_format_2_manifest(bundle: Path) -> None:
     from uad_plugins.edge import load_bundle, read_manifest
     from uad_plugins.edge.manifest import DIGEST_KEY, manifest_digest
-    from uad_plugins.export.bundle import OWNER_MARKER
+    from uad_plugins.edge.tempdirs import OWNER_MARKER
 
     manifest = _manifest(bundle)
     assert manifest["format_version"] == 2
@@ -303,12 +303,12 @@ def test_cli_infer_on_tampered_bundles_exits_2(bundle: Path, tmp_path: Path) -> 
 
 
 def test_stale_temp_folder_of_a_killed_process_is_removed(tmp_path: Path) -> None:
-    from uad_plugins.export.bundle import OWNER_MARKER, remove_stale_tempdirs
+    from uad_plugins.edge.tempdirs import OWNER_MARKER, remove_stale_tempdirs
 
     prefix = ".fp32."
     code = textwrap.dedent(f"""
         import sys, time
-        from uad_plugins.export.bundle import make_owned_tempdir
+        from uad_plugins.edge.tempdirs import make_owned_tempdir
         print(make_owned_tempdir({prefix!r}, {str(tmp_path)!r}), flush=True)
         time.sleep(120)
     """)
@@ -347,7 +347,7 @@ def test_stale_temp_folder_of_a_killed_process_is_removed(tmp_path: Path) -> Non
 
 def test_export_removes_stale_temp_folders(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from uad_plugins.cli.main import main
-    from uad_plugins.export.bundle import OWNER_MARKER
+    from uad_plugins.edge.tempdirs import OWNER_MARKER
 
     outputs, scratch = tmp_path / "out", tmp_path / "tmp"
     outputs.mkdir()

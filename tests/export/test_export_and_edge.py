@@ -229,3 +229,27 @@ def test_infer_never_deletes_what_it_did_not_write(bundle: Path, tmp_path: Path)
     # the output is a file: refused
     result = infer(local_bundle, images, "--output", unrelated / "thesis.txt", "--resize", "--overwrite")
     assert result.returncode == 2 and (unrelated / "thesis.txt").read_text() == "years of work"
+
+
+def test_export_overwrite_replaces_a_bundle_and_nothing_else(checkpoint: Path, bundle: Path, tmp_path: Path,
+                                                             uad) -> None:
+    """--overwrite once removed whatever folder --output named; now only a bundle is ever replaced."""
+    import shutil
+
+    precious = tmp_path / "my_images"
+    precious.mkdir()
+    (precious / "part.png").write_bytes(b"irreplaceable")
+    not_a_bundle = tmp_path / "lookalike"
+    shutil.copytree(bundle, not_a_bundle)
+    (not_a_bundle / "notes.txt").write_text("mine")
+    for target in (precious, not_a_bundle):
+        code, _, err = uad("export", "--ckpt_path", checkpoint, "--output", target, "--overwrite")
+        assert code == 2 and "only replaces a bundle" in err, err
+    assert (precious / "part.png").read_bytes() == b"irreplaceable" and (not_a_bundle / "notes.txt").is_file()
+    replaced = tmp_path / "replaced"
+    shutil.copytree(bundle, replaced)
+    before = (replaced / "manifest.json").read_text()
+    code, _, err = uad("export", "--ckpt_path", checkpoint, "--output", replaced, "--overwrite")
+    assert code == 0, err
+    assert (replaced / "manifest.json").read_text() != before  # a new export (its own time stamp)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lookalike", "my_images", "replaced"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from uad_plugins.edge import EdgeError
-from uad_plugins.edge.output import OutputFolder, remove_stale_temporaries
+from uad_plugins.edge.output import OutputFolder
 
 
 def _write(folder: OutputFolder, files: dict[str, str], doc: dict | None = None) -> None:
@@ -108,16 +107,15 @@ def test_a_failure_while_writing_leaves_the_output_as_it_was(tmp_path: Path) -> 
 
 
 def test_temporaries_of_killed_processes_are_removed_by_the_next_run(tmp_path: Path) -> None:
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                           check=True)
-    dead = int(child.stdout)
-    stale = tmp_path / f".out.uad-{dead}-abc123"
-    stale.mkdir()
-    (stale / "half.png").write_text("half")
-    alive = tmp_path / f".out.uad-{os.getpid()}-def456"  # a run in progress (this process) is left alone
-    alive.mkdir()
-    users = tmp_path / ".out.uad-backup"  # not our pattern
+    code = ("import os, sys; from uad_plugins.edge.tempdirs import make_owned_tempdir; "
+            "t = make_owned_tempdir('.out.uad-', sys.argv[1]); open(os.path.join(t, 'half.png'), 'w').close(); "
+            "print(t, flush=True); os._exit(9)")  # dies without cleaning up, as a SIGKILLed run would
+    child = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    stale = Path(child.stdout.strip())
+    assert child.returncode == 9 and (stale / "half.png").is_file()
+    users = tmp_path / ".out.uad-backup"  # our prefix, but no owner marker: not ours
     users.mkdir()
     _write(OutputFolder(tmp_path / "out", document="d.json"), {"a.txt": "a"})
-    assert not stale.exists() and alive.is_dir() and users.is_dir()
-    assert remove_stale_temporaries(tmp_path, "out") == []
+    assert not stale.exists() and users.is_dir()
+    assert json.loads((tmp_path / "out" / "d.json").read_text())["files"] == ["a.txt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.txt", "d.json"]

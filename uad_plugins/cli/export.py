@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", default="openvino", choices=["openvino"], help="export format")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="weights precision")
     parser.add_argument("--output", default=None, help="bundle folder (default: RUN/bundle_<precision>)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing bundle folder (only a folder holding a uad bundle, nothing else)")
     parser.add_argument("--parity_samples", type=int, default=16, help="validation samples for the parity gate")
     parser.add_argument("--calibration_samples", type=int, default=64,
                         help="normal training images (signal windows) for INT8 calibration")
@@ -49,11 +50,11 @@ def export(argv: list[str]) -> int:
     from uad_plugins.cli.train import _quiet_imports
 
     _quiet_imports()
+    from uad_plugins.edge.tempdirs import owned_tempdir
     from uad_plugins.engine import UadEngine
     from uad_plugins.engine.checkpoint import load_checkpoint
     from uad_plugins.engine.run import component_record, find_run_dir
     from uad_plugins.export import export_bundle, take_samples
-    from uad_plugins.export.bundle import owned_tempdir
     from uad_plugins.export.graph import input_size_of, modality_of
     from uad_plugins.export.samples import describe_signal_preparation
 

@@ -8,8 +8,8 @@
   folder stays. The document is moved last: it always describes what is there.
 * The output may not be, or lie inside, a protected path (the bundle, an input folder), and no protected file
   (an input) is ever replaced or removed.
-* A temporary folder left by a killed process (``.<name>.uad-<pid>-<random>``) is removed by the next run once
-  that process is gone.
+* A temporary folder left by a killed process (``.<name>.uad-*``, see ``edge.tempdirs``) is removed by the next
+  run once that process is gone.
 
 Standard library only (the edge runtime imports it).
 """
@@ -19,45 +19,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from uad_plugins.edge.errors import EdgeError
+from uad_plugins.edge.tempdirs import OWNER_MARKER, make_owned_tempdir
 
-__all__ = ["OutputFolder", "remove_stale_temporaries"]
-
-_TEMP_TAG = ".uad-"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder: Path, name: str) -> list[Path]:
-    """Remove ``folder/.<name>.uad-<pid>-*`` folders whose process is gone; return what was removed."""
-    pattern = re.compile(rf"^\.{re.escape(name)}{re.escape(_TEMP_TAG)}(\d+)-[A-Za-z0-9_]+$")
-    removed = []
-    if not folder.is_dir():
-        return removed
-    for entry in folder.iterdir():
-        match = pattern.match(entry.name)
-        if match and entry.is_dir() and not entry.is_symlink() and not _pid_alive(int(match.group(1))):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
-
+__all__ = ["OutputFolder"]
 
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
@@ -119,10 +89,10 @@ class OutputFolder:
         """A temporary folder to fill; committed to the output when the block ends without an error."""
         parent = self.path.parent
         parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(parent, self.path.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}{_TEMP_TAG}{os.getpid()}-", dir=parent))
+        tmp = make_owned_tempdir(f".{self.path.name}.uad-", parent)  # removes those of killed runs first
         try:
             yield tmp
+            (tmp / OWNER_MARKER).unlink(missing_ok=True)
             self._commit(tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -130,7 +100,7 @@ class OutputFolder:
     def write_document(self, tmp: Path, document: dict[str, Any]) -> None:
         """Write the JSON document into ``tmp``, listing every other file already there under ``files``."""
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-        document = {**document, "files": [f for f in files if f != self.document]}
+        document = {**document, "files": [f for f in files if f not in (self.document, OWNER_MARKER)]}
         (tmp / self.document).write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
 
     def _commit(self, tmp: Path) -> None:

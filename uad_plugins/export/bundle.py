@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import importlib.metadata as md
 import json
-import os
 import shutil
-import socket
-import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,6 +18,7 @@ import numpy as np
 import torch
 
 from uad_plugins.edge.manifest import FORMAT, FORMAT_VERSION, LISTED_FILES, seal_manifest, sha256_file
+from uad_plugins.edge.tempdirs import OWNER_MARKER, make_owned_tempdir, owned_tempdir
 from uad_plugins.export.graph import (
     ExportError,
     PostStats,
@@ -34,87 +30,13 @@ from uad_plugins.export.graph import (
 from uad_plugins.export.parity import BUDGET_METRICS, ParityReport, auroc, compare_outputs, run_compiled, run_eager
 from uad_plugins.export.samples import Samples
 
-__all__ = ["BUNDLE_FORMAT_VERSION", "OWNER_MARKER", "PRECISIONS", "export_bundle", "make_owned_tempdir",
-           "owned_tempdir", "remove_stale_tempdirs"]
+__all__ = ["BUNDLE_FORMAT_VERSION", "PRECISIONS", "export_bundle"]
 
 #: the edge runtime's current format (2: the manifest carries manifest_sha256; see uad_plugins.edge.manifest)
 BUNDLE_FORMAT_VERSION = FORMAT_VERSION
 PRECISIONS = ("fp32", "fp16", "int8")
 #: OpenVINO CPU runs FP32 IR in bf16 on CPUs that have it unless told otherwise: pin f32 for fp32/fp16 bundles
 INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "int8": "f32"}
-
-
-#: a file in each temporary folder we create: {"pid", "host"} of the process that owns it. Only folders with this
-#: marker, created by our user on this host, whose process is gone, are removed by a later export (a SIGKILLed export
-#: cannot clean up after itself); anything else with a similar name is left alone.
-OWNER_MARKER = ".uad_tmp_owner"
-_MARKER_MAX_BYTES = 4096
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: never guess, keep the folder
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: it exists, under another user
-        return True
-    return True
-
-
-def make_owned_tempdir(prefix: str, dir: str | Path | None = None) -> Path:
-    """``tempfile.mkdtemp`` plus the :data:`OWNER_MARKER` of this process, after removing stale folders of the
-    same ``prefix`` in the same place (see :func:`remove_stale_tempdirs`)."""
-    parent = Path(dir) if dir is not None else Path(tempfile.gettempdir())
-    remove_stale_tempdirs(parent, prefix)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    (tmp / OWNER_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
-    return tmp
-
-
-@contextlib.contextmanager
-def owned_tempdir(prefix: str, dir: str | Path | None = None) -> Iterator[Path]:
-    """A :func:`make_owned_tempdir` folder, removed on exit (like ``tempfile.TemporaryDirectory``)."""
-    tmp = make_owned_tempdir(prefix, dir)
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _stale_owner(folder: Path) -> bool:
-    """True when ``folder`` is a real folder of ours whose marker names a dead process on this host."""
-    try:
-        info = os.lstat(folder)
-        marker = os.lstat(folder / OWNER_MARKER)
-        if not stat.S_ISDIR(info.st_mode) or not stat.S_ISREG(marker.st_mode) or marker.st_size > _MARKER_MAX_BYTES:
-            return False
-        if hasattr(os, "getuid") and (info.st_uid != os.getuid() or marker.st_uid != os.getuid()):
-            return False
-        owner = json.loads((folder / OWNER_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
-        return False
-    pid = owner.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
-        return False
-    return not _pid_alive(pid)
-
-
-def remove_stale_tempdirs(parent: str | Path, prefix: str) -> list[Path]:
-    """Remove the folders ``parent/prefix*`` left by killed processes (see :data:`OWNER_MARKER`); returns them."""
-    removed: list[Path] = []
-    try:
-        entries = [entry for entry in Path(parent).iterdir() if entry.name.startswith(prefix)]
-    except OSError:
-        return removed
-    for entry in entries:
-        if _stale_owner(entry):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
 
 
 def _versions() -> dict[str, str]:
@@ -231,8 +153,10 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision '{precision}'.", hint=f"Choose one of: {', '.join(PRECISIONS)}.")
     out = Path(output)
-    if out.exists() and not overwrite:
+    if (out.exists() or out.is_symlink()) and not overwrite:
         raise ExportError(f"{out} already exists.", hint="Choose another --output, or pass --overwrite.")
+    if out.exists() or out.is_symlink():
+        _check_replaceable(out)
     model = model.eval()
     started = time.perf_counter()
     modality = modality_of(model)
@@ -305,14 +229,53 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         (tmp / OWNER_MARKER).unlink()
         tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     progress(f"bundle written to {out} ({manifest['export_seconds']} s)")
     return manifest
+
+
+#: what a bundle folder may hold for --overwrite to replace it
+BUNDLE_FILES = frozenset({"manifest.json", *LISTED_FILES})
+
+
+def _check_replaceable(out: Path) -> None:
+    """``--overwrite`` replaces a bundle, never anything else: the folder must hold only bundle files and a
+    manifest.json of a uad bundle."""
+    hint = "--overwrite only replaces a bundle written by 'uad export'; choose another --output. Nothing was written."
+    if out.is_symlink() or not out.is_dir():
+        raise ExportError(f"{out} exists and is not a bundle folder.", hint=hint)
+    others = sorted(p.name for p in out.iterdir() if p.name not in BUNDLE_FILES)
+    if others:
+        raise ExportError(f"{out} is not a bundle: it holds {', '.join(others[:5])}"
+                          f"{' ...' if len(others) > 5 else ''}.", hint=hint)
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{out} is not a bundle (manifest.json: {type(exc).__name__}).", hint=hint) from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ExportError(f"{out} is not a bundle (its manifest.json is not a {FORMAT} manifest).", hint=hint)
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing bundle at ``out`` (checked by :func:`_check_replaceable`) is moved
+    aside into an owned temporary first and removed only once the new one is in place."""
+    if not (out.exists() or out.is_symlink()):
+        tmp.rename(out)
+        return
+    _check_replaceable(out)  # again: it may have changed during the export
+    aside = make_owned_tempdir(f".{out.name}.", out.parent)
+    try:
+        out.rename(aside / "previous")
+        try:
+            tmp.rename(out)
+        except BaseException:
+            (aside / "previous").rename(out)
+            raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _fitted_on(samples: Samples) -> str:
