@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from uad_plugins.edge.files import find_files, path_problem
 from uad_plugins.errors import ConfigError, DataError, UadError
 
 if TYPE_CHECKING:
@@ -70,9 +71,9 @@ class _Probe:
 def _probe(path: str | Path, role: str) -> _Probe:
     """Open, verify and decode one image file; never raises for data problems."""
     path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "does not exist"
-        return _Probe(None, None, f"{role} file {path} {what}", "missing")
+    problem = path_problem(path)  # a symbolic-link loop, a broken link, a pipe: named, never opened
+    if problem is not None:
+        return _Probe(None, None, f"{role} file {path} {problem}", "missing")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -107,18 +108,22 @@ def check_image_file(path: str | Path, *, role: str = "image") -> tuple[int, int
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def list_image_files(path: str | Path) -> list[Path]:
-    """The image files at ``path``: the file itself, or every image under a folder (recursive, sorted).
+def list_image_files(path: str | Path, *, suffixes: Sequence[str] = IMAGE_SUFFIXES,
+                     hidden: bool = False) -> list[Path]:
+    """The image files at ``path``: the file itself, or every image under a folder (recursive, sorted; names
+    starting with ``.`` are skipped unless ``hidden``; ``suffixes``: the image extensions looked for).
 
-    Raises DataError when ``path`` does not exist; an existing folder without images gives an empty list.
+    Raises DataError when ``path`` does not exist, and for a symbolic-link loop, a broken link or a pipe with an
+    image extension under it, or a folder that cannot be listed (named, never skipped); an existing folder without
+    images gives an empty list.
     """
     target = Path(path)
-    if not target.exists():
-        raise DataError(f"{target} does not exist.", hint="Give an image file or a folder of images.")
+    if not target.is_dir() and not target.is_file():
+        raise DataError(f"{target} {path_problem(target) or 'cannot be read'}.",
+                        hint="Give an image file or a folder of images.")
     if target.is_file():
         return [target]
-    return sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(target).parts))
+    return find_files(target, suffixes, hidden=hidden, error=DataError)
 
 
 def _to_rgb_array(im: Image.Image) -> np.ndarray:
@@ -146,9 +151,9 @@ def read_rgb_image(path: str | Path) -> np.ndarray:
         DataError: the file is missing, corrupt, truncated, not an image, or smaller than ``MIN_SIDE`` px a side.
     """
     path = Path(path)
-    if not path.is_file():
-        probe = _probe(path, "image")
-        raise DataError(f"Reading image failed: {probe.problem}.", hint=_HINTS["missing"])
+    problem = path_problem(path)
+    if problem is not None:
+        raise DataError(f"Reading image failed: image file {path} {problem}.", hint=_HINTS["missing"])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -316,8 +321,12 @@ def _check_folder_dirs(datamodule: Any) -> None:
             if not path.is_dir():
                 raise DataError(f"Setting up the {datamodule.name} dataset failed: {name} {path} does not exist "
                                 f"or is not a folder.", hint=f"Create it or fix --data.{name} (and --data.root).")
-            if name == "normal_dir" and not any(
-                    f.suffix.lower() in extensions and f.is_file() for f in path.rglob("*")):
+            try:  # anomalib lists every file with these extensions, hidden ones included, and fails on a bad link
+                files = find_files(path, extensions, hidden=True, error=DataError)
+            except DataError as err:
+                raise DataError(f"Setting up the {datamodule.name} dataset failed: in the {name} folder {path}: "
+                                f"{err.message}", hint=err.hint) from None
+            if name == "normal_dir" and not files:
                 raise DataError(f"Setting up the {datamodule.name} dataset failed: the normal_dir folder {path} is "
                                 f"empty: it holds no image files ({', '.join(sorted(set(extensions)))}).",
                                 hint="Put the normal training images there, or point --data.normal_dir at the "

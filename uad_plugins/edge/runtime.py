@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from uad_plugins.edge.errors import EdgeError
+from uad_plugins.edge.files import find_files, path_problem
 from uad_plugins.edge.manifest import (
     MODALITIES,
     SUPPORTED_FORMAT_VERSIONS,
@@ -280,15 +281,17 @@ def load_bundle(bundle: str | Path, *, device: str = "CPU", num_threads: int | N
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files named by ``inputs`` (files, or folders searched recursively)."""
+    """Image files named by ``inputs`` (files, or folders searched recursively, hidden names skipped); a missing
+    input, a symbolic-link loop or a broken link with an image extension is an :class:`EdgeError` naming it."""
     suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes and p.is_file()))
-        elif path.exists():
+            files.extend(find_files(path, suffixes))
+        elif path.is_file():
             files.append(path)
         else:
-            raise EdgeError(f"input not found: {path}")
+            raise EdgeError(f"input {path} {path_problem(path) or 'cannot be read'}.",
+                            hint="Give image files or folders of images.")
     return files

@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from uad_plugins.edge.errors import EdgeError
+from uad_plugins.edge.files import find_files, path_problem, read_npy
 
 __all__ = ["SIGNAL_SUFFIXES", "check_signals", "list_signal_files", "read_signal_file", "signal_plot"]
 
 SIGNAL_SUFFIXES = (".npy", ".csv")
-
-
 def check_signals(array: object, shape: tuple[int, int], name: str = "input") -> np.ndarray:
     """``[K, Q]`` or ``[B, K, Q]`` float values -> ``[B, K, Q]`` float32; a clear :class:`EdgeError` for a wrong
     type, dtype, rank, lead count, length, or NaN/inf values."""
@@ -60,20 +59,21 @@ def check_signals(array: object, shape: tuple[int, int], name: str = "input") ->
 
 
 def list_signal_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """``.npy``/``.csv`` files named by ``inputs`` (files, or folders searched recursively, hidden ones skipped)."""
+    """``.npy``/``.csv`` files named by ``inputs`` (files, or folders searched recursively, hidden ones skipped);
+    a missing input, a symbolic-link loop or a broken link is an :class:`EdgeError` naming it."""
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SIGNAL_SUFFIXES
-                                and not any(part.startswith(".") for part in p.relative_to(path).parts)))
+            files.extend(find_files(path, SIGNAL_SUFFIXES))
         elif path.is_file():
             if path.suffix.lower() not in SIGNAL_SUFFIXES:
                 raise EdgeError(f"{path} has an unknown extension {path.suffix!r}; a signal bundle reads "
                                 f"{' and '.join(SIGNAL_SUFFIXES)} files.")
             files.append(path)
         else:
-            raise EdgeError(f"input not found: {path}")
+            raise EdgeError(f"input {path} {path_problem(path) or 'cannot be read'}.",
+                            hint="Give .npy/.csv files or folders holding them.")
     return files
 
 
@@ -95,6 +95,8 @@ def _read_csv(path: Path) -> np.ndarray:
                                     "line is skipped).") from None
     except UnicodeDecodeError as exc:
         raise EdgeError(f"{path} is not a text CSV file ({exc}).") from exc
+    except OSError as exc:
+        raise EdgeError(f"{path} {path_problem(path) or f'cannot be read ({exc.strerror or exc})'}.") from exc
     if not rows:
         raise EdgeError(f"{path} holds no windows.", hint="Write one window per row.")
     lengths = sorted({len(r) for r in rows})
@@ -109,15 +111,12 @@ def read_signal_file(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     path = Path(path)
     leads, length = shape
     suffix = path.suffix.lower()
+    if suffix in SIGNAL_SUFFIXES and (problem := path_problem(path)) is not None:
+        raise EdgeError(f"{path} {problem}.", hint="Give .npy/.csv files or folders holding them.")
     if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            reason = "no NumPy header, or an array of Python objects" if "allow_pickle" in str(exc) else exc
-            raise EdgeError(f"{path} cannot be read as a numpy array ({reason}).",
-                            hint="The file is corrupt or not a .npy array of numbers.") from exc
-        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-            raise EdgeError(f"{path} holds {array.dtype} values, not numbers.")
+        # any numbers pass here; check_signals refuses all but floats (the documented input: raw integer ADC counts
+        # are not scaled like the training windows)
+        array = read_npy(path, kinds="biufc", what="numbers")
         if array.ndim == 1:
             array = array[None, None]
         elif array.ndim == 2:
@@ -131,7 +130,6 @@ def read_signal_file(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
                                 hint="Give the leads the model was trained on.")
         elif array.ndim != 3:
             raise EdgeError(f"{path} holds a {array.ndim}-D array; expected [Q], [K, Q], [N, Q] or [N, K, Q].")
-        array = array.astype(np.float64)
     elif suffix == ".csv":
         rows = _read_csv(path)
         if rows.shape[1] % leads:

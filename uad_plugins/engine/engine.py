@@ -412,9 +412,12 @@ class UadEngine(Engine):
                               hint="Pass the inputs as dataloaders (uad predict builds them from the checkpoint's "
                                    "data settings).")
         if data_path is not None:
+            from anomalib.data.utils.image import IMG_EXTENSIONS
+
             from uad_plugins.data.checks import check_image_file, list_image_files
 
-            files = list_image_files(data_path)
+            # every file anomalib will read (its extensions, hidden names too) is checked first
+            files = list_image_files(data_path, suffixes=IMG_EXTENSIONS, hidden=True)
             if not files:
                 raise DataError(f"no images found in {data_path}",
                                 hint="Give an image file or a folder with .png/.jpg/.jpeg/.bmp/.tif images.")

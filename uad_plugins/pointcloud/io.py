@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import math
 import os
 import re
 import struct
@@ -33,6 +35,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from uad_plugins.edge.files import find_files, path_problem, read_npy
 from uad_plugins.errors import ConfigError, DataError
 
 __all__ = [
@@ -64,6 +67,10 @@ _READ_ERRORS = (ValueError, TypeError, IndexError, KeyError, EOFError, OSError, 
 
 class _BadFileError(Exception):
     """A file that does not follow its format; turned into a DataError naming the file."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:  # the shared .npy check passes a hint
+        del hint
+        super().__init__(message)
 
 
 @dataclass
@@ -146,17 +153,18 @@ class PointCloud:
 def list_pointcloud_files(path: str | os.PathLike[str]) -> list[Path]:
     """The point-cloud files at ``path``: the file itself, or every known file under a folder (recursive, sorted).
 
-    Raises DataError when ``path`` does not exist or is a file with an unknown extension; a folder without
-    point clouds gives an empty list.
+    Raises DataError when ``path`` does not exist or is a file with an unknown extension, and for a symbolic-link
+    loop, broken link or unlistable folder under it (named, never skipped); a folder without point clouds gives an
+    empty list.
     """
     target = Path(path)
-    if not target.exists():
-        raise DataError(f"{target} does not exist.", hint=f"Give a point-cloud file ({_KNOWN}) or a folder of them.")
+    if not target.is_dir() and not target.is_file():
+        raise DataError(f"{target} {path_problem(target) or 'cannot be read'}.",
+                        hint=f"Give a point-cloud file ({_KNOWN}) or a folder of them.")
     if target.is_file():
         _format_of(target)
         return [target]
-    return sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(target).parts))
+    return find_files(target, SUFFIXES, error=DataError)
 
 
 def _format_of(path: Path) -> str:
@@ -187,9 +195,8 @@ def read_pointcloud(path: str | os.PathLike[str], *, nonfinite: str = "error") -
         raise ConfigError(f"nonfinite must be 'error' or 'invalid', got {nonfinite!r}.")
     path = Path(path)
     fmt = _format_of(path)
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise DataError(f"point-cloud file {path} {what}.", hint="Check the path.")
+    if (problem := path_problem(path)) is not None:
+        raise DataError(f"point-cloud file {path} {problem}.", hint="Check the path.")
     reader = _READERS[fmt]
     try:
         cloud = reader(path)
@@ -411,14 +418,9 @@ def _cloud_from_table(table: dict[str, np.ndarray], names: list[str], grid: tupl
 
 
 def _read_npy(path: Path) -> PointCloud:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        if "allow_pickle" in str(err):  # numpy's advice to unpickle would be the wrong one here
-            raise _BadFileError("it has no NumPy header, or it holds Python objects") from err
-        raise
-    if array.dtype.kind not in "fiu":
-        raise _BadFileError(f"it holds {array.dtype} values, not coordinates")
+    # the header's shape and dtype are checked against the file size before anything is allocated (as the PLY and
+    # PCD readers compare their headers with the data); Python objects are never unpickled
+    array = read_npy(path, kinds="fiu", what="coordinates", name="it", error=_BadFileError)
     if array.ndim == 2 and array.shape[1] == 3:
         return PointCloud(array, format="npy", encoding="binary")
     if array.ndim == 3 and array.shape[2] == 3:
@@ -445,14 +447,46 @@ def _read_tiff(path: Path) -> PointCloud:
     except ImportError:
         array = _read_tiff_pil(path)
     else:
+        log = logging.getLogger("tifffile")
+        level = log.level
+        log.setLevel(logging.CRITICAL)  # tifffile logs the odd tags of a corrupt file; the errors below say it
         try:
-            array = tifffile.imread(path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with tifffile.TiffFile(path) as tif:
+                    _check_tiff_size(tif, path)
+                    array = tif.asarray()
+        except _BadFileError:
+            raise
         except Exception as exc:  # tifffile raises many types for corrupt files
             raise _BadFileError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            log.setLevel(level)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype.kind != "f":
         raise _BadFileError(f"it holds a {array.dtype} array of shape {array.shape}; an organised xyz TIFF is "
                        "H x W x 3 floats (MVTec 3D-AD's xyz/*.tiff)")
     return PointCloud(array, format="tiff", encoding="binary")
+
+
+def _check_tiff_size(tif: Any, path: Path) -> None:
+    """Refuse a TIFF whose header declares more data than it can hold, before tifffile allocates it: uncompressed
+    data must fit in the file; compressed data may expand to at most PIL's decompression-bomb limit of points."""
+    from PIL import Image
+
+    if not tif.series:
+        raise _BadFileError("it holds no image")
+    series = tif.series[0]
+    shape, dtype = tuple(int(d) for d in series.shape), np.dtype(series.dtype)
+    need, size = math.prod(shape) * dtype.itemsize, path.stat().st_size
+    keyframes = [getattr(page, "keyframe", None) or page for page in series.pages if page is not None]
+    compressed = any(int(getattr(page, "compression", 1)) != 1 for page in keyframes)
+    if not compressed and need > size:
+        raise _BadFileError(f"it is truncated or its header is wrong: the header declares {dtype} values of shape "
+                            f"{shape} ({need:,} bytes), but the file has {size:,} bytes")
+    limit = Image.MAX_IMAGE_PIXELS
+    if compressed and limit and math.prod(shape) > 2 * limit * 3:
+        raise _BadFileError(f"its header declares {math.prod(shape):,} compressed values (shape {shape}), more than "
+                            f"the limit of {2 * limit:,} points x 3 (PIL's decompression-bomb limit)")
 
 
 def _read_tiff_pil(path: Path) -> np.ndarray:
@@ -464,6 +498,8 @@ def _read_tiff_pil(path: Path) -> np.ndarray:
             for i in range(getattr(im, "n_frames", 1)):
                 im.seek(i)
                 frames.append(np.asarray(im, dtype=np.float32) if im.mode == "F" else None)
+    except Image.DecompressionBombError as exc:
+        raise _BadFileError(str(exc)) from exc
     except UnidentifiedImageError as exc:
         raise _BadFileError("PIL cannot read this TIFF (3-channel float TIFFs need the 'tifffile' package: "
                        "pip install tifffile)") from exc

@@ -18,12 +18,15 @@ Formats:
 from __future__ import annotations
 
 import logging
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from uad_plugins.edge.files import find_files, path_problem, read_npy, read_npy_header
 from uad_plugins.errors import ConfigError, DataError
 
 __all__ = [
@@ -96,21 +99,21 @@ def check_finite(array: np.ndarray, where: str) -> None:
 
 
 def list_files(path: str | Path, suffixes: Sequence[str], what: str) -> list[Path]:
-    """Files under ``path`` (a file or a folder, searched recursively) with one of ``suffixes``; clear errors for a
-    missing path, an empty folder and an unknown extension."""
+    """Files under ``path`` (a file or a folder, searched recursively, hidden names skipped) with one of
+    ``suffixes``; clear errors for a missing path, an empty folder, an unknown extension, and a symbolic-link loop,
+    broken link or unlistable folder (named, never skipped)."""
     target = Path(path)
-    if not target.exists():
-        raise DataError(f"{what} {target} does not exist.", hint="Check the path.")
     wanted = tuple(s.lower() for s in suffixes)
+    if not target.is_dir() and not target.is_file():
+        raise DataError(f"{what} {target} {path_problem(target) or 'cannot be read'}.", hint="Check the path.")
     if target.is_file():
         if target.suffix.lower() not in wanted:
             raise DataError(f"{what} {target} has an unknown extension {target.suffix!r}.",
                             hint=f"Expected one of {', '.join(wanted)}. {_FORMATS_HINT}")
         return [target]
-    files = sorted(p for p in target.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(target).parts))
-    matching = [p for p in files if p.suffix.lower() in wanted]
+    matching = find_files(target, wanted, error=DataError)
     if not matching:
+        files = find_files(target, None, error=DataError)
         if not files:
             raise DataError(f"{what} {target} is empty.", hint=f"Put the signal files there. {_FORMATS_HINT}")
         others = sorted({p.suffix or p.name for p in files})
@@ -120,14 +123,49 @@ def list_files(path: str | Path, suffixes: Sequence[str], what: str) -> list[Pat
 
 
 # ----------------------------------------------------------------------------------------------------- records
+#: the largest expansion of deflate (an npz member written by numpy.savez_compressed)
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _check_npz(path: Path, keys: Sequence[str] | None) -> None:
+    """Check every wanted member of an npz archive before numpy allocates it: a size that its compressed bytes can
+    hold, and for an array a NumPy header (no Python objects) that declares exactly the member's size."""
+    hint = "The file is corrupt or not a numpy .npz archive."
+    if (problem := path_problem(path)) is not None:
+        raise DataError(f"{path} {problem}.", hint="Check the path.")
+    archive = path.stat().st_size
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            key = info.filename.removesuffix(".npy")
+            if keys is not None and key not in keys:
+                continue
+            label = f"{path} (array {key!r})"
+            stored = info.compress_type == zipfile.ZIP_STORED
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise DataError(f"{label} is compressed with zip method {info.compress_type}; numpy writes stored "
+                                "or deflated arrays.", hint=hint)
+            if info.compress_size > archive or (stored and info.file_size != info.compress_size) \
+                    or info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 1024:
+                raise DataError(f"{label}: its zip entry claims {info.file_size:,} bytes from {info.compress_size:,} "
+                                f"compressed bytes in a {archive:,}-byte file; the archive is corrupt.", hint=hint)
+            with zf.open(info) as fh:
+                is_array = fh.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX
+            if is_array:  # numpy reads a member with a NumPy header as an array (others as bytes, at most file_size)
+                with zf.open(info) as fh:
+                    read_npy_header(fh, info.file_size, label, kinds="biufUS", what="numbers or text",
+                                    error=DataError)
+
+
 def _read_npz(path: Path, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """The arrays of an npz archive (only ``keys`` that it holds, when given), or a DataError naming the file."""
+    """The arrays of an npz archive (only ``keys`` that it holds, when given), or a DataError naming the file.
+    Each array's header is checked against the archive before it is loaded (see :func:`_check_npz`)."""
     try:
+        _check_npz(path, keys)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files if keys is None or k in keys}
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"{path} cannot be read as an npz record: {err}",
-                        hint="The file is corrupt or not a numpy .npz archive.") from err
+    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile, zlib.error) as err:
+        raise DataError(f"{path} cannot be read as an npz record: {err}", hint="The file is corrupt or not a numpy "
+                        ".npz archive.") from err
 
 
 def read_mitbih_npz(path: str | Path) -> SignalRecord:
@@ -242,6 +280,8 @@ def _read_csv(path: Path) -> np.ndarray:
                                          "line is skipped).") from None
     except UnicodeDecodeError as err:
         raise DataError(f"{path} is not a text CSV file: {err}") from err
+    except OSError as err:
+        raise DataError(f"{path} {path_problem(path) or f'cannot be read ({err.strerror or err})'}.") from err
     if not rows:
         raise DataError(f"{path} holds no samples.", hint="Write one sample per row.")
     lengths = {len(r) for r in rows}
@@ -255,15 +295,15 @@ def read_array_file(path: str | Path, n_leads: int) -> np.ndarray:
     """Read a generic ``.npy`` or ``.csv`` file as samples ``[N, K, L]`` float32 (``K = n_leads``)."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix in ARRAY_SUFFIXES and (problem := path_problem(path)) is not None:
+        raise DataError(f"{path} {problem}.", hint="Check the path.")
     if suffix == ".npy":
+        # the header is checked against the file size before anything is allocated; pickles are never loaded
         try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:
-            reason = "no NumPy header, or an array of Python objects" if "allow_pickle" in str(err) else err
-            raise DataError(f"{path} cannot be read as a numpy array: {reason}",
-                            hint="The file is corrupt or not a .npy array of numbers.") from err
-        if not np.issubdtype(array.dtype, np.number):
-            raise DataError(f"{path} holds {array.dtype} values, not numbers.")
+            array = read_npy(path, kinds="iuf", what="numbers", name="it", error=DataError)
+        except DataError as err:
+            raise DataError(f"{path} cannot be read as a numpy array: {err.message}", hint=err.hint) from None
+        shape = tuple(array.shape)
         array = np.asarray(array, dtype=np.float64)
         if array.ndim == 1:
             array = array[None, None]
@@ -278,6 +318,9 @@ def read_array_file(path: str | Path, n_leads: int) -> np.ndarray:
                                                   f"[N, {n_leads}, Q] (or set n_leads to the file's lead count).")
         elif array.ndim != 3:
             raise DataError(f"{path} holds a {array.ndim}-D array; expected [Q], [K, Q], [N, Q] or [N, K, Q].")
+        if array.shape[0] == 0:
+            raise DataError(f"{path} holds no samples (an array of shape {shape}).",
+                            hint="Remove the empty file, or save at least one sample in it.")
     elif suffix == ".csv":
         rows = _read_csv(path)
         if rows.shape[1] % n_leads:
