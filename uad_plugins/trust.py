@@ -28,7 +28,7 @@ from uad_plugins.errors import ConfigError
 from uad_plugins.specs import SPEC_TYPES
 
 __all__ = ["ALLOWED_PREFIXES", "BASE_CLASSES", "UntrustedSettingError", "check_init_args", "checked_class",
-           "is_untrusted", "untrusted", "untrusted_origin"]
+           "is_untrusted", "option_names", "untrusted", "untrusted_origin"]
 
 #: module prefixes whose classes a stored setting may name, per kind (registered components are always allowed)
 ALLOWED_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -165,7 +165,7 @@ def check_plain(value: Any, *, field: str, origin: str | None = None, depth: int
     raise _refuse(field, origin, f"holds a {type(value).__name__}, not plain data")
 
 
-def _option_names(cls: type) -> tuple[set[str], bool]:
+def option_names(cls: type) -> tuple[set[str], bool]:
     """Keyword options of ``cls``: a constructor that passes ``**kwargs`` on adds its parents' options; only a
     chain that ends in ``**kwargs`` with no parent to take them accepts any name."""
     names: set[str] = set()
@@ -191,7 +191,7 @@ def check_init_args(cls: type, init_args: Any, *, field: str, origin: str | None
     origin = origin or untrusted_origin()
     if not isinstance(init_args, Mapping):
         raise _refuse(field, origin, f"is a {type(init_args).__name__}, not a mapping of options")
-    names, takes_any = _option_names(cls)
+    names, takes_any = option_names(cls)
     for key, value in init_args.items():
         if not isinstance(key, str) or (not takes_any and key not in names):
             raise _refuse(f"{field}.{key}", origin, f"is not an option of {cls.__name__} "

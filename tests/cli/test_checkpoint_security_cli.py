@@ -190,3 +190,16 @@ def test_python_api_refuses_the_same_checkpoints(checkpoint: Path, tmp_path: Pat
     assert type(model).__name__ == "Pbas" and record.model == "plugin:pbas"
     assert record.data["class_path"] == "uad_plugins.data.UadDemo" and record.seed == 0
     assert not marker.exists()
+
+
+def test_every_registered_model_loads_checkpoints_weights_only() -> None:
+    """Direct ``Model.load_from_checkpoint(path)`` (mmae_ecg has no override of its own) defaults to
+    weights_only=True for every built-in model."""
+    import inspect
+
+    from uad_plugins.factory import list_components
+
+    for spec in list_components("model"):
+        cls = spec.load()
+        parameter = inspect.signature(cls.load_from_checkpoint).parameters.get("weights_only")
+        assert parameter is not None and parameter.default is True, spec.name

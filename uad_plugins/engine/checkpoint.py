@@ -15,7 +15,14 @@ from anomalib.engine.plugins.checkpoint_io import AnomalibCheckpointIO
 from lightning.pytorch import Callback
 
 from uad_plugins.errors import ConfigError, UadError
-from uad_plugins.trust import UntrustedSettingError, check_init_args, check_plain, checked_class, untrusted
+from uad_plugins.trust import (
+    UntrustedSettingError,
+    check_init_args,
+    check_plain,
+    checked_class,
+    option_names,
+    untrusted,
+)
 
 __all__ = ["RunRecord", "UadCheckpointMetadata", "WeightsOnlyCheckpointIO", "load_checkpoint",
            "load_model_from_checkpoint", "read_checkpoint_metadata"]
@@ -163,6 +170,13 @@ class RunRecord:
         if not self.data:
             raise ConfigError(f"{self.origin} does not record its data.",
                               hint="Pass --data (e.g. --data MVTecAD --data.root ... --data.category ...).")
+        if overrides:  # the user's own changes: named as theirs, not as the checkpoint's
+            cls = checked_class("data", self.data["class_path"], field=f"{KEY}.data.class_path", origin=self.origin)
+            names, takes_any = option_names(cls)
+            unknown = sorted(k for k in overrides if k not in names)
+            if unknown and not takes_any:
+                raise ConfigError(f"--data.{unknown[0]}: {cls.__name__} has no option '{unknown[0]}'.",
+                                  hint=f"Its options: {', '.join(sorted(names))}.")
         with untrusted(self.origin):
             return create_datamodule(self.data, **dict(overrides or {}))
 
