@@ -15,9 +15,10 @@ from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch import nn, optim
+from torch import nn
 
 from uad_plugins.components.backbones import backbone_normalization
+from uad_plugins.components.optim import adamw_with_one_decay
 from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.components.settings import check_settings, positive_int, transformer_checks
 from uad_plugins.plugins.onenip.torch_model import OnenipModel
@@ -135,15 +136,8 @@ class Onenip(AnomalibModule):
 
     def configure_optimizers(self) -> Any:
         """AdamW(1e-4, wd 1e-4) on the trainable parameters; x0.1 at ``lr_decay_at`` of ``max_epochs``."""
-        optimizer = optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=self.lr,
-                                betas=(0.9, 0.999), weight_decay=self.weight_decay)
-        trainer = getattr(self, "_trainer", None)
-        max_epochs = getattr(trainer, "max_epochs", None) if trainer is not None else None
-        if not max_epochs or max_epochs < 1 or self.lr_decay_at <= 0:
-            return optimizer
-        step = max(1, round(self.lr_decay_at * max_epochs))
-        scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=0.1)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return adamw_with_one_decay(self, [p for p in self.model.parameters() if p.requires_grad], self.lr,
+                                    self.weight_decay, self.lr_decay_at)
 
     # ------------------------------------------------------------------ helpers
     def _transformed(self, loader: Any) -> Iterator[torch.Tensor]:

@@ -13,30 +13,14 @@ from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch import nn, optim
+from torch import nn
 
+from uad_plugins.components.optim import adamw_with_one_decay
 from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.components.settings import check_settings, positive_int, transformer_checks
 from uad_plugins.plugins.uniad.torch_model import UniadModel
 
-__all__ = ["Uniad", "step_decay_optimizer"]
-
-
-def step_decay_optimizer(module: AnomalibModule, parameters: Any, lr: float, weight_decay: float,
-                         decay_at: float) -> Any:
-    """AdamW plus a one-time x0.1 learning-rate step at ``decay_at`` of ``trainer.max_epochs`` (per epoch).
-
-    The paper trains 1000 epochs with ``StepLR(800, 0.1)``: one decay at 80 % of training. Mapping the step to a
-    fraction keeps that shape for any ``max_epochs``. Without a known positive ``max_epochs`` there is no decay.
-    """
-    optimizer = optim.AdamW(parameters, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
-    trainer = getattr(module, "_trainer", None)
-    max_epochs = getattr(trainer, "max_epochs", None) if trainer is not None else None
-    if not max_epochs or max_epochs < 1 or decay_at <= 0:
-        return optimizer
-    step = max(1, round(decay_at * max_epochs))
-    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=0.1)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+__all__ = ["Uniad"]
 
 
 class Uniad(AnomalibModule):
@@ -132,7 +116,7 @@ class Uniad(AnomalibModule):
     def configure_optimizers(self) -> Any:
         """AdamW(1e-4, wd 1e-4) on the trainable (non-backbone) parameters, x0.1 at ``lr_decay_at``."""
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return step_decay_optimizer(self, params, self.lr, self.weight_decay, self.lr_decay_at)
+        return adamw_with_one_decay(self, params, self.lr, self.weight_decay, self.lr_decay_at)
 
     def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
         """MSE between reconstructed and clean backbone features."""
