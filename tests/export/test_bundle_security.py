@@ -41,26 +41,6 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 sys.addaudithook(_audit)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_pbas: list[str], quiet: list[str]) -> Path:
-    from uad_plugins.cli.main import main
-
-    root = tmp_path_factory.mktemp("security_runs")
-    code = main(["fit", *tiny_pbas, *quiet, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
-                 "--heatmaps", "false", "--default_root_dir", str(root), "--data.category", "washer"])
-    assert code == 0
-    return next(root.rglob("model.ckpt"))
-
-
-@pytest.fixture(scope="module")
-def bundle(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from uad_plugins.cli.main import main
-
-    out = tmp_path_factory.mktemp("security_bundles") / "fp32"
-    assert main(["export", "--ckpt_path", str(checkpoint), "--output", str(out)]) == 0
-    return out
-
-
 @pytest.fixture
 def copy(bundle: Path, tmp_path: Path) -> Path:
     """A private copy of the bundle, inside tmp_path/bundles/ (so tmp_path/outside is outside it)."""

@@ -16,26 +16,6 @@ torch.set_num_threads(2)
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_pbas: list[str], quiet: list[str]) -> Path:
-    from uad_plugins.cli.main import main
-
-    root = tmp_path_factory.mktemp("export_runs")
-    code = main(["fit", *tiny_pbas, *quiet, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
-                 "--heatmaps", "false", "--default_root_dir", str(root), "--data.category", "washer"])
-    assert code == 0
-    return next(root.rglob("model.ckpt"))
-
-
-@pytest.fixture(scope="module")
-def bundle(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from uad_plugins.cli.main import main
-
-    out = tmp_path_factory.mktemp("bundles") / "fp32"
-    assert main(["export", "--ckpt_path", str(checkpoint), "--output", str(out)]) == 0
-    return out
-
-
 def _demo_images(n: int = 3) -> list[Path]:
     from uad_plugins.data import default_demo_root
 
