@@ -159,3 +159,33 @@ def test_predict_output_lands_whole_and_never_costs_user_files(fitted, uad, quie
     code, _, err = uad("predict", "--ckpt_path", ckpt, "--data_path", images, "--output", images / "scored",
                        "--overwrite", "true", *quiet)
     assert code == 2 and "inputs" in err and not (images / "scored").exists()
+
+
+def test_validate_is_honest_and_rebuilds_the_fits_split(fitted, uad, quiet) -> None:
+    """Issue 12, item 2: `uad validate` fits thresholds on held-back normals + synthetic anomalies, exactly the
+    split of the fit (same synthesizer, ratio and seed), never on the test split."""
+    import hashlib
+
+    from uad_plugins.engine import UadEngine
+    from uad_plugins.engine.checkpoint import load_checkpoint
+
+    run_dir, ckpt = fitted
+    code, _, err = uad("validate", "--ckpt_path", ckpt, *quiet)
+    assert code == 0, err
+
+    def digest(folder: Path) -> dict[str, str]:
+        return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*.png"))}
+
+    fit_split = digest(run_dir / "validation")
+    assert fit_split and digest(run_dir / "validate" / "validation") == fit_split
+    model, record = load_checkpoint(ckpt)
+    datamodule = record.build_datamodule()
+    engine = UadEngine(default_root_dir=run_dir / "validate_py", seed=record.seed, heatmaps=False,
+                       validation_synthesizer=record.validation_synthesizer, enable_progress_bar=False,
+                       enable_model_summary=False)
+    engine.validate(model=model, datamodule=datamodule, verbose=False)
+    assert engine.run_info["validation"]["mode"] == "synthetic"
+    validation_images = {str(p) for p in datamodule.val_data.samples["image_path"]}
+    test_images = {str(p) for p in datamodule.test_data.samples["image_path"]}
+    assert validation_images and not validation_images & test_images

@@ -157,3 +157,22 @@ def test_refiner_anomalies_come_from_any_image_synthesizer(synthesizer: object) 
     assert anomalous.shape == images.shape and mask.shape == (2, 1, 128, 128) and mask.sum() > 0
     changed = (anomalous - images).abs().amax(1, keepdim=True) > 1e-4
     assert changed[mask > 0].float().mean() > 0.5
+
+
+def test_fusion_scale_is_only_fitted_while_fitting() -> None:
+    """Issue 12, item 2: `uad validate` (or any validation outside fitting) never changes a trained model."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    class Untouchable:
+        def __iter__(self):
+            raise AssertionError("validation images were read outside fitting")
+
+    model = Onenip(**TINY)
+    before = model.model.fusion_scale.clone()
+    for fn in (TrainerFn.VALIDATING, TrainerFn.TESTING, TrainerFn.PREDICTING):
+        model._trainer = SimpleNamespace(state=SimpleNamespace(fn=fn), val_dataloaders=[Untouchable()],
+                                         sanity_checking=False)
+        model.on_validation_epoch_start()
+    assert torch.equal(model.model.fusion_scale, before)

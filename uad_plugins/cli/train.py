@@ -193,8 +193,10 @@ def _engine(cfg, parser, config_text: str | None = None, **extra: Any):
     root = _root_dir(cfg, trainer_args)
     options = {k: getattr(cfg, k) for k in ("honest_validation", "validation_synthesizer", "validation_ratio",
                                             "heatmaps") if k in cfg}
-    return UadEngine(default_root_dir=root, seed=cfg.seed_everything, metrics=cfg.metrics,
-                     config_text=config_text, **options, **extra, **trainer_args)
+    seed = extra.pop("seed_override", None)
+    seed = cfg.seed_everything if seed is None else seed
+    return UadEngine(default_root_dir=root, seed=seed, metrics=cfg.metrics,
+                     config_text=config_text, **{**options, **extra}, **trainer_args)
 
 
 def _print_results(engine, results: list[dict[str, float]] | None) -> None:
@@ -279,7 +281,10 @@ def validate(argv: list[str]) -> int:
     parser, cfg, norm = _parse("validate", argv)
     model, record, run_dir = _load_for_eval(cfg, norm)
     datamodule = _eval_data(cfg, record)
-    engine = _engine(cfg, parser)
+    # the same honest validation as the fit: held-back training normals + the recorded synthesizer, ratio and seed
+    engine = _engine(cfg, parser, honest_validation=record.honest_validation,
+                     validation_synthesizer=record.validation_synthesizer,
+                     validation_ratio=record.validation_ratio, seed_override=record.seed)
     engine.open_run(model, datamodule, run_dir=(run_dir / "validate") if run_dir else None)
     results = engine.validate(model=model, datamodule=datamodule)
     print(json.dumps(results[0] if results else {}, indent=2, default=float))

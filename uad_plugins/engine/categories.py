@@ -7,8 +7,9 @@ At the end of testing :attr:`PerCategoryMetrics.per_category` holds ``{category:
 multi-class benchmarks: every category weighs the same, whatever its number of images).
 
 Batches are read after anomalib's post-processor has normalised and thresholded them (the update of a batch is
-deferred to the start of the next one and to the end of the test epoch), so metrics that read predicted labels
-see what the evaluator sees.
+deferred to the start of the next one and to the end of the test epoch); as in the evaluator, threshold-free
+metrics read the raw outputs kept by :class:`~uad_plugins.engine.metrics.RawOutputs`, and metrics that read
+predicted labels see the thresholded batch.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from anomalib.visualization import ImageVisualizer
 from lightning.pytorch import Callback
 
-from uad_plugins.engine.metrics import DEFAULT_METRICS
+from uad_plugins.engine.metrics import DEFAULT_METRICS, RAW_ATTRIBUTE, metric_input
 from uad_plugins.errors import UadError
 from uad_plugins.factory import create_metric
 
@@ -103,7 +104,7 @@ class PerCategoryMetrics(Callback):
             if category not in self._metrics:
                 self._metrics[category] = [create_metric(ref) for ref in self.references]
             for metric in self._metrics[category]:
-                metric.update(subset)
+                metric.update(metric_input(subset, metric))
 
     def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Compute the metrics of every category and their mean."""
@@ -168,6 +169,9 @@ def _take(batch: Any, index: torch.Tensor) -> SimpleNamespace:
         elif isinstance(value, (list, tuple)):
             value = [value[i] for i in index.tolist()]
         fields[name] = value
+    raw = getattr(batch, RAW_ATTRIBUTE, None)
+    if raw:  # the raw outputs, for threshold-free metrics (see uad_plugins.engine.metrics)
+        fields[RAW_ATTRIBUTE] = {k: v.detach()[index.to(v.device)].cpu() for k, v in raw.items()}
     return SimpleNamespace(**fields)
 
 

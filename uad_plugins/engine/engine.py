@@ -35,7 +35,7 @@ from anomalib.engine import Engine
 from lightning.pytorch import Trainer, seed_everything
 
 from uad_plugins.engine.checkpoint import UadCheckpointMetadata
-from uad_plugins.engine.metrics import attach_metrics
+from uad_plugins.engine.metrics import RawOutputs, attach_metrics
 from uad_plugins.engine.run import (
     discard_run,
     new_run_dir,
@@ -194,6 +194,8 @@ class UadEngine(Engine):
                 logger.info("Using %s's suggested %s=%r (set --trainer.%s to change it).", name, key, value, key)
                 args[key] = value
         self._setup_anomalib_callbacks()
+        if not any(isinstance(c, RawOutputs) for c in self._cache.args["callbacks"]):
+            self._cache.args["callbacks"].append(RawOutputs())  # threshold-free metrics read raw outputs
         self._install_weights_only_io()
         self._ensure_checkpoint_io_plugin(model)
         if self._trainer is None:
@@ -230,15 +232,17 @@ class UadEngine(Engine):
         from uad_plugins.data.validation import apply_synthetic_validation, needs_honest_validation
 
         image = _modality(datamodule) == "image"
-        honest = stage == "fit" and self.honest_validation and needs_honest_validation(datamodule)
+        # validation is honest wherever it fits thresholds: while fitting and in 'uad validate'
+        honest = stage in ("fit", "validate") and self.honest_validation and needs_honest_validation(datamodule)
         if honest and image:
             from anomalib.data.utils import ValSplitMode
 
             datamodule.val_split_mode = ValSplitMode.NONE
+        setup_stage = "fit" if honest else stage  # the honest split is made from the training set
         if image:
-            prepare_datamodule(datamodule, stage)
+            prepare_datamodule(datamodule, setup_stage)
         else:  # signal / point-cloud datamodules check their own data (DataError)
-            datamodule.setup(stage)
+            datamodule.setup(setup_stage)
         if honest:
             from uad_plugins.factory import create_synthesizer
 
@@ -262,7 +266,7 @@ class UadEngine(Engine):
             self.run_info["validation"] = split(synthesizer, ratio=self.validation_ratio, seed=int(self.seed or 0),
                                                 output_dir=self.run_dir / "validation")
             self.run_info["validation"]["synthesizer"] = reference
-        elif stage == "fit":
+        elif stage in ("fit", "validate"):
             mode = getattr(datamodule, "val_split_mode", None)
             self.run_info["validation"] = {"mode": str(getattr(mode, "value", mode))}
         self._prepared.add(id(datamodule))

@@ -1,12 +1,27 @@
-"""Metric selection: turn ``plugin:<name>`` references into an anomalib ``Evaluator``."""
+"""Metric selection (``plugin:<name>`` references -> an anomalib ``Evaluator``) and what the metrics see.
+
+Threshold-free metrics are computed on the model's **raw** outputs. anomalib's ``PostProcessor`` runs before the
+``Evaluator`` and normalises in place with ``((x - threshold) / (max - min) + 0.5).clamp(0, 1)``, min/max/threshold
+coming from the (small) validation set: every test score outside that window becomes exactly 0 or 1, and the ties
+pull AUROC, AUPRO, AP and F1-max towards 0.5 by an amount that differs per model and dataset. So the engine adds
+:class:`RawOutputs`, a trainer callback that runs before the model's callbacks and keeps a copy of ``pred_score``
+and ``anomaly_map`` on each test batch, and the :class:`RawScoreEvaluator` gives each metric the raw copy unless the
+metric reads a thresholded field (``pred_label``, ``pred_mask``): those see the normalised, thresholded batch.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import torch
+from anomalib.metrics import Evaluator
+from lightning.pytorch import Callback
 
 from uad_plugins.factory import create_metric
 
-__all__ = ["DEFAULT_METRICS", "attach_metrics", "build_evaluator"]
+__all__ = ["DEFAULT_METRICS", "RAW_FIELDS", "THRESHOLDED_FIELDS", "RawOutputs", "RawScoreEvaluator",
+           "attach_metrics", "build_evaluator", "metric_input"]
 
 #: computed by `uad fit` / `uad test` when no --metrics are given
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -16,16 +31,81 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "plugin:pixel_f1max",
     "plugin:pixel_aupro",
 )
+#: outputs the post-processor normalises (and clamps) in place
+RAW_FIELDS: tuple[str, ...] = ("pred_score", "anomaly_map")
+#: outputs that exist only after thresholding
+THRESHOLDED_FIELDS: tuple[str, ...] = ("pred_label", "pred_mask")
+#: where :class:`RawOutputs` keeps the copy on a batch
+RAW_ATTRIBUTE = "_uad_raw_outputs"
 
 
-def build_evaluator(metrics: Sequence[str] | None = None):
-    """An anomalib ``Evaluator`` whose test metrics are the given references (default :data:`DEFAULT_METRICS`)."""
-    from anomalib.metrics import Evaluator
+class _RawView:
+    """A batch whose raw-output fields read the copies taken before post-processing; every other field (labels,
+    masks, point validity, paths) reads the batch itself."""
 
+    def __init__(self, batch: Any, raw: dict[str, Any]) -> None:
+        self.__dict__["_batch"] = batch
+        self.__dict__["_raw"] = raw
+
+    def __getattr__(self, name: str) -> Any:
+        raw = self.__dict__["_raw"]
+        return raw[name] if name in raw else getattr(self.__dict__["_batch"], name)
+
+
+def reads_thresholded(metric: Any) -> bool:
+    """True for a metric that reads predicted labels or masks (it needs the post-processed batch)."""
+    return any(field in THRESHOLDED_FIELDS for field in (getattr(metric, "fields", None) or ()))
+
+
+def metric_input(batch: Any, metric: Any) -> Any:
+    """What ``metric.update`` gets: the raw outputs for a threshold-free metric, the batch itself otherwise."""
+    raw = getattr(batch, RAW_ATTRIBUTE, None)
+    if not raw or reads_thresholded(metric):
+        return batch
+    return _RawView(batch, raw)
+
+
+def keep_raw_outputs(source: Any, *targets: Any) -> None:
+    """Copy ``source``'s raw output fields onto ``targets`` (see :data:`RAW_ATTRIBUTE`)."""
+    raw = {}
+    for field in RAW_FIELDS:
+        value = getattr(source, field, None)
+        if isinstance(value, torch.Tensor):
+            raw[field] = value.detach().clone()
+    for target in targets:
+        try:
+            setattr(target, RAW_ATTRIBUTE, raw)
+        except AttributeError:  # a batch type that takes no new attributes: its metrics see what they saw before
+            continue
+
+
+class RawOutputs(Callback):
+    """Keeps a copy of the raw outputs on every test batch, before the model's post-processor changes them (the
+    engine adds it to the trainer's callbacks, which run before a model's own)."""
+
+    def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        del trainer, pl_module, batch_idx, dataloader_idx
+        source = outputs if outputs is not None and hasattr(outputs, "pred_score") else batch
+        keep_raw_outputs(source, batch, source)
+
+
+class RawScoreEvaluator(Evaluator):
+    """anomalib's evaluator, feeding threshold-free metrics the raw outputs (see the module docstring)."""
+
+    def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        del trainer, pl_module, outputs, batch_idx, dataloader_idx
+        for metric in self.test_metrics:
+            metric.update(metric_input(batch, metric))
+
+
+def build_evaluator(metrics: Sequence[str] | None = None) -> RawScoreEvaluator:
+    """A :class:`RawScoreEvaluator` whose test metrics are the given references (default :data:`DEFAULT_METRICS`)."""
     refs = list(metrics) if metrics else list(DEFAULT_METRICS)
-    return Evaluator(test_metrics=[create_metric(ref) for ref in refs])
+    return RawScoreEvaluator(test_metrics=[create_metric(ref) for ref in refs])
 
 
-def attach_metrics(model, metrics: Sequence[str] | None = None) -> None:
-    """Replace the model's evaluator with one computing ``metrics``."""
+def attach_metrics(model: Any, metrics: Sequence[str] | None = None) -> None:
+    """Replace the model's evaluator with one computing ``metrics`` (threshold-free ones on raw outputs)."""
     model.evaluator = build_evaluator(metrics)

@@ -16,7 +16,6 @@ from anomalib import LearningType
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 
@@ -170,12 +169,6 @@ class MmaeEcg(AnomalibModule):
         from uad_plugins.data.signals.visualize import SignalVisualizer
 
         return SignalVisualizer()
-
-    def configure_callbacks(self) -> list[Any]:
-        """The evaluator runs before the post-processor, so test metrics rank the raw scores: anomalib's min-max
-        normalisation clamps scores outside the validation range to 0 or 1, which ties them."""
-        components = (self.pre_processor, self.evaluator, self.post_processor, self.visualizer)
-        return [c for c in components if isinstance(c, Callback)]
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

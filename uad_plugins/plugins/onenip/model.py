@@ -14,6 +14,7 @@ from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
@@ -187,8 +188,11 @@ class Onenip(AnomalibModule):
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
-        """Fusion statistics from the validation images (never the test set): ``fusion_scale`` becomes
-        ``(max + min) / 2`` of the reconstruction maps over all validation images."""
+        """Fusion statistics from the validation images while fitting (never the test set, never outside fitting:
+        a checkpoint's fusion scale is part of the model): ``fusion_scale`` becomes ``(max + min) / 2`` of the
+        reconstruction maps over all validation images."""
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            return
         loaders = self.trainer.val_dataloaders
         if loaders is None:
             return
