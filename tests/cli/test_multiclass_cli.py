@@ -13,7 +13,8 @@ from PIL import Image
 torch.set_num_threads(2)
 
 DEMO_CATEGORIES = {"weave", "washer", "tile"}
-METRICS = {"image_AUROC", "pixel_AUROC", "image_F1Max", "pixel_F1Max", "pixel_AUPRO"}
+METRICS = {"image_AUROC", "pixel_AUROC", "image_F1Max", "pixel_F1Max", "pixel_AUPRO", "image_Precision", "image_Recall",
+           "image_F1Score"}
 
 
 def make_category_folders(root: Path, n_train: int = 8) -> Path:

@@ -36,7 +36,8 @@ def test_fit_writes_a_complete_run_folder(fitted) -> None:
     assert {"plugin:pbas", "plugin:image_auroc", "plugin:pixel_aupro"} <= refs
     assert plugins["libraries"]["anomalib"].startswith("2.")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics["test"]) == {"image_AUROC", "pixel_AUROC", "image_F1Max", "pixel_F1Max", "pixel_AUPRO"}
+    assert set(metrics["test"]) == {"image_AUROC", "pixel_AUROC", "image_F1Max", "pixel_F1Max", "pixel_AUPRO",
+                                    "image_Precision", "image_Recall", "image_F1Score"}
     assert metrics["epochs"] == 1 and metrics["train_batches"] == 3
     assert metrics["steps"] == 6  # PBAS steps two optimisers per batch
     assert metrics["validation"]["mode"] == "synthetic" and metrics["validation"]["n_val_anomalous"] > 0

@@ -45,10 +45,18 @@ def test_edge_matches_eager_and_takes_any_batch(bundle: Path, checkpoint: Path) 
     x = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         eager = model(x)
+    from uad_plugins.export.graph import RawExportModule
+
+    with torch.no_grad():
+        raw_score, raw_map = RawExportModule(model).eval()(x)
     for n in (1, 5):
         out = edge.predict(x[:n].numpy(), batch_size=n)
         assert out.anomaly_map.shape == (n, 64, 64)
         assert np.abs(out.pred_score - eager.pred_score[:n].numpy()).max() < 1e-3
+        # raw outputs too (the clipped pred_score cannot rank inputs outside the validation range)
+        assert out.raw_score.shape == (n,) and out.raw_map.shape == (n, 64, 64)
+        assert np.abs(out.raw_score - raw_score[:n].numpy()).max() < 1e-3 * max(1.0, float(raw_score.abs().max()))
+    assert "raw_score" in out.records()[0]
 
 
 def test_infer_cli_writes_scores_and_overlays(bundle: Path, tmp_path: Path, uad) -> None:

@@ -72,8 +72,9 @@ NOTES = [
     "eager latency: model.forward (pre-processing, model.model, post-processing) under torch.no_grad on a batch "
     "already resized to the model's input size; OpenVINO latency: EdgeModel.infer on the same batch.",
     "p50/p95: median and 95th percentile of the timed iterations after warm-up; throughput = batch / p50.",
-    "quality of torch-eager rows: UadEngine.test on the test split; of OpenVINO rows: the bundle's outputs on the "
-    "test images resized to the input size (antialiased; masks nearest), scored with the same metric plugins. "
+    "quality of torch-eager rows: UadEngine.test on the test split; of OpenVINO rows: the bundle's raw_score/raw_map "
+    "outputs on the test images resized to the input size (antialiased; masks nearest), scored with the same metric "
+    "plugins. Threshold-free metrics always rank raw outputs (normalised scores are clipped to [0, 1] and tie). "
     "'quality_resized_inputs' of eager rows is the eager model scored that second way (same inputs as OpenVINO).",
     "FLOPs: torch FlopCounterMode on the eager forward at batch 1 (matmuls and convolutions; cdist/top-k are not "
     "counted). GFLOP/s = FLOPs x batch / p50 latency; peak_fraction = that / measured torch fp32 matmul peak.",
@@ -331,9 +332,8 @@ def _openvino_job(model: Any, precision: str, bundle_dir: Path, validation: Any,
     except Exception:  # noqa: BLE001 - informative only
         ov_threads = None
     images = test.images.numpy()
-    signal = edge.modality == "signal"
-    # signals are ranked on raw outputs, as the eager evaluator does (normalised scores are clipped to [0, 1])
-    score_key, map_key = ("raw_score", "raw_map") if signal else ("pred_score", "anomaly_map")
+    # ranked on raw outputs, as the eager evaluator does (normalised scores are clipped to [0, 1] and tie)
+    score_key, map_key = "raw_score", "raw_map"
     scores, maps = [], []
     for start in range(0, len(images), 8):
         out = edge.infer(images[start:start + 8])
@@ -384,7 +384,7 @@ class _Bench:
 
         from uad_plugins.engine import UadEngine
         from uad_plugins.export import take_samples
-        from uad_plugins.export.graph import input_size_of, modality_of
+        from uad_plugins.export.graph import RawExportModule, input_size_of, modality_of
         from uad_plugins.export.samples import describe_signal_preparation
 
         recipe, say = self.recipe, self.progress
@@ -465,12 +465,12 @@ class _Bench:
         with torch.no_grad():
             one = _batch(test.images, 1)
             eager["flops_per_image"] = measure.count_flops(lambda: model(one))
-            # signals: the raw outputs, which the signal evaluator and the OpenVINO rows rank
-            forward = model.model if signal else model
-            outs = [forward(test.images[i:i + 8]) for i in range(0, len(test), 8)]
+            # the raw outputs (pre-processing + model), which the evaluator and the OpenVINO rows rank
+            raw_forward = RawExportModule(model).eval()
+            outs = [raw_forward(test.images[i:i + 8]) for i in range(0, len(test), 8)]
         eager["quality_resized_inputs"] = compute_quality(
-            torch.cat([o.pred_score.reshape(-1) for o in outs]),
-            torch.cat([o.anomaly_map.reshape(-1, *size) for o in outs]), test.labels, test.masks, quality_fields)
+            torch.cat([score.reshape(-1) for score, _ in outs]),
+            torch.cat([amap.reshape(-1, *size) for _, amap in outs]), test.labels, test.masks, quality_fields)
 
         say(f"[bench] {label}: timing torch-eager at batch sizes {list(recipe.batch_sizes)}")
         measure.reset_peak_rss()
@@ -511,7 +511,7 @@ class _Bench:
                 result = outcome["result"]
                 row["quality"] = result["quality"]
                 row["quality_source"] = ("bundle raw_score/raw_map on the test windows" if signal
-                                         else "bundle outputs on the resized test images")
+                                         else "bundle raw_score/raw_map on the resized test images")
                 row["latency"] = result["latency"]
                 row["memory"]["inference_peak_rss_mb"] = result["inference_peak_rss_mb"]
                 row["memory"]["inference_rss_before_mb"] = result["inference_rss_before_mb"]

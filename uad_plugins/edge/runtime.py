@@ -36,7 +36,7 @@ REQUIRED_OUTPUTS = ("pred_score", "pred_label", "anomaly_map", "pred_mask")
 class EdgePrediction:
     """Outputs for N inputs: ``pred_score [N]`` (0.5 = threshold), ``pred_label [N]``, ``anomaly_map`` and
     ``pred_mask`` (images: ``[N, H, W]`` at the bundle's input size; signals: ``[N, K, Q]``), plus the sources.
-    Signal bundles also give ``raw_score [N]`` and ``raw_map [N, K, Q]`` (before normalisation; the normalised score
+    Bundles also give ``raw_score [N]`` and ``raw_map`` (before normalisation; the normalised score
     is clipped to [0, 1], the raw one ranks every window)."""
 
     pred_score: np.ndarray
@@ -51,8 +51,12 @@ class EdgePrediction:
     def records(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per input."""
         if self.modality != "signal":
-            return [{"image": src, "pred_score": float(s), "pred_label": bool(lbl)}
+            rows = [{"image": src, "pred_score": float(s), "pred_label": bool(lbl)}
                     for src, s, lbl in zip(self.sources, self.pred_score, self.pred_label)]
+            if self.raw_score is not None:  # bundles of format 2 on: ranks every image (pred_score is clipped)
+                for row, raw in zip(rows, self.raw_score):
+                    row["raw_score"] = float(raw)
+            return rows
         rows = []
         for i, src in enumerate(self.sources):
             row: dict[str, Any] = {"signal": src, "pred_score": float(self.pred_score[i]),

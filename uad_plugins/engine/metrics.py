@@ -30,6 +30,9 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "plugin:image_f1max",
     "plugin:pixel_f1max",
     "plugin:pixel_aupro",
+    "plugin:image_precision",
+    "plugin:image_recall",
+    "plugin:image_f1",
 )
 #: outputs the post-processor normalises (and clamps) in place
 RAW_FIELDS: tuple[str, ...] = ("pred_score", "anomaly_map")

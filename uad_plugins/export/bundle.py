@@ -188,7 +188,8 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
         report = ParityReport(precision=precision, samples=len(validation), passed=not failures, mode="metrics",
                               tolerances={"max_metric_drop": max_metric_drop}, metrics=metrics, failures=failures)
         raw = raw_q
-    full = append_postprocessing(raw, stats, keep_raw=modality == "signal")
+    # raw outputs too: the normalised score is clipped to [0, 1], so only raw scores rank every input (metrics)
+    full = append_postprocessing(raw, stats, keep_raw=True)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_owned_tempdir(f".{out.name}.", out.parent)  # and removes those of killed exports
@@ -312,7 +313,8 @@ def _io_spec(model: Any, modality: str, size: tuple[int, int], dynamic_batch: bo
                   "channels": 3, "height": size[0], "width": size[1], "dynamic_batch": dynamic_batch},
         "preprocessing": {"in_graph": True, "resize": "caller (fixed input size)", **_normalisation(model)},
         "outputs": {"pred_score": ["N"], "pred_label": ["N"], "anomaly_map": ["N", 1, size[0], size[1]],
-                    "pred_mask": ["N", 1, size[0], size[1]]},
+                    "pred_mask": ["N", 1, size[0], size[1]], "raw_score": ["N"],
+                    "raw_map": ["N", 1, size[0], size[1]]},
     }
 
 

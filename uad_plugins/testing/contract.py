@@ -182,8 +182,9 @@ def run_synthesizer_contract(reference: str, *, init_args: dict[str, Any] | None
 
 
 def run_metric_contract(reference: str, *, init_args: dict[str, Any] | None = None) -> float:
-    """An image metric reads an anomalib ``ImageBatch``, gives 1.0 for perfect predictions and clearly less for
-    reversed ones after ``reset()`` (AUROC 0, AP and F1-max their chance floors). Returns the perfect value."""
+    """An image metric reads an anomalib ``ImageBatch`` (scores and maps, and the labels and masks thresholded at
+    0.5), gives 1.0 for perfect predictions and clearly less for reversed ones after ``reset()`` (AUROC 0, AP and
+    F1-max their chance floors, precision/recall/F1 at the threshold 0). Returns the perfect value."""
     import torch
     from anomalib.data import ImageBatch
 
@@ -199,8 +200,10 @@ def run_metric_contract(reference: str, *, init_args: dict[str, Any] | None = No
     def batch(good: bool) -> ImageBatch:
         score = labels.float() * 0.8 + 0.1 if good else (~labels).float() * 0.8 + 0.1
         region = masks if good else ~masks
-        return ImageBatch(image=image, gt_label=labels, gt_mask=masks, pred_score=score,
-                          anomaly_map=region[:, None].float() * 0.8 + noise)
+        anomaly_map = region[:, None].float() * 0.8 + noise
+        # thresholded fields too (metrics at the chosen threshold read them), at 0.5 as the post-processor sets it
+        return ImageBatch(image=image, gt_label=labels, gt_mask=masks, pred_score=score, anomaly_map=anomaly_map,
+                          pred_label=score > 0.5, pred_mask=anomaly_map > 0.5)
 
     metric = create_metric(reference, **dict(init_args or {}))
     metric.update(batch(good=True))
