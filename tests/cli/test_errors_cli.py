@@ -45,6 +45,10 @@ def test_own_folder_with_greyscale_images_trains(uad, tiny_pbas, quiet, tmp_path
     code, out, err = _fit(uad, tiny_pbas, quiet, tmp_path, *_folder(tmp_path / "data", mode="L"))
     assert code == 0, err
     assert "image_AUROC" in out
+    import json
+
+    metrics = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
+    assert metrics["test_data"] == {"category": "mine", "datamodule": "Folder"}  # was "" for a Folder dataset
 
 
 def test_corrupt_image_in_dataset(uad, tiny_pbas, quiet, tmp_path: Path) -> None:

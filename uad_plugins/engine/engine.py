@@ -399,8 +399,9 @@ class UadEngine(Engine):
                 self.run_info["test_per_category"] = per_category.per_category
                 self.run_info["test_mean_over_categories"] = per_category.mean
             if datamodule is not None:
-                metrics_by_split = {"category": str(getattr(datamodule, "category", "") or "")}
-                self.run_info["test_data"] = metrics_by_split
+                # a Folder dataset has no category: its name says what was tested
+                category = getattr(datamodule, "category", "") or getattr(datamodule, "name", "") or ""
+                self.run_info["test_data"] = {"category": str(category), "datamodule": type(datamodule).__name__}
             self.run_info["test"] = metrics
             self._write_metrics()
             return results
