@@ -10,6 +10,8 @@ checkpoint) a dotted class path is checked before it is imported and init args m
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -92,7 +94,9 @@ def create_metric(reference: str | Mapping[str, Any], **init_args: Any) -> Any:
 
 def create_datamodule(reference: str | Mapping[str, Any], **init_args: Any) -> Any:
     """Build a datamodule: a short name (``"MVTecAD"``, ``"Folder"``, ``"UadDemo"``, ``"MitBihBeats"``), a dotted
-    class path, or ``{"class_path": ..., "init_args": {...}}`` (the form a checkpoint records)."""
+    class path, or ``{"class_path": ..., "init_args": {...}}`` (the form a checkpoint records).
+
+    Without a ``num_workers`` argument the datamodule gets its own default capped at the cores available."""
     extra: dict[str, Any] = {}
     if isinstance(reference, Mapping):
         if "class_path" not in reference:
@@ -105,12 +109,38 @@ def create_datamodule(reference: str | Mapping[str, Any], **init_args: Any) -> A
     given = {**extra, **init_args}
     if is_untrusted():
         check_init_args(cls, given, field="data.init_args")
+    given = with_default_workers(cls, given)
     built = {k: _instantiate_nested(v, field=f"data.init_args.{k}") for k, v in given.items()}
     try:
         return cls(**built)
     except TypeError as exc:
         raise ConfigError(f"cannot build data {cls.__module__}.{cls.__qualname__}: {exc}",
                           hint=_options_hint(cls)) from exc
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def with_default_workers(cls: type, init_args: Mapping[str, Any]) -> dict[str, Any]:
+    """``init_args`` with ``num_workers`` filled in where the caller gave none: the class's default, but never more
+    than the cores available (anomalib's default of 8 oversubscribes a small machine and makes Lightning warn). A
+    value the caller gave is kept as it is."""
+    args = dict(init_args)
+    if "num_workers" in args:
+        return args
+    try:
+        param = inspect.signature(cls).parameters.get("num_workers")
+    except (TypeError, ValueError):
+        return args
+    if param is None or not isinstance(param.default, int) or isinstance(param.default, bool):
+        return args
+    args["num_workers"] = min(param.default, available_cores())
+    return args
 
 
 #: where short datamodule names (``MVTecAD``, ``UadDemo``, ``MitBihBeats``) are looked up, in this order

@@ -56,6 +56,7 @@ def test_edge_matches_eager_and_takes_any_batch(bundle: Path, checkpoint: Path) 
         # raw outputs too (the clipped pred_score cannot rank inputs outside the validation range)
         assert out.raw_score.shape == (n,) and out.raw_map.shape == (n, 64, 64)
         assert np.abs(out.raw_score - raw_score[:n].numpy()).max() < 1e-3 * max(1.0, float(raw_score.abs().max()))
+        assert np.abs(out.raw_map - raw_map[:n].squeeze(1).numpy()).max() < 1e-3 * max(1.0, float(raw_map.abs().max()))
     assert "raw_score" in out.records()[0]
 
 

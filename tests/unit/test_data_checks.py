@@ -294,3 +294,42 @@ def test_unknown_stage(tmp_path: Path) -> None:
     dm = MVTecAD(root=_mvtec(tmp_path / "data"), category="thing", num_workers=0)
     with pytest.raises(ConfigError, match="unknown stage"):
         prepare_datamodule(dm, stage="bake")
+
+
+def _jpeg(path: Path, size: tuple[int, int] = (96, 64)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, quality=90)
+    return path
+
+
+@pytest.mark.parametrize(("maker", "name"), [(_rgb, "img.png"), (_jpeg, "img.jpg")], ids=["png", "jpeg"])
+def test_header_check_still_finds_cut_off_files(tmp_path: Path, maker, name: str) -> None:
+    """The default check reads headers only, but a file missing its end marker is decoded and named (issue 12)."""
+    path = maker(tmp_path / name)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(DataError, match="img"):
+        check_image_file(path)  # header is the default
+    with pytest.raises(DataError, match="img"):
+        check_image_file(path, image_check="full")
+
+
+def test_header_check_does_not_decode_whole_files(tmp_path: Path, monkeypatch) -> None:
+    """Damage inside a file with an intact header and end marker is found only by the full check."""
+    path = _jpeg(tmp_path / "img.jpg", size=(256, 256))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 400] = b"\xff\xd8" * 200  # start-of-image markers inside the scan
+    path.write_bytes(bytes(data))
+    decoded: list[int] = []
+    original = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(1) or original(self))
+    assert check_image_file(path) == (256, 256)
+    assert not decoded
+    with pytest.raises(DataError, match=r"img\.jpg"):
+        check_image_file(path, image_check="full")
+
+
+def test_unknown_image_check_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="image_check"):
+        check_image_file(_rgb(tmp_path / "a.png"), image_check="fast")

@@ -231,9 +231,11 @@ def _training_of_checkpoint(path: str) -> dict[str, Any]:
 
 
 def _build_data(entry: DataEntry) -> Any:
+    from uad_plugins.factory import with_default_workers
+
     cls = data_class(entry)
     try:
-        return cls(**copy_args(entry.init_args))
+        return cls(**with_default_workers(cls, copy_args(entry.init_args)))
     except TypeError as exc:
         raise ConfigError(f"cannot build data '{entry.name}' ({entry.class_path}): {exc}") from exc
 

@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="INT8: largest allowed drop of image/pixel AUROC (signals: sample/point AUROC) on "
                         "validation (0.01 = 1 point)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the validation split (default: the run's)")
+    parser.add_argument("--image_check", default="header", choices=["header", "full"],
+                        help="how image files are checked: header (default) or full (every image decoded)")
     return parser
 
 
@@ -80,7 +82,7 @@ def export(argv: list[str]) -> int:
     with owned_tempdir("uad_export_") as work:
         # no recorded synthesizer: the engine takes the datamodule's default (perlin for images, ecg_anomaly for
         # signals), as 'uad fit' did
-        engine = UadEngine(default_root_dir=work, seed=seed, heatmaps=False,
+        engine = UadEngine(default_root_dir=work, seed=seed, heatmaps=False, image_check=args.image_check,
                            validation_synthesizer=record.validation_synthesizer,
                            validation_ratio=record.validation_ratio)
         engine.open_run(model, datamodule, run_dir=work)

@@ -45,10 +45,12 @@ _CATEGORY_FLAGS = ("--data.categories", "--data.init_args.categories")
 class NormalisedArgs:
     """The rewritten argv plus the specs that were resolved on the way (flag -> spec)."""
 
-    def __init__(self, argv: list[str], specs: dict[str, ComponentSpec], has: set[str]) -> None:
+    def __init__(self, argv: list[str], specs: dict[str, ComponentSpec], has: set[str],
+                 data_keys: set[str] | None = None) -> None:
         self.argv = argv
         self.specs = specs
         self.has = has  # top-level keys the user gave (model, data, ...), from argv or config
+        self.data_keys = data_keys or set()  # datamodule options the user gave (num_workers, root, ...)
 
 
 def _component_json(spec: ComponentSpec, user_init_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -96,7 +98,32 @@ def _config_has_categories(data: Any) -> bool:
     return "categories" in data or (isinstance(init_args, Mapping) and "categories" in init_args)
 
 
-def _normalise_config(text_or_path: str, specs: dict[str, ComponentSpec], has: set[str]) -> str:
+def _data_option_names(value: Any) -> set[str]:
+    """Option names in a data value: a ``{class_path, init_args}`` mapping, its JSON/YAML text or a YAML file."""
+    import yaml
+
+    if isinstance(value, str):
+        text = value
+        try:
+            if "\n" not in value and not value.lstrip().startswith("{") and Path(value).is_file():
+                text = Path(value).read_text(encoding="utf-8")
+        except OSError:
+            return set()
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return set()
+    if not isinstance(value, Mapping):
+        return set()
+    init_args = value.get("init_args")
+    names = {str(k) for k in value if k not in ("class_path", "init_args")}
+    if isinstance(init_args, Mapping):
+        names.update(str(k) for k in init_args)
+    return names
+
+
+def _normalise_config(text_or_path: str, specs: dict[str, ComponentSpec], has: set[str],
+                      data_keys: set[str] | None = None) -> str:
     import yaml
 
     path = Path(text_or_path)
@@ -117,6 +144,8 @@ def _normalise_config(text_or_path: str, specs: dict[str, ComponentSpec], has: s
     if not isinstance(data, dict):
         raise ConfigError(f"config {text_or_path} must be a mapping of options, got {type(data).__name__}.")
     has.update(data)
+    if data_keys is not None:
+        data_keys.update(_data_option_names(data.get("data")))
     for key, kind in (("model", "model"), ("synthesizer", "synthesizer")):
         value = data.get(key)
         if isinstance(value, str):
@@ -140,6 +169,7 @@ def normalise_argv(argv: list[str]) -> NormalisedArgs:
     out: list[str] = []
     specs: dict[str, ComponentSpec] = {}
     has: set[str] = set()
+    data_keys: set[str] = set()
     data_slot: tuple[str, int] | None = None  # where the data class was last given: ("flag"|"inline"|"config", i)
     categories = False
     i = 0
@@ -156,6 +186,10 @@ def normalise_argv(argv: list[str]) -> NormalisedArgs:
             break
         if flag.startswith("--") and "." not in flag and flag != "--config":
             has.add(flag[2:])
+        if flag.startswith("--data."):
+            data_keys.add(flag[len("--data."):].removeprefix("init_args.").split(".", 1)[0])
+        elif flag == "--data" and (eq or i + 1 < len(argv)):
+            data_keys.update(_data_option_names(inline if eq else argv[i + 1]))
         if flag in FLAG_KINDS:
             value = inline if eq else argv[i + 1]
             i += 1 if eq else 2
@@ -174,7 +208,7 @@ def normalise_argv(argv: list[str]) -> NormalisedArgs:
         if flag in ("--config", "-c"):
             value = inline if eq else argv[i + 1]
             i += 1 if eq else 2
-            text = _normalise_config(value, specs, has)
+            text = _normalise_config(value, specs, has, data_keys)
             out += [flag, text]
             if _config_data(text) is not None:
                 data_slot = ("config", len(out) - 1)
@@ -195,7 +229,7 @@ def normalise_argv(argv: list[str]) -> NormalisedArgs:
         i += 1
     if categories:
         out = _unify_data(out, data_slot, has)
-    return NormalisedArgs(out, specs, has)
+    return NormalisedArgs(out, specs, has, data_keys)
 
 
 def _config_data(text: str) -> Any:

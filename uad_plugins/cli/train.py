@@ -7,7 +7,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from uad_plugins.cli.resolve import normalise_argv, split_prefixed_options
 from uad_plugins.errors import ConfigError, UadError
@@ -96,6 +96,10 @@ def _build_parser(command: str):
                                  "plugin:ecg_anomaly for signals)")
         parser.add_argument("--validation_ratio", type=float, default=0.2,
                             help="share of training normals held back for validation")
+    parser.add_argument("--image_check", type=Literal["header", "full"], default="header",
+                        help="how image files are checked before the run: header (each file's header; a PNG/JPEG "
+                             "without its end marker is decoded) or full (every image decoded: slower, also finds "
+                             "damage inside a file)")
     if command in ("fit", "test", "predict"):
         parser.add_argument("--heatmaps", type=bool, default=True, help="write heatmap overlay PNGs")
     if command == "predict":
@@ -173,6 +177,18 @@ def _make_data(data_cfg: dict[str, Any] | None):
     return create_datamodule(data_cfg)
 
 
+def _user_data(cfg, norm) -> dict[str, Any] | None:
+    """The user's ``--data`` as a mapping; options the user did not give that are machine settings rather than
+    data (``num_workers``) are left out, so the datamodule door fills them in for this machine."""
+    data_cfg = _ns_dict(cfg.data) if cfg.get("data") else None
+    if not data_cfg or not data_cfg.get("class_path"):
+        return None
+    init_args = data_cfg.get("init_args")
+    if isinstance(init_args, dict) and "num_workers" not in norm.data_keys:
+        data_cfg = {**data_cfg, "init_args": {k: v for k, v in init_args.items() if k != "num_workers"}}
+    return data_cfg
+
+
 def _root_dir(cfg, trainer_args: dict[str, Any]) -> str:
     """Where run folders go: ``--default_root_dir``, or ``--trainer.default_root_dir`` (the same setting, as
     anomalib users write it); both, differing, is an error."""
@@ -192,7 +208,7 @@ def _engine(cfg, parser, config_text: str | None = None, **extra: Any):
     trainer_args = _explicit_trainer_args(parser, cfg)
     root = _root_dir(cfg, trainer_args)
     options = {k: getattr(cfg, k) for k in ("honest_validation", "validation_synthesizer", "validation_ratio",
-                                            "heatmaps") if k in cfg}
+                                            "heatmaps", "image_check") if k in cfg}
     seed = extra.pop("seed_override", None)
     seed = cfg.seed_everything if seed is None else seed
     return UadEngine(default_root_dir=root, seed=seed, metrics=cfg.metrics,
@@ -240,13 +256,14 @@ def fit(argv: list[str]) -> int:
     parser, cfg, norm = _parse("fit", argv)
     _seed(cfg)
     model = _make_model(cfg, norm)
-    datamodule = _make_data(_ns_dict(cfg.data))
+    data_cfg = _user_data(cfg, norm)
+    datamodule = _make_data(data_cfg)
     config_text = parser.dump(cfg, skip_none=False)
     spec = norm.specs.get("--model")
     if spec is not None:
         config_text = f"# model: {spec.reference} ({spec.provider})\n" + config_text
     engine = _engine(cfg, parser, config_text=config_text, checkpoint_extra={
-        "data": _ns_dict(cfg.data), "seed": cfg.seed_everything,
+        "data": data_cfg, "seed": cfg.seed_everything,
         "validation": {"synthesizer": cfg.validation_synthesizer, "ratio": cfg.validation_ratio,
                        "honest": cfg.honest_validation}})
     engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -268,10 +285,10 @@ def _load_for_eval(cfg, norm):
     return model, record, find_run_dir(cfg.ckpt_path)
 
 
-def _eval_data(cfg, record, overrides: dict[str, Any] | None = None):
+def _eval_data(cfg, norm, record, overrides: dict[str, Any] | None = None):
     """The user's --data, else the checkpoint's recorded data (checked before anything is built)."""
-    data_cfg = _ns_dict(cfg.data) if cfg.get("data") else None
-    if data_cfg and data_cfg.get("class_path"):
+    data_cfg = _user_data(cfg, norm)
+    if data_cfg is not None:
         return _make_data(data_cfg)
     return record.build_datamodule(overrides)
 
@@ -280,7 +297,7 @@ def validate(argv: list[str]) -> int:
     """``uad validate``."""
     parser, cfg, norm = _parse("validate", argv)
     model, record, run_dir = _load_for_eval(cfg, norm)
-    datamodule = _eval_data(cfg, record)
+    datamodule = _eval_data(cfg, norm, record)
     # the same honest validation as the fit: held-back training normals + the recorded synthesizer, ratio and seed
     engine = _engine(cfg, parser, honest_validation=record.honest_validation,
                      validation_synthesizer=record.validation_synthesizer,
@@ -295,7 +312,7 @@ def test(argv: list[str]) -> int:
     """``uad test``."""
     parser, cfg, norm = _parse("test", argv)
     model, record, run_dir = _load_for_eval(cfg, norm)
-    datamodule = _eval_data(cfg, record)
+    datamodule = _eval_data(cfg, norm, record)
     engine = _engine(cfg, parser)
     engine.open_run(model, datamodule, run_dir=run_dir)
     results = engine.test(model=model, datamodule=datamodule, verbose=False)
@@ -350,7 +367,7 @@ def predict(argv: list[str]) -> int:
                           what="uad predict")
     # non-image inputs are read with the checkpoint's own data settings (windows, filters, normalisation), and
     # before anything is written: bad data or options leave nothing behind
-    loader = None if images else _eval_data(cfg, record, data_overrides).predict_loader(cfg.data_path)
+    loader = None if images else _eval_data(cfg, norm, record, data_overrides).predict_loader(cfg.data_path)
     rows, output = _predict_rows(cfg, parser, model, loader, folder)
     what = "images" if "image_path" in rows[0] else "windows"
     print(f"{len(rows)} {what} scored; predictions: {output / 'predictions.json'}; heatmaps: {output / 'images'}")

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import struct
+import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from pandas import DataFrame
 
 __all__ = [
+    "IMAGE_CHECKS",
     "MIN_SIDE",
     "check_datamodule",
     "check_dataset_samples",
@@ -40,6 +42,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: how much of each image the pre-run check reads: its header (plus the format's end marker, so a truncated PNG or
+#: JPEG is decoded to be sure), or the whole image decoded
+IMAGE_CHECKS = ("header", "full")
+#: how far from a file's end the PNG/JPEG end marker is looked for (cameras may append a few bytes after it)
+_END_WINDOW = 4096
 #: the smallest accepted image side in pixels
 MIN_SIDE = 32
 #: how many problems a dataset error lists before it just counts the rest
@@ -68,8 +75,28 @@ class _Probe:
     kind: str | None = None
 
 
-def _probe(path: str | Path, role: str) -> _Probe:
-    """Open, verify and decode one image file; never raises for data problems."""
+def check_mode(image_check: str) -> bool:
+    """True for a full decode, False for the header check; a clear error for anything else."""
+    if image_check not in IMAGE_CHECKS:
+        raise ConfigError(f"image_check must be one of {', '.join(IMAGE_CHECKS)}, got {image_check!r}.",
+                          hint="header (the default) reads each file's header; full decodes every image.")
+    return image_check == "full"
+
+
+def _ends_whole(path: Path, image_format: str | None) -> bool:
+    """False where a PNG or JPEG lacks its end marker near the end of the file (a cut-off copy, typically)."""
+    marker = {"PNG": b"IEND", "JPEG": b"\xff\xd9"}.get(image_format or "")
+    if marker is None:
+        return True
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - _END_WINDOW))
+        return marker in fh.read()
+
+
+def _probe(path: str | Path, role: str, full: bool = True) -> _Probe:
+    """Open one image file and read its header (``full``: verify and decode it whole); never raises for data
+    problems. Without ``full``, a PNG or JPEG whose end marker is missing is decoded whole to be sure."""
     path = Path(path)
     problem = path_problem(path)  # a symbolic-link loop, a broken link, a pipe: named, never opened
     if problem is not None:
@@ -78,10 +105,13 @@ def _probe(path: str | Path, role: str) -> _Probe:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                im.verify()  # checks structure and checksums without decoding
-            with Image.open(path) as im:  # verify() leaves the image unusable: reopen and decode it fully
-                im.load()
                 size, mode = im.size, im.mode
+                decode = full or not _ends_whole(path, im.format)
+                if decode:
+                    im.verify()  # checks structure and checksums without decoding
+            if decode:
+                with Image.open(path) as im:  # verify() leaves the image unusable: reopen and decode it fully
+                    im.load()
     except _PIL_ERRORS as err:
         return _Probe(None, None, f"{role} file {path} cannot be read as an image ({type(err).__name__}: {err})",
                       "corrupt")
@@ -92,13 +122,14 @@ def _probe(path: str | Path, role: str) -> _Probe:
     return _Probe(size, mode)
 
 
-def check_image_file(path: str | Path, *, role: str = "image") -> tuple[int, int]:
-    """Check that ``path`` is a readable, whole image at least ``MIN_SIDE`` px a side; return ``(width, height)``.
+def check_image_file(path: str | Path, *, role: str = "image", image_check: str = "header") -> tuple[int, int]:
+    """Check that ``path`` is a readable image at least ``MIN_SIDE`` px a side; return ``(width, height)``.
+    ``image_check``: see :func:`check_dataset_samples`.
 
     Raises:
         DataError: the file is missing, corrupt, truncated, not an image, or too small.
     """
-    probe = _probe(path, role)
+    probe = _probe(path, role, check_mode(image_check))
     if probe.problem is not None:
         raise DataError(f"Checking {role} file failed: {probe.problem}.", hint=_HINTS[probe.kind or "corrupt"])
     assert probe.size is not None
@@ -179,19 +210,22 @@ def _has_value(value: Any) -> bool:
     return str(value).strip() not in ("", "nan", "None", "<NA>")
 
 
-def _probe_all(paths: Sequence[str], role: str, cache: dict[tuple[str, str], _Probe]) -> list[_Probe]:
+def _probe_all(paths: Sequence[str], role: str, cache: dict[tuple[str, str], _Probe],
+               full: bool = False) -> list[_Probe]:
     todo = sorted({p for p in paths if (p, role) not in cache})
     if todo:
         workers = max(1, min(8, os.cpu_count() or 1, len(todo)))
         with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decoding releases the GIL
-            for path, probe in zip(todo, pool.map(lambda p: _probe(p, role), todo)):
+            for path, probe in zip(todo, pool.map(lambda p: _probe(p, role, full), todo)):
                 cache[(path, role)] = probe
     return [cache[(p, role)] for p in paths]
 
 
 def check_dataset_samples(samples: DataFrame, *, split_name: str, dataset_root: str | None,
-                          _cache: dict[tuple[str, str], _Probe] | None = None) -> None:
-    """Check every image (and mask, where a row has a ``mask_path``) of an anomalib ``samples`` table.
+                          image_check: str = "header", _cache: dict[tuple[str, str], _Probe] | None = None) -> None:
+    """Check every image (and mask, where a row has a ``mask_path``) of an anomalib ``samples`` table: readable,
+    large enough, masks the size of their images. ``image_check``: ``"header"`` reads each file's header (and
+    decodes a PNG/JPEG whose end marker is missing), ``"full"`` decodes every file.
 
     All problems are collected and raised together as one :class:`DataError` that lists the first
     ``MAX_LISTED`` of them and counts the rest.
@@ -205,9 +239,10 @@ def check_dataset_samples(samples: DataFrame, *, split_name: str, dataset_root: 
     images = [str(p) for p in samples["image_path"]]
     masks_col = samples["mask_path"] if "mask_path" in samples.columns else [None] * len(images)
     masks = [str(m) if _has_value(m) else None for m in masks_col]
-    image_probes = _probe_all(images, "image", cache)
+    full = check_mode(image_check)
+    image_probes = _probe_all(images, "image", cache, full)
     mask_paths = [m for m in masks if m is not None]
-    mask_probes = dict(zip(mask_paths, _probe_all(mask_paths, "mask", cache)))
+    mask_probes = dict(zip(mask_paths, _probe_all(mask_paths, "mask", cache, full)))
 
     problems: list[str] = []
     kinds: set[str] = set()
@@ -264,8 +299,9 @@ def _expected_layout(datamodule: Any) -> str:
             "<root>/<category>/ground_truth/<defect>/<name>_mask.png.")
 
 
-def check_datamodule(datamodule: Any) -> dict[str, int]:
+def check_datamodule(datamodule: Any, image_check: str = "header") -> dict[str, int]:
     """Check the files of every set-up split (train, val, test) of an anomalib datamodule; return the counts.
+    ``image_check``: see :func:`check_dataset_samples`.
 
     Raises:
         DataError: the datamodule is not set up, has no training images, or has unusable files.
@@ -274,8 +310,10 @@ def check_datamodule(datamodule: Any) -> dict[str, int]:
     if getattr(datamodule, "train_data", None) is None:
         raise DataError(f"Checking the dataset in {where} failed: the datamodule has no training set.",
                         hint="Set it up first: uad_plugins.data.prepare_datamodule(datamodule).")
+    check_mode(image_check)
     counts: dict[str, int] = {}
     cache: dict[tuple[str, str], _Probe] = {}
+    tables = []
     for split in ("train", "test", "val"):  # test before val: val is often made from test
         dataset = getattr(datamodule, f"{split}_data", None)
         if dataset is None:
@@ -287,8 +325,15 @@ def check_datamodule(datamodule: Any) -> dict[str, int]:
         if split == "train" and len(samples) == 0:
             raise DataError(f"Checking the dataset failed: no training images found in {where}.",
                             hint=_expected_layout(datamodule))
-        check_dataset_samples(samples, split_name=split, dataset_root=where, _cache=cache)
+        tables.append((split, samples))
+    total = sum(len(samples) for _, samples in tables)
+    how = "decoding every image" if image_check == "full" else "headers; --image_check full decodes every image"
+    logger.info("Checking %d image(s) of %s (%s) ...", total, where, how)
+    started = time.perf_counter()
+    for split, samples in tables:
+        check_dataset_samples(samples, split_name=split, dataset_root=where, image_check=image_check, _cache=cache)
         counts[split] = len(samples)
+    logger.info("Checked %d image(s) in %.1f s.", total, time.perf_counter() - started)
     return {split: counts[split] for split in ("train", "val", "test") if split in counts}
 
 
@@ -375,8 +420,9 @@ def _trainer_fn(stage: Any) -> Any:
                           hint=f"Use one of: {', '.join(f.value for f in TrainerFn)}.") from None
 
 
-def prepare_datamodule(datamodule: Any, stage: str | None = "fit") -> dict[str, int]:
+def prepare_datamodule(datamodule: Any, stage: str | None = "fit", image_check: str = "header") -> dict[str, int]:
     """Set up an anomalib image datamodule safely and check its files; return the sample counts per split.
+    ``image_check``: ``"header"`` (default) or ``"full"``, see :func:`check_dataset_samples`.
 
     Never downloads (a missing dataset folder is a DataError), turns anomalib's layout errors into
     DataErrors, and sets up with a ``TrainerFn`` stage so that the Trainer does not redo the splits.
@@ -385,6 +431,7 @@ def prepare_datamodule(datamodule: Any, stage: str | None = "fit") -> dict[str, 
     from anomalib.data.errors import MisMatchError
 
     fn = _trainer_fn(stage)
+    check_mode(image_check)
     _prepare_without_download(datamodule)
     if isinstance(datamodule, Folder):
         _check_folder_dirs(datamodule)
@@ -396,4 +443,4 @@ def prepare_datamodule(datamodule: Any, stage: str | None = "fit") -> dict[str, 
         raise DataError(f"Setting up the {datamodule.name} dataset from {_location(datamodule)} failed: "
                         f"{type(err).__name__}: {' '.join(str(err).split())}",
                         hint=_expected_layout(datamodule)) from err
-    return check_datamodule(datamodule)
+    return check_datamodule(datamodule, image_check)

@@ -177,8 +177,11 @@ class RunRecord:
             if unknown and not takes_any:
                 raise ConfigError(f"--data.{unknown[0]}: {cls.__name__} has no option '{unknown[0]}'.",
                                   hint=f"Its options: {', '.join(sorted(names))}.")
+        data = dict(self.data)
+        if isinstance(data.get("init_args"), Mapping):  # worker count is this machine's, not the run's
+            data["init_args"] = {k: v for k, v in data["init_args"].items() if k != "num_workers"}
         with untrusted(self.origin):
-            return create_datamodule(self.data, **dict(overrides or {}))
+            return create_datamodule(data, **dict(overrides or {}))
 
 
 def _checked_data(data: Any, origin: str) -> dict[str, Any] | None:

@@ -88,6 +88,8 @@ class UadEngine(Engine):
             for images).
         validation_ratio: share of training normals held back for validation.
         heatmaps: write heatmap overlay PNGs for test and predict images.
+        image_check: how the image files are checked before a run: ``"header"`` (each file's header, and a whole
+            decode of a PNG/JPEG that lacks its end marker) or ``"full"`` (every image decoded).
         config_text: the resolved configuration, saved as ``config.yaml`` in the run folder.
         checkpoint_extra: more provenance stored in each checkpoint (the CLI records the data config there).
         **trainer_kwargs: any ``lightning.Trainer`` argument; these always win over a model's suggestions.
@@ -105,6 +107,7 @@ class UadEngine(Engine):
         validation_synthesizer: str | Mapping[str, Any] | None = None,
         validation_ratio: float = 0.2,
         heatmaps: bool = True,
+        image_check: str = "header",
         config_text: str | None = None,
         checkpoint_extra: dict[str, Any] | None = None,
         **trainer_kwargs: Any,
@@ -119,6 +122,10 @@ class UadEngine(Engine):
         self._validation_synthesizer: Any = None  # the instance honest validation used (for plugins.json)
         self.validation_ratio = validation_ratio
         self.heatmaps = heatmaps
+        from uad_plugins.data.checks import check_mode
+
+        check_mode(image_check)
+        self.image_check = image_check
         self.config_text = config_text
         self.checkpoint_extra = dict(checkpoint_extra or {})
         self.run_dir: Path | None = None
@@ -240,7 +247,7 @@ class UadEngine(Engine):
             datamodule.val_split_mode = ValSplitMode.NONE
         setup_stage = "fit" if honest else stage  # the honest split is made from the training set
         if image:
-            prepare_datamodule(datamodule, setup_stage)
+            prepare_datamodule(datamodule, setup_stage, self.image_check)
         else:  # signal / point-cloud datamodules check their own data (DataError)
             datamodule.setup(setup_stage)
         if honest:
@@ -427,7 +434,7 @@ class UadEngine(Engine):
                 raise DataError(f"no images found in {data_path}",
                                 hint="Give an image file or a folder with .png/.jpg/.jpeg/.bmp/.tif images.")
             for file in files:
-                check_image_file(file)
+                check_image_file(file, image_check=self.image_check)
         self.open_run(model or self.model, datamodule)
         if model is not None and self._trainer is None:
             self._setup_trainer(model)
