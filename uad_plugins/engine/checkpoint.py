@@ -243,7 +243,9 @@ def load_checkpoint(path: str | Path, expected_class_path: str | None = None) ->
         cls, _, _ = resolve_component("model", class_path, flag="--model")
     overrides = {"pretrained": False} if "pretrained" in hparams else {}
     try:
-        with untrusted(record.origin):
+        from uad_plugins.components.backbones import weights_from_checkpoint
+
+        with untrusted(record.origin), weights_from_checkpoint():
             model = cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, **overrides)
     except UadError:
         raise

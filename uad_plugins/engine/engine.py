@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -36,6 +37,7 @@ from lightning.pytorch import Trainer, seed_everything
 
 from uad_plugins.engine.checkpoint import UadCheckpointMetadata
 from uad_plugins.engine.metrics import RawOutputs, attach_metrics
+from uad_plugins.engine.progress import LogProgress, output_is_a_terminal
 from uad_plugins.engine.run import (
     discard_run,
     new_run_dir,
@@ -71,6 +73,53 @@ def _drop_log_message(logger_name: str, prefix: str) -> Iterator[None]:
         yield
     finally:
         target.removeFilter(keep)
+
+
+#: Lightning's notices that alarm users for nothing here (see :class:`_LightningNoticeFilter`)
+_OWN_CALLBACK_SUFFIXES = ("PreProcessor", "PostProcessor", "Evaluator")
+_OVERRIDE_NOTICE = "The following callbacks returned in `LightningModule.configure_callbacks` will override"
+#: Lightning warnings for a model without an optimizer (PRADOT, Padim, Patchcore: they learn statistics)
+_NO_OPTIMIZER_WARNINGS = (r".*`LightningModule.configure_optimizers` returned `None`.*",
+                          r".*`training_step` returned `None`.*")
+
+
+class _LightningNoticeFilter(logging.Filter):
+    """Drops Lightning's advertising tips and its note that a model's own pre-/post-processor and evaluator
+    replace the ones the engine attached (they are the same objects: nothing is lost)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("\N{ELECTRIC LIGHT BULB} Tip:"):
+            return False
+        if message.startswith(_OVERRIDE_NOTICE):
+            names = [n.strip() for n in message.rsplit(":", 1)[-1].split(",")]
+            return not all(n.endswith(_OWN_CALLBACK_SUFFIXES) for n in names)
+        return True
+
+
+def _install_notice_filter() -> None:
+    # rank_zero_info logs through whichever of these loggers was imported last
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning_fabric.utilities.rank_zero", "lightning_utilities.core.rank_zero"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _LightningNoticeFilter) for f in target.filters):
+            target.addFilter(_LightningNoticeFilter())
+
+
+@contextlib.contextmanager
+def _no_optimizer_notices(model: Any) -> Iterator[None]:
+    """Silence Lightning's 'no optimizer' / 'training_step returned None' warnings during a fit and say once, in
+    plain words, what they mean when the model indeed trains without an optimizer."""
+    with warnings.catch_warnings():
+        for pattern in _NO_OPTIMIZER_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
+    from lightning.pytorch.core.optimizer import _MockOptimizer
+
+    trainer = getattr(model, "_trainer", None)
+    if trainer is not None and all(isinstance(o, _MockOptimizer) for o in trainer.optimizers):
+        logger.info("%s has no optimizer: its training steps fit statistics or prototypes, not weights by gradient.",
+                    type(model).__name__)
 
 
 class UadEngine(Engine):
@@ -113,6 +162,7 @@ class UadEngine(Engine):
         **trainer_kwargs: Any,
     ) -> None:
         self.user_trainer_args = set(trainer_kwargs)
+        _install_notice_filter()
         super().__init__(callbacks=callbacks, logger=logger, default_root_dir=default_root_dir, **trainer_kwargs)
         self.root = Path(default_root_dir)
         self.seed = seed
@@ -200,6 +250,11 @@ class UadEngine(Engine):
             elif args.get(key) != value:
                 logger.info("Using %s's suggested %s=%r (set --trainer.%s to change it).", name, key, value, key)
                 args[key] = value
+        if "enable_progress_bar" not in self.user_trainer_args and not output_is_a_terminal():
+            # output to a file or a pipe: progress as log lines instead of a bar that redraws one line
+            args["enable_progress_bar"] = False
+            if not any(isinstance(c, LogProgress) for c in args["callbacks"]):
+                args["callbacks"].append(LogProgress())
         self._setup_anomalib_callbacks()
         if not any(isinstance(c, RawOutputs) for c in self._cache.args["callbacks"]):
             self._cache.args["callbacks"].append(RawOutputs())  # threshold-free metrics read raw outputs
@@ -361,7 +416,8 @@ class UadEngine(Engine):
             self._setup_trainer(model)
             self._restore_metric_states_from(model)
             start = time.perf_counter()
-            self.trainer.fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only=True)
+            with _no_optimizer_notices(model):
+                self.trainer.fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only=True)
             self._record_fit(time.perf_counter() - start)
 
     def _record_fit(self, elapsed: float) -> None:
