@@ -190,3 +190,34 @@ def test_validate_is_honest_and_rebuilds_the_fits_split(fitted, uad, quiet) -> N
     validation_images = {str(p) for p in datamodule.val_data.samples["image_path"]}
     test_images = {str(p) for p in datamodule.test_data.samples["image_path"]}
     assert validation_images and not validation_images & test_images
+
+
+def test_heatmaps_are_drawn_from_post_processed_outputs(fitted, tmp_path: Path) -> None:
+    """The heatmap writer runs after anomalib's post-processor in test and predict: normalised maps and a
+    predicted mask (its panel had no title and no outline when the writer ran first, on raw maps)."""
+    from anomalib.visualization import ImageVisualizer
+
+    from uad_plugins.engine import UadEngine
+    from uad_plugins.engine.checkpoint import load_checkpoint
+
+    seen: list[tuple[bool, float]] = []
+
+    class Spy(ImageVisualizer):
+        def _look(self, outputs) -> None:
+            seen.append((outputs.pred_mask is not None, float(outputs.anomaly_map.max())))
+
+        def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+            self._look(outputs)
+
+        def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+            self._look(outputs)
+
+    _, ckpt = fitted
+    model, record = load_checkpoint(ckpt)
+    model.configure_visualizer = Spy
+    engine = UadEngine(default_root_dir=tmp_path, enable_progress_bar=False)
+    engine.test(model, datamodule=record.build_datamodule(), verbose=False)
+    images = next(Path(record.build_datamodule().root).rglob("test/*/*.png"))
+    engine.predict(model, data_path=str(images))
+    assert seen and all(has_mask and top <= 1.0 for has_mask, top in seen), seen
+    assert model.configure_callbacks.__func__ is type(model).configure_callbacks  # only for the call

@@ -352,17 +352,47 @@ class UadEngine(Engine):
         if not any(isinstance(c, UadCheckpointMetadata) for c in self._cache.args["callbacks"]):
             self._cache.args["callbacks"].append(UadCheckpointMetadata(meta))
 
-    def _add_heatmap_writer(self, model: Any = None) -> None:
-        """Add the model's visualizer (``configure_visualizer()``; anomalib's image visualizer by default)."""
+    def _heatmap_writer(self, model: Any = None, datamodule: Any = None) -> Any:
+        """The model's visualizer (``configure_visualizer()``; anomalib's image visualizer by default), or
+        ``None`` when heatmaps are off or the model brings its own; per category for a multi-category datamodule."""
         if not self.heatmaps or self._trainer is None:
-            return
-        from anomalib.visualization import ImageVisualizer
+            return None
+        from anomalib.visualization import ImageVisualizer, Visualizer
+
+        from uad_plugins.engine.categories import CategoryImageVisualizer, category_count
 
         model = model or self.model
+        if isinstance(getattr(model, "visualizer", None), Visualizer):
+            return None  # the model's own, already among its callbacks
         configure = getattr(model, "configure_visualizer", None)
         writer = configure() if callable(configure) else ImageVisualizer()
-        if writer is not None and not any(isinstance(c, type(writer)) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(writer)
+        if type(writer) is ImageVisualizer and datamodule is not None and category_count(datamodule) >= 2:
+            writer = CategoryImageVisualizer.from_visualizer(writer)  # categories share file names
+        return writer
+
+    @contextlib.contextmanager
+    def _after_model_callbacks(self, model: Any, extra: Sequence[Any]) -> Iterator[None]:
+        """Run ``extra`` callbacks after the model's own (pre-processor, post-processor, evaluator) for one trainer
+        call. Lightning appends a model's ``configure_callbacks()`` after the trainer's callbacks, so a heatmap
+        writer among the trainer's would draw raw maps and no predicted mask: it goes on the model's list
+        instead, for the duration of the call only."""
+        model = model or self.model
+        extra = [c for c in extra if c is not None]
+        if model is None or not extra:
+            yield
+            return
+        own = model.configure_callbacks
+
+        def configure_callbacks() -> list[Any]:
+            callbacks = own()
+            callbacks = [callbacks] if not isinstance(callbacks, Sequence) else list(callbacks)
+            return [*callbacks, *extra]
+
+        model.configure_callbacks = configure_callbacks
+        try:
+            yield
+        finally:
+            del model.configure_callbacks  # the class's method again
 
     def _check_modalities(self, model: Any, datamodule: Any) -> None:
         """A model and a datamodule of different modalities (an image model on signals, ...) -> ConfigError."""
@@ -382,9 +412,7 @@ class UadEngine(Engine):
     def _add_per_category_metrics(self, datamodule: Any) -> Any:
         """With a multi-category datamodule, a fresh callback computing every metric per category (and heatmaps
         written per category)."""
-        from anomalib.visualization import ImageVisualizer
-
-        from uad_plugins.engine.categories import CategoryImageVisualizer, PerCategoryMetrics, category_count
+        from uad_plugins.engine.categories import PerCategoryMetrics, category_count
 
         if self._trainer is None:
             return None
@@ -392,9 +420,6 @@ class UadEngine(Engine):
         callbacks[:] = [c for c in callbacks if not isinstance(c, PerCategoryMetrics)]
         if datamodule is None or category_count(datamodule) < 2:
             return None
-        for i, c in enumerate(callbacks):  # categories share file names: one heatmap folder per category
-            if type(c) is ImageVisualizer:
-                callbacks[i] = CategoryImageVisualizer.from_visualizer(c)
         callback = PerCategoryMetrics(self.metrics)
         self.trainer.callbacks.append(callback)
         return callback
@@ -452,9 +477,10 @@ class UadEngine(Engine):
             if model is not None and self._trainer is None:
                 self._write_run_files(model, datamodule)
                 self._setup_trainer(model)
-            self._add_heatmap_writer(model)
+            writer = self._heatmap_writer(model, datamodule)
             per_category = self._add_per_category_metrics(datamodule)
-            results = super().test(model, dataloaders, ckpt_path, verbose, datamodule)
+            with self._after_model_callbacks(model, [writer]):
+                results = super().test(model, dataloaders, ckpt_path, verbose, datamodule)
             metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
             for key in ("test_per_category", "test_mean_over_categories"):
                 self.run_info.pop(key, None)
@@ -494,12 +520,15 @@ class UadEngine(Engine):
         self.open_run(model or self.model, datamodule)
         if model is not None and self._trainer is None:
             self._setup_trainer(model)
-        self._add_heatmap_writer(model)
+        writer = self._heatmap_writer(model, datamodule)
         if model is None or ckpt_path:
-            return super().predict(model, dataloaders, datamodule, dataset, return_predictions, ckpt_path, data_path)
+            with self._after_model_callbacks(model, [writer]):
+                return super().predict(model, dataloaders, datamodule, dataset, return_predictions, ckpt_path,
+                                       data_path)
         # a model passed in already holds its weights (uad predict loads the checkpoint itself): anomalib's
         # "ckpt_path is not provided. Model weights will not be loaded." would tell the user the opposite
-        with _drop_log_message("anomalib.engine.engine", "ckpt_path is not provided"):
+        with _drop_log_message("anomalib.engine.engine", "ckpt_path is not provided"), \
+                self._after_model_callbacks(model, [writer]):
             return super().predict(model, dataloaders, datamodule, dataset, return_predictions, ckpt_path, data_path)
 
     def _write_metrics(self) -> None:
