@@ -72,7 +72,7 @@ def _remedies(backbone: str) -> str:
     return (
         "What to do, any one of:\n"
         f"  - switch to a backbone whose weights ship with the install: --model.backbone {LITE0} "
-        "(with EfficientNet layers, e.g. --model.layers '[blocks.2, blocks.4]');\n"
+        "with its layers (blocks.2 for stride 8, blocks.4 for stride 16, e.g. --model.layers '[blocks.4]');\n"
         f"  - pass a local weights file for '{backbone}': --model.pretrained /path/to/weights.safetensors;\n"
         "  - train from random initialisation: --model.pretrained false."
     )

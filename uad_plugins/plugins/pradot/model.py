@@ -33,10 +33,11 @@ class Pradot(AnomalibModule):
     means); the anomaly map is the transport cost to the nearest prototype.
 
     Args:
-        backbone: frozen timm backbone; the official code uses ``resnet50`` (timm >= 0.9 resolves it to
-            ``resnet50.a1_in1k``). Its ImageNet weights need the timm hub or a local file; ``tf_efficientnet_lite0``
-            has offline weights (use ``layers=[blocks.4]`` for stride 16).
-        layers: feature layers; each gets its own prototype bank(s) (``layer3``: 1024 channels at stride 16).
+        backbone: frozen timm backbone; default ``tf_efficientnet_lite0``, whose ImageNet weights ship with the
+            install. The official code uses ``resnet50`` (timm >= 0.9 resolves it to ``resnet50.a1_in1k``), whose
+            weights need the timm hub or a local file (``configs/pradot_mvtec_paper.yaml``).
+        layers: feature layers; each gets its own prototype bank(s) (``blocks.4``: 112 channels at stride 16;
+            ``layer3`` of ``resnet50``: 1024 channels at stride 16).
         pretrained: ``True`` (ImageNet weights), ``False`` (random init) or a local weights file.
         image_size: square input side (224 -> a 14x14 grid at stride 16).
         num_prototypes: prototypes per grid position, K (16).
@@ -55,8 +56,8 @@ class Pradot(AnomalibModule):
 
     def __init__(
         self,
-        backbone: str = "resnet50",
-        layers: Sequence[str] = ("layer3",),
+        backbone: str = "tf_efficientnet_lite0",
+        layers: Sequence[str] = ("blocks.4",),
         pretrained: bool | str = True,
         image_size: int = 224,
         num_prototypes: int = 16,
@@ -94,7 +95,7 @@ class Pradot(AnomalibModule):
     # ------------------------------------------------------------------ anomalib configuration
     @classmethod
     def configure_pre_processor(cls, image_size: int | tuple[int, int] | None = None,
-                                backbone: str = "resnet50") -> PreProcessor:
+                                backbone: str = "tf_efficientnet_lite0") -> PreProcessor:
         """Resize to ``image_size`` (224 by default) and normalise as the backbone expects (ImageNet statistics for
         ResNets, 0.5/0.5 for ``tf_efficientnet_lite0``); no augmentation, as in the official code."""
         return backbone_pre_processor(image_size, backbone, default_size=224)

@@ -194,7 +194,8 @@ class PradotModel(nn.Module):
     """PRADOT (Trombetta & Lartizien, 2025): prototypes per grid position learned by entropic optimal transport.
 
     Args:
-        backbone: timm backbone (frozen); the official code uses ``resnet50`` (``layer3``).
+        backbone: timm backbone (frozen); default ``tf_efficientnet_lite0`` (offline weights), the official code
+            uses ``resnet50`` (``layer3``).
         layers: feature layers; each gets its own prototype bank(s) and the maps are averaged.
         pretrained: ``True`` (ImageNet weights), ``False`` (random init) or a local weights file.
         image_size: square input side; fixes every layer's grid (224 -> 14x14 at stride 16).
@@ -215,8 +216,8 @@ class PradotModel(nn.Module):
 
     def __init__(
         self,
-        backbone: str = "resnet50",
-        layers: Sequence[str] = ("layer3",),
+        backbone: str = "tf_efficientnet_lite0",
+        layers: Sequence[str] = ("blocks.4",),
         pretrained: bool | str = True,
         image_size: int = 224,
         num_prototypes: int = 16,
