@@ -221,3 +221,48 @@ def test_heatmaps_are_drawn_from_post_processed_outputs(fitted, tmp_path: Path) 
     engine.predict(model, data_path=str(images))
     assert seen and all(has_mask and top <= 1.0 for has_mask, top in seen), seen
     assert model.configure_callbacks.__func__ is type(model).configure_callbacks  # only for the call
+
+
+def test_normal_quantile_threshold_is_fitted_recorded_and_reused(fitted, uad, quiet, tiny_pbas,
+                                                                 tmp_path: Path) -> None:
+    """`--threshold normal_quantile`: the image threshold is the quantile of the validation normals' raw scores; the
+    rule lands in metrics.json and the checkpoint, and `uad validate` / `uad test` keep it (issue 12)."""
+    from uad_plugins.engine import UadEngine
+    from uad_plugins.engine.checkpoint import load_checkpoint, read_checkpoint_metadata
+
+    _, ckpt = fitted
+    model, record = load_checkpoint(ckpt)
+    assert record.threshold == "f1_adaptive"  # the fixture's run used the default
+    engine = UadEngine(default_root_dir=tmp_path / "q", seed=record.seed, heatmaps=False, enable_progress_bar=False,
+                       enable_model_summary=False, threshold="normal_quantile", false_alarm_rate=0.25)
+    datamodule = record.build_datamodule()
+    engine.validate(model=model, datamodule=datamodule, verbose=False)
+    from uad_plugins.export.graph import RawExportModule
+
+    raw = RawExportModule(model).eval()
+    normals = []
+    with torch.no_grad():
+        for batch in datamodule.val_dataloader():
+            normals.append(raw(batch.image)[0][~batch.gt_label.bool()])
+    normal = torch.cat(normals)
+    above = int((normal > model.post_processor.image_threshold).sum())
+    assert above == int(0.25 * len(normal)), (above, len(normal))
+    assert engine.run_info["threshold"] == {"rule": "normal_quantile", "false_alarm_rate": 0.25}
+
+    tiny_fit = [*tiny_pbas, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+                "--data.category", "washer"]
+    code, _, err = uad("fit", *tiny_fit, *quiet, "--default_root_dir", str(tmp_path / "runs"),
+                       "--threshold", "normal_quantile", "--false_alarm_rate", "0.2")
+    assert code == 0, err
+    run = next((tmp_path / "runs").rglob("metrics.json")).parent
+    assert json.loads((run / "metrics.json").read_text())["threshold"] == {"rule": "normal_quantile",
+                                                                           "false_alarm_rate": 0.2}
+    new_ckpt = run / "weights" / "lightning" / "model.ckpt"
+    assert read_checkpoint_metadata(new_ckpt)[0]["threshold"]["rule"] == "normal_quantile"
+    code, _, err = uad("validate", "--ckpt_path", str(new_ckpt), *quiet)
+    assert code == 0, err
+    code, _, err = uad("test", "--ckpt_path", str(new_ckpt), *quiet)
+    assert code == 0, err
+    assert json.loads((run / "metrics.json").read_text())["threshold"]["rule"] == "normal_quantile"
+    code, _, err = uad("fit", *tiny_fit, *quiet, "--threshold", "quantile")
+    assert code == 2 and "threshold" in err

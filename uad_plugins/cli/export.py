@@ -97,7 +97,7 @@ def export(argv: list[str]) -> int:
         manifest = export_bundle(model, output, precision=args.precision, validation=validation,
                                  calibration=calibration, parity_samples=args.parity_samples,
                                  max_metric_drop=args.max_metric_drop, overwrite=args.overwrite,
-                                 provenance=provenance,
+                                 provenance=provenance, threshold=(record.threshold, record.false_alarm_rate),
                                  input_preparation=describe_signal_preparation(datamodule) if signal else None,
                                  progress=lambda msg: print(f"[export] {msg}", flush=True))
     parity = manifest["parity"]

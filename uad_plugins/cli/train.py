@@ -96,6 +96,15 @@ def _build_parser(command: str):
                                  "plugin:ecg_anomaly for signals)")
         parser.add_argument("--validation_ratio", type=float, default=0.2,
                             help="share of training normals held back for validation")
+    if command in ("fit", "validate"):
+        parser.add_argument("--threshold", type=Literal["f1_adaptive", "normal_quantile"] | None, default=None,
+                            help="how thresholds are fitted on validation: f1_adaptive (default for fit: the score "
+                                 "maximising F1 on validation, whose anomalies are synthetic) or normal_quantile "
+                                 "(the score that --false_alarm_rate of the validation normals exceed); validate: "
+                                 "the checkpoint's rule unless given")
+        parser.add_argument("--false_alarm_rate", type=float | None, default=None,
+                            help="normal_quantile: the share of normal validation images (pixels) allowed above "
+                                 "the threshold (default 0.01, or the checkpoint's)")
     parser.add_argument("--image_check", type=Literal["header", "full"], default="header",
                         help="how image files are checked before the run: header (each file's header; a PNG/JPEG "
                              "without its end marker is decoded) or full (every image decoded: slower, also finds "
@@ -209,10 +218,13 @@ def _engine(cfg, parser, config_text: str | None = None, **extra: Any):
     root = _root_dir(cfg, trainer_args)
     options = {k: getattr(cfg, k) for k in ("honest_validation", "validation_synthesizer", "validation_ratio",
                                             "heatmaps", "image_check") if k in cfg}
+    for key in ("threshold", "false_alarm_rate"):
+        if cfg.get(key) is not None:
+            options[key] = cfg.get(key)
     seed = extra.pop("seed_override", None)
     seed = cfg.seed_everything if seed is None else seed
     return UadEngine(default_root_dir=root, seed=seed, metrics=cfg.metrics,
-                     config_text=config_text, **{**options, **extra}, **trainer_args)
+                     config_text=config_text, **{**extra, **options}, **trainer_args)
 
 
 def _print_results(engine, results: list[dict[str, float]] | None) -> None:
@@ -301,7 +313,8 @@ def validate(argv: list[str]) -> int:
     # the same honest validation as the fit: held-back training normals + the recorded synthesizer, ratio and seed
     engine = _engine(cfg, parser, honest_validation=record.honest_validation,
                      validation_synthesizer=record.validation_synthesizer,
-                     validation_ratio=record.validation_ratio, seed_override=record.seed)
+                     validation_ratio=record.validation_ratio, seed_override=record.seed,
+                     threshold=record.threshold, false_alarm_rate=record.false_alarm_rate)
     engine.open_run(model, datamodule, run_dir=(run_dir / "validate") if run_dir else None)
     results = engine.validate(model=model, datamodule=datamodule)
     print(json.dumps(results[0] if results else {}, indent=2, default=float))
@@ -313,7 +326,7 @@ def test(argv: list[str]) -> int:
     parser, cfg, norm = _parse("test", argv)
     model, record, run_dir = _load_for_eval(cfg, norm)
     datamodule = _eval_data(cfg, norm, record)
-    engine = _engine(cfg, parser)
+    engine = _engine(cfg, parser, threshold=record.threshold, false_alarm_rate=record.false_alarm_rate)
     engine.open_run(model, datamodule, run_dir=run_dir)
     results = engine.test(model=model, datamodule=datamodule, verbose=False)
     _print_results(engine, results)

@@ -114,6 +114,8 @@ class RunRecord:
         validation_ratio: share of training normals held back for validation.
         honest_validation: whether fit built validation from training normals + synthetic anomalies.
         plugins: the components recorded at fit time (informational).
+        threshold: the threshold rule the fit used (``f1_adaptive`` or ``normal_quantile``).
+        false_alarm_rate: the target false-alarm rate of ``normal_quantile``.
     """
 
     path: Path
@@ -125,6 +127,8 @@ class RunRecord:
     validation_ratio: float = 0.2
     honest_validation: bool = True
     plugins: tuple[Any, ...] = ()
+    threshold: str = "f1_adaptive"
+    false_alarm_rate: float = 0.01
 
     @property
     def origin(self) -> str:
@@ -157,11 +161,13 @@ class RunRecord:
                 raise UntrustedSettingError(f"{origin}: field '{KEY}.validation.ratio' is {ratio!r:.40}, not a "
                                             "share in (0, 1).")
             honest = validation.get("honest", True)
+            threshold, false_alarm_rate = _checked_threshold(meta.get("threshold"), origin)
             plugins = meta.get("plugins") or []
             check_plain(plugins, field=f"{KEY}.plugins", origin=origin, components=False)  # read, never built
         return cls(path=path, class_path=class_path, model=reference, data=data, seed=seed,
                    validation_synthesizer=synthesizer, validation_ratio=float(ratio), honest_validation=bool(honest),
-                   plugins=tuple(plugins) if isinstance(plugins, (list, tuple)) else ())
+                   plugins=tuple(plugins) if isinstance(plugins, (list, tuple)) else (), threshold=threshold,
+                   false_alarm_rate=false_alarm_rate)
 
     def build_datamodule(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The recorded datamodule (``overrides``: init args the user changes), built through the checked door."""
@@ -182,6 +188,24 @@ class RunRecord:
             data["init_args"] = {k: v for k, v in data["init_args"].items() if k != "num_workers"}
         with untrusted(self.origin):
             return create_datamodule(data, **dict(overrides or {}))
+
+
+def _checked_threshold(block: Any, origin: str) -> tuple[str, float]:
+    """The recorded threshold rule (anomalib's F1-adaptive for checkpoints that record none)."""
+    from uad_plugins.engine.thresholds import THRESHOLD_RULES
+
+    if block is None:
+        return "f1_adaptive", 0.01
+    if not isinstance(block, Mapping):
+        raise UntrustedSettingError(f"{origin}: field '{KEY}.threshold' is not a mapping.")
+    rule, rate = block.get("rule", "f1_adaptive"), block.get("false_alarm_rate", 0.01)
+    if rule not in THRESHOLD_RULES:
+        raise UntrustedSettingError(f"{origin}: field '{KEY}.threshold.rule' is {rule!r:.40}, not one of "
+                                    f"{', '.join(THRESHOLD_RULES)}.")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < float(rate) < 1:
+        raise UntrustedSettingError(f"{origin}: field '{KEY}.threshold.false_alarm_rate' is {rate!r:.40}, not a "
+                                    "rate in (0, 1).")
+    return str(rule), float(rate)
 
 
 def _checked_data(data: Any, origin: str) -> dict[str, Any] | None:

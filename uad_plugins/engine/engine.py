@@ -46,6 +46,7 @@ from uad_plugins.engine.run import (
     write_json_atomic,
     write_text_atomic,
 )
+from uad_plugins.engine.thresholds import apply_threshold_rule, check_threshold_rule
 from uad_plugins.errors import ConfigError, DataError
 
 __all__ = ["UadEngine"]
@@ -137,6 +138,10 @@ class UadEngine(Engine):
             for images).
         validation_ratio: share of training normals held back for validation.
         heatmaps: write heatmap overlay PNGs for test and predict images.
+        threshold: how thresholds are fitted on validation: ``"f1_adaptive"`` (anomalib's: the F1-maximising score)
+            or ``"normal_quantile"`` (the score that ``false_alarm_rate`` of the validation normals exceed); see
+            :mod:`uad_plugins.engine.thresholds`.
+        false_alarm_rate: the target false-alarm rate of ``"normal_quantile"``.
         image_check: how the image files are checked before a run: ``"header"`` (each file's header, and a whole
             decode of a PNG/JPEG that lacks its end marker) or ``"full"`` (every image decoded).
         config_text: the resolved configuration, saved as ``config.yaml`` in the run folder.
@@ -157,6 +162,8 @@ class UadEngine(Engine):
         validation_ratio: float = 0.2,
         heatmaps: bool = True,
         image_check: str = "header",
+        threshold: str = "f1_adaptive",
+        false_alarm_rate: float = 0.01,
         config_text: str | None = None,
         checkpoint_extra: dict[str, Any] | None = None,
         **trainer_kwargs: Any,
@@ -176,6 +183,8 @@ class UadEngine(Engine):
 
         check_mode(image_check)
         self.image_check = image_check
+        check_threshold_rule(threshold, false_alarm_rate)
+        self.threshold, self.false_alarm_rate = threshold, float(false_alarm_rate)
         self.config_text = config_text
         self.checkpoint_extra = dict(checkpoint_extra or {})
         self.run_dir: Path | None = None
@@ -348,9 +357,16 @@ class UadEngine(Engine):
         manifest = plugins_manifest(components, {"seed": self.seed})
         write_json_atomic(self.run_dir / "plugins.json", manifest)
         spec = getattr(model, "_uad_spec", None)
-        meta = {"model": spec.reference if spec else None, "plugins": manifest["components"], **self.checkpoint_extra}
+        meta = {"model": spec.reference if spec else None, "plugins": manifest["components"],
+                "threshold": self._threshold_record(), **self.checkpoint_extra}
         if not any(isinstance(c, UadCheckpointMetadata) for c in self._cache.args["callbacks"]):
             self._cache.args["callbacks"].append(UadCheckpointMetadata(meta))
+
+    def _threshold_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"rule": self.threshold}
+        if self.threshold == "normal_quantile":
+            record["false_alarm_rate"] = self.false_alarm_rate
+        return record
 
     def _heatmap_writer(self, model: Any = None, datamodule: Any = None) -> Any:
         """The model's visualizer (``configure_visualizer()``; anomalib's image visualizer by default), or
@@ -434,6 +450,8 @@ class UadEngine(Engine):
         if ckpt_path is not None:
             self._check_resume(model, ckpt_path)
         attach_metrics(model, self._metrics_for(model))
+        apply_threshold_rule(model, self.threshold, self.false_alarm_rate)
+        self.run_info["threshold"] = self._threshold_record()
         with self._completing_run():
             self.open_run(model, datamodule)
             self.prepare_data(datamodule, "fit")
@@ -459,6 +477,8 @@ class UadEngine(Engine):
         """Run validation (thresholds and normalisation statistics) and return its metrics."""
         self._seed()
         self._check_modalities(model or self.model, datamodule)
+        apply_threshold_rule(model or self.model, self.threshold, self.false_alarm_rate)
+        self.run_info["threshold"] = self._threshold_record()
         with self._completing_run():
             self.open_run(model or self.model, datamodule)
             self.prepare_data(datamodule, "validate")
@@ -492,6 +512,7 @@ class UadEngine(Engine):
                 category = getattr(datamodule, "category", "") or getattr(datamodule, "name", "") or ""
                 self.run_info["test_data"] = {"category": str(category), "datamodule": type(datamodule).__name__}
             self.run_info["test"] = metrics
+            self.run_info.setdefault("threshold", self._threshold_record())  # the rule the thresholds came from
             self._write_metrics()
             return results
 

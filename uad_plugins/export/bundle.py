@@ -60,9 +60,13 @@ def _raw_outputs(compiled: Any, samples: Samples, batch_size: int) -> tuple[np.n
     return out["raw_score"], out["raw_map"]
 
 
-def refit_post_stats(raw_scores: np.ndarray, raw_maps: np.ndarray, samples: Samples) -> PostStats:
-    """Thresholds (F1-adaptive) and min-max statistics fitted on raw outputs, as anomalib's PostProcessor does."""
+def refit_post_stats(raw_scores: np.ndarray, raw_maps: np.ndarray, samples: Samples,
+                     threshold: tuple[str, float] = ("f1_adaptive", 0.01)) -> PostStats:
+    """Thresholds (with the run's rule: ``(rule, false_alarm_rate)``, see :mod:`uad_plugins.engine.thresholds`)
+    and min-max statistics fitted on raw outputs, as anomalib's PostProcessor does."""
     from anomalib.metrics import F1AdaptiveThreshold, MinMax
+
+    from uad_plugins.engine.thresholds import NormalQuantileThreshold, check_threshold_rule
 
     if samples.labels is None or int(samples.labels.sum()) == 0 or int((samples.labels == 0).sum()) == 0:
         raise ExportError("INT8 needs validation samples with both normal and anomalous inputs to re-fit "
@@ -72,9 +76,15 @@ def refit_post_stats(raw_scores: np.ndarray, raw_maps: np.ndarray, samples: Samp
     maps = torch.from_numpy(np.asarray(raw_maps, dtype=np.float32)).reshape(len(scores), *raw_maps.shape[-2:])
     batch = SimpleNamespace(pred_score=scores, gt_label=samples.labels.bool(), anomaly_map=maps,
                             gt_mask=samples.masks.bool())
-    image_thr = F1AdaptiveThreshold(fields=["pred_score", "gt_label"])
+    rule, rate = threshold
+    check_threshold_rule(rule, rate)
+    if rule == "normal_quantile":
+        image_thr = NormalQuantileThreshold(false_alarm_rate=rate, fields=["pred_score", "gt_label"])
+        pixel_thr = NormalQuantileThreshold(false_alarm_rate=rate, fields=["anomaly_map", "gt_mask"])
+    else:
+        image_thr = F1AdaptiveThreshold(fields=["pred_score", "gt_label"])
+        pixel_thr = F1AdaptiveThreshold(fields=["anomaly_map", "gt_mask"])
     image_thr.update(batch)
-    pixel_thr = F1AdaptiveThreshold(fields=["anomaly_map", "gt_mask"])
     pixel_thr.update(batch)
     image_mm, pixel_mm = MinMax(fields=["pred_score"]), MinMax(fields=["anomaly_map"])
     image_mm.update(batch)
@@ -139,13 +149,15 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
                   calibration: Samples | None = None, parity_samples: int = 16, max_metric_drop: float = 0.01,
                   overwrite: bool = False, provenance: dict[str, Any] | None = None,
                   input_preparation: dict[str, Any] | None = None,
+                  threshold: tuple[str, float] = ("f1_adaptive", 0.01),
                   progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Export ``model`` to an OpenVINO bundle at ``output``; returns the manifest.
 
     Image models take ``[N, 3, H, W]``; signal models (``model.modality == "signal"``) take windows ``[N, K, Q]``
     and their bundles also return the raw score and map. ``validation`` and ``calibration`` come from
     :func:`~uad_plugins.export.samples.take_samples`; ``input_preparation`` (signals) says how the datamodule
-    prepared the windows (recorded in the manifest: a bundle takes windows prepared that way).
+    prepared the windows (recorded in the manifest: a bundle takes windows prepared that way). ``threshold`` is the
+    run's threshold rule, used where INT8 re-fits the thresholds after quantization.
     Raises :class:`ExportError` (nothing written) when conversion fails or the parity gate does not pass.
     """
     import openvino as ov
@@ -182,7 +194,7 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
                  f"validation {'windows' if modality == 'signal' else 'images'})")
         int8_raw = _raw_outputs(_compile(raw_q, precision), validation, batch_size)
         eager_raw = _raw_outputs(_compile(raw, "fp32"), validation, batch_size)
-        stats = refit_post_stats(*int8_raw, validation)
+        stats = refit_post_stats(*int8_raw, validation, threshold)
         refitted = True
         metrics, failures = _metric_budget(eager_raw, int8_raw, validation, max_metric_drop)
         report = ParityReport(precision=precision, samples=len(validation), passed=not failures, mode="metrics",
