@@ -18,7 +18,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROW_FIELDS = {"model", "model_ref", "reference", "data", "category", "backend", "precision", "status", "error",
               "quality", "latency", "gflops_per_s", "peak_fraction", "memory", "parameters", "flops_per_image",
               "training", "export"}
-QUALITY_FIELDS = {"image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "image_AP"}
+QUALITY_FIELDS = {"image_AUROC", "pixel_AUROC", "pixel_AUPRO", "image_F1Max", "image_AP", "image_Precision",
+                  "image_Recall", "image_F1Score"}
 
 #: random weights, 64 px, small dimensions, 1 epoch of 2 batches; Padim as the anomalib reference
 TINY_RECIPE = {
@@ -152,6 +153,10 @@ def test_tiny_recipe_runs_through_the_cli(tmp_path: Path, capsys: pytest.Capture
             assert 0 < timing["p50_ms"] <= timing["p95_ms"] and timing["iterations"] == 2
             assert timing["throughput_ips"] > 0
         assert 0.0 <= row["quality"]["image_AUROC"] <= 1.0
+        # the decisions at the threshold fitted on validation, for eager and OpenVINO rows alike (issue 12)
+        assert all(0.0 <= row["quality"][k] <= 1.0 for k in ("image_Precision", "image_Recall", "image_F1Score")
+                   if row["quality"][k] is not None)
+        assert row["quality"]["image_Recall"] is not None
         assert row["memory"]["inference_peak_rss_mb"] > 0 and row["memory"]["fit_peak_rss_mb"] > 0
         assert row["flops_per_image"] > 0 and row["parameters"] > 0 and row["gflops_per_s"]["1"] > 0
         assert row["training"]["epochs"] == 1 and row["training"]["train_batches"] == 2
@@ -163,7 +168,8 @@ def test_tiny_recipe_runs_through_the_cli(tmp_path: Path, capsys: pytest.Capture
 
     markdown = (out / "bench.md").read_text(encoding="utf-8")
     assert markdown.startswith("# Benchmark: tiny")
-    assert "| model | data | backend | image AUROC | pixel AUROC | AUPRO | F1-max | p50 ms bs1 |" in markdown
+    assert ("| model | data | backend | image AUROC | pixel AUROC | AUPRO | F1-max | P@thr | R@thr | F1@thr "
+            "| p50 ms bs1 |") in markdown
     assert "| pbas | UadDemo/washer | openvino-fp32 |" in markdown
     assert "| padim (ref) | UadDemo/washer | torch-eager |" in markdown
     assert "| model | data | backend | epochs | batches | steps | fit s | params |" in markdown

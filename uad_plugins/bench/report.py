@@ -22,7 +22,8 @@ _DASH = "—"
 #: (column header, quality field) of the results table, per row modality
 QUALITY_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "image": [("image AUROC", "image_AUROC"), ("pixel AUROC", "pixel_AUROC"), ("AUPRO", "pixel_AUPRO"),
-              ("F1-max", "image_F1Max")],
+              ("F1-max", "image_F1Max"), ("P@thr", "image_Precision"), ("R@thr", "image_Recall"),
+              ("F1@thr", "image_F1Score")],
     "signal": [("sample AUROC", "sample_AUROC"), ("sample AP", "sample_AP"), ("point AUROC", "point_AUROC")],
 }
 #: what one input is called, per modality (throughput and FLOPs columns)

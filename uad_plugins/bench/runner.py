@@ -54,7 +54,13 @@ METRICS: dict[str, str] = {
     "pixel_AUPRO": "plugin:pixel_aupro",
     "image_F1Max": "plugin:image_f1max",
     "image_AP": "plugin:image_ap",
+    # at the run's threshold (fitted on validation): these read predicted labels, not raw scores
+    "image_Precision": "plugin:image_precision",
+    "image_Recall": "plugin:image_recall",
+    "image_F1Score": "plugin:image_f1",
 }
+#: quality fields that read predicted labels (the threshold's decisions) instead of ranking raw outputs
+THRESHOLDED = ("image_Precision", "image_Recall", "image_F1Score")
 #: quality field of a signal row -> metric plugin (raw scores and maps: the signal evaluator ranks raw values)
 SIGNAL_METRICS: dict[str, str] = {
     "sample_AUROC": "plugin:signal_auroc",
@@ -75,7 +81,9 @@ NOTES = [
     "quality of torch-eager rows: UadEngine.test on the test split; of OpenVINO rows: the bundle's raw_score/raw_map "
     "outputs on the test images resized to the input size (antialiased; masks nearest), scored with the same metric "
     "plugins. Threshold-free metrics always rank raw outputs (normalised scores are clipped to [0, 1] and tie). "
-    "'quality_resized_inputs' of eager rows is the eager model scored that second way (same inputs as OpenVINO).",
+    "'quality_resized_inputs' of eager rows is the eager model scored that second way (same inputs as OpenVINO). "
+    "P@thr, R@thr, F1@thr (image_Precision, image_Recall, image_F1Score): the decisions at the run's threshold, "
+    "fitted on validation only (OpenVINO rows: the bundle's pred_label).",
     "FLOPs: torch FlopCounterMode on the eager forward at batch 1 (matmuls and convolutions; cdist/top-k are not "
     "counted). GFLOP/s = FLOPs x batch / p50 latency; peak_fraction = that / measured torch fp32 matmul peak.",
     "OpenVINO steps run in a forked child with torch limited to 1 thread; export seconds include the parity gate.",
@@ -127,11 +135,13 @@ def _dir_mb(path: Path) -> float:
 
 
 def compute_quality(scores: Any, maps: Any, labels: Any, masks: Any,
-                    metrics: dict[str, str] | None = None) -> dict[str, float | None]:
+                    metrics: dict[str, str] | None = None, pred_labels: Any = None) -> dict[str, float | None]:
     """Metrics of outputs with the metric plugins (``None`` where a metric cannot apply).
 
     ``scores [N]``, ``maps [N, H, W]`` (signals: ``[N, K, Q]``), ``labels [N]``, ``masks`` shaped like ``maps``
-    (tensors or arrays); ``metrics``: field -> plugin (default :data:`METRICS`, the image metrics).
+    (tensors or arrays); ``metrics``: field -> plugin (default :data:`METRICS`, the image metrics);
+    ``pred_labels [N]``: the decisions at the run's threshold, for the :data:`THRESHOLDED` fields (``None`` there
+    without them).
     """
     import torch
 
@@ -142,18 +152,35 @@ def compute_quality(scores: Any, maps: Any, labels: Any, masks: Any,
     maps_t = maps_t.reshape(len(scores_t), *tuple(maps_t.shape[-2:]))
     labels_t = torch.as_tensor(labels).reshape(-1).bool()
     masks_t = None if masks is None else torch.as_tensor(masks).reshape(maps_t.shape).bool()
-    batch = SimpleNamespace(pred_score=scores_t, gt_label=labels_t, anomaly_map=maps_t, gt_mask=masks_t)
+    decisions = None if pred_labels is None else torch.as_tensor(pred_labels).reshape(-1).bool()
+    batch = SimpleNamespace(pred_score=scores_t, gt_label=labels_t, anomaly_map=maps_t, gt_mask=masks_t,
+                            pred_label=decisions)
     both_classes = bool(labels_t.any()) and bool((~labels_t).any())
     has_masks = masks_t is not None and bool(masks_t.any()) and bool((~masks_t).any())
     out: dict[str, float | None] = {}
     for name, ref in (metrics or METRICS).items():
-        if not both_classes or (name.startswith(_MAP_LEVEL) and not has_masks):
+        if (not both_classes or (name.startswith(_MAP_LEVEL) and not has_masks)
+                or (name in THRESHOLDED and decisions is None)):
             out[name] = None
             continue
         metric = create_metric(ref)
         metric.update(batch)
         out[name] = round(float(metric.compute()), 5)
     return out
+
+
+def _eager_decisions(model: Any, images: Any) -> Any:
+    """The eager model's labels at its threshold (``None`` for a model whose forward gives none)."""
+    import torch
+
+    labels = []
+    for start in range(0, len(images), 8):
+        out = model(images[start:start + 8])
+        label = getattr(out, "pred_label", None)
+        if label is None:
+            return None
+        labels.append(label.reshape(-1))
+    return torch.cat(labels)
 
 
 def load_lite0_into_timm(model: Any) -> dict[str, Any]:
@@ -336,15 +363,16 @@ def _openvino_job(model: Any, precision: str, bundle_dir: Path, validation: Any,
     images = test.images.numpy()
     # ranked on raw outputs, as the eager evaluator does (normalised scores are clipped to [0, 1] and tie)
     score_key, map_key = "raw_score", "raw_map"
-    scores, maps = [], []
+    scores, maps, decisions = [], [], []
     for start in range(0, len(images), 8):
         out = edge.infer(images[start:start + 8])
         scores.append(out[score_key].reshape(-1))
         maps.append(out[map_key].reshape(-1, *edge.input_size))
+        decisions.append(out["pred_label"].reshape(-1))
     import numpy as np
 
     quality = compute_quality(np.concatenate(scores), np.concatenate(maps), test.labels, test.masks,
-                              metrics_for(edge.modality))
+                              metrics_for(edge.modality), pred_labels=np.concatenate(decisions))
     latency = {}
     measure.reset_peak_rss()
     before = measure.current_rss_mb()
@@ -470,9 +498,11 @@ class _Bench:
             # the raw outputs (pre-processing + model), which the evaluator and the OpenVINO rows rank
             raw_forward = RawExportModule(model).eval()
             outs = [raw_forward(test.images[i:i + 8]) for i in range(0, len(test), 8)]
+            decisions = _eager_decisions(model, test.images)
         eager["quality_resized_inputs"] = compute_quality(
             torch.cat([score.reshape(-1) for score, _ in outs]),
-            torch.cat([amap.reshape(-1, *size) for _, amap in outs]), test.labels, test.masks, quality_fields)
+            torch.cat([amap.reshape(-1, *size) for _, amap in outs]), test.labels, test.masks, quality_fields,
+            pred_labels=decisions)
 
         say(f"[bench] {label}: timing torch-eager at batch sizes {list(recipe.batch_sizes)}")
         measure.reset_peak_rss()
