@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -191,3 +192,21 @@ def test_tiny_recipe_runs_through_the_cli(tmp_path: Path, capsys: pytest.Capture
     synthetic = list((tmp_path / "again" / "runs").rglob("validation/**/*.png"))
     assert synthetic, "the checkpoint's synthetic validation images were not rebuilt"
     assert row["quality"]["image_AUROC"] == pytest.approx(rows[0]["quality"]["image_AUROC"], abs=1e-6)
+
+
+def test_compute_quality_ranks_raw_outputs_of_any_range() -> None:
+    """Raw scores in the hundreds (Padim, UniAD) are ranked, not squashed by torchmetrics' sigmoid to 0.5."""
+    from uad_plugins.bench.runner import compute_quality
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 20 + [1] * 20)
+    scores = rng.normal(0, 1, 40) + labels * 1.5
+    maps = np.zeros((40, 8, 8), np.float32) + scores[:, None, None]
+    masks = np.zeros((40, 8, 8), bool)
+    masks[20:, 2:6, 2:6] = True
+    maps[masks] += 3.0
+    small = compute_quality(scores, maps, labels, masks)
+    large = compute_quality(400 + 100 * scores, 400 + 100 * maps, labels, masks)
+    assert small["image_AUROC"] == pytest.approx(large["image_AUROC"], abs=1e-5)
+    assert small["pixel_AUROC"] == pytest.approx(large["pixel_AUROC"], abs=1e-5)
+    assert large["image_AUROC"] > 0.8

@@ -32,15 +32,16 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 class MeanScore(AnomalibModule):
     """Score = mean pixel value, map = per-pixel mean over channels; statistics fixed to a narrow window."""
 
-    def __init__(self) -> None:
+    def __init__(self, scale: float = 1.0) -> None:
         super().__init__(pre_processor=False, visualizer=False)
+        self.scale = scale
         post = self.post_processor
-        post._image_threshold.fill_(0.5)
-        post.image_min.fill_(0.48)
-        post.image_max.fill_(0.52)
-        post._pixel_threshold.fill_(0.5)
-        post.pixel_min.fill_(0.48)
-        post.pixel_max.fill_(0.52)
+        post._image_threshold.fill_(0.5 * scale)
+        post.image_min.fill_(0.48 * scale)
+        post.image_max.fill_(0.52 * scale)
+        post._pixel_threshold.fill_(0.5 * scale)
+        post.pixel_min.fill_(0.48 * scale)
+        post.pixel_max.fill_(0.52 * scale)
 
     def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> None:
         return None
@@ -49,7 +50,8 @@ class MeanScore(AnomalibModule):
         return self.test_step(batch)
 
     def test_step(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
-        return batch.update(pred_score=batch.image.mean(dim=(1, 2, 3)), anomaly_map=batch.image.mean(dim=1))
+        return batch.update(pred_score=self.scale * batch.image.mean(dim=(1, 2, 3)),
+                            anomaly_map=self.scale * batch.image.mean(dim=1))
 
     def configure_optimizers(self) -> None:
         return None
@@ -83,7 +85,8 @@ def _loader(batches: list[ImageBatch]) -> DataLoader:
     return DataLoader(batches, batch_size=None, collate_fn=lambda b: b)
 
 
-def test_reported_auroc_is_the_raw_score_auroc(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scale", [1.0, 300.0, -40.0])  # raw scores in [0, 1]; in the hundreds (Padim); negative
+def test_reported_auroc_is_the_raw_score_auroc(tmp_path: Path, scale: float) -> None:
     from uad_plugins.engine import UadEngine
 
     batches, raw, labels = _batches()
@@ -94,11 +97,33 @@ def test_reported_auroc_is_the_raw_score_auroc(tmp_path: Path) -> None:
 
     engine = UadEngine(default_root_dir=tmp_path, heatmaps=False, metrics=["plugin:image_auroc", "plugin:pixel_auroc"],
                        enable_progress_bar=False, enable_model_summary=False, logger=False)
-    results = engine.test(model=MeanScore(), dataloaders=_loader(batches), verbose=False)[0]
-    assert results["image_AUROC"] == pytest.approx(raw_auroc, abs=1e-6)
+    results = engine.test(model=MeanScore(scale), dataloaders=_loader(batches), verbose=False)[0]
+    want = raw_auroc if scale > 0 else 1.0 - raw_auroc  # a negative scale reverses the ranking
+    assert results["image_AUROC"] == pytest.approx(want, abs=1e-6)
     pixel_raw = np.concatenate([b.image.mean(dim=1).numpy().ravel() for b in batches])
     pixel_labels = np.concatenate([b.gt_mask.numpy().ravel() for b in batches]).astype(np.int64)
-    assert results["pixel_AUROC"] == pytest.approx(_auroc(pixel_raw, pixel_labels), abs=1e-4)
+    pixel_want = _auroc(scale * pixel_raw, pixel_labels)
+    assert results["pixel_AUROC"] == pytest.approx(pixel_want, abs=1e-4)
+
+
+def test_torchmetrics_would_sigmoid_raw_scores_outside_the_unit_interval() -> None:
+    """Why raw outputs are scaled before they reach anomalib's metrics: fed as they are, scores in the hundreds go
+    through a sigmoid, all become 1.0 and the AUROC is 0.5 (what Padim and UniAD rows reported before)."""
+    from anomalib.metrics import AUROC
+
+    from uad_plugins.engine.metrics import RawMetricFeed
+
+    _, raw, labels = _batches()
+    batch = ImageBatch(image=torch.zeros(len(raw), 3, 4, 4), pred_score=torch.from_numpy(300 * raw + 100),
+                       gt_label=torch.from_numpy(labels).bool())
+    plain = AUROC(fields=["pred_score", "gt_label"])
+    plain.update(batch)
+    assert float(plain.compute()) == pytest.approx(0.5)
+    fed = AUROC(fields=["pred_score", "gt_label"])
+    feed = RawMetricFeed()
+    feed.add(batch, [fed])
+    feed.feed([fed])
+    assert float(fed.compute()) == pytest.approx(_auroc(raw, labels), abs=1e-6)
 
 
 def test_anomalib_evaluator_order_reports_the_clamped_auroc(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ import torch
 from anomalib.visualization import ImageVisualizer
 from lightning.pytorch import Callback
 
-from uad_plugins.engine.metrics import DEFAULT_METRICS, RAW_ATTRIBUTE, metric_input
+from uad_plugins.engine.metrics import DEFAULT_METRICS, RAW_ATTRIBUTE, RawMetricFeed, reads_thresholded
 from uad_plugins.errors import UadError
 from uad_plugins.factory import create_metric
 
@@ -58,6 +58,7 @@ class PerCategoryMetrics(Callback):
         self.references = list(metrics) if metrics else list(DEFAULT_METRICS)
         self.category_of = category_of
         self._metrics: dict[str, list[Any]] = {}
+        self._feeds: dict[str, RawMetricFeed] = {}  # raw outputs of each category, fed at the end
         self._pending: tuple[Any, Callable[[Sequence[str]], list[str]]] | None = None
         self.per_category: dict[str, dict[str, float | None]] = {}
         self.mean: dict[str, float | None] = {}
@@ -73,7 +74,7 @@ class PerCategoryMetrics(Callback):
     def on_test_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         """Start from empty metrics."""
         del trainer, pl_module
-        self._metrics, self._pending = {}, None
+        self._metrics, self._feeds, self._pending = {}, {}, None
         self.per_category, self.mean = {}, {}
 
     def on_test_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int,
@@ -103,13 +104,19 @@ class PerCategoryMetrics(Callback):
             subset = _take(batch, index)
             if category not in self._metrics:
                 self._metrics[category] = [create_metric(ref) for ref in self.references]
-            for metric in self._metrics[category]:
-                metric.update(metric_input(subset, metric))
+                self._feeds[category] = RawMetricFeed()
+            metrics = self._metrics[category]
+            for metric in metrics:
+                if reads_thresholded(metric):
+                    metric.update(subset)
+            self._feeds[category].add(subset, [m for m in metrics if not reads_thresholded(m)])
 
     def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Compute the metrics of every category and their mean."""
         del trainer, pl_module
         self._flush()
+        for category, metrics in self._metrics.items():
+            self._feeds[category].feed([m for m in metrics if not reads_thresholded(m)])
         per_category: dict[str, dict[str, float | None]] = {}
         for category in sorted(self._metrics, key=lambda c: (c == "", c)):
             values: dict[str, float | None] = {}
@@ -122,7 +129,7 @@ class PerCategoryMetrics(Callback):
             finite = [v[name] for v in per_category.values() if v.get(name) is not None]
             mean[name] = float(sum(finite) / len(finite)) if finite else None
         self.per_category, self.mean = per_category, mean
-        self._metrics = {}
+        self._metrics, self._feeds = {}, {}
 
 
 class CategoryImageVisualizer(ImageVisualizer):

@@ -7,11 +7,18 @@ pull AUROC, AUPRO, AP and F1-max towards 0.5 by an amount that differs per model
 :class:`RawOutputs`, a trainer callback that runs before the model's callbacks and keeps a copy of ``pred_score``
 and ``anomaly_map`` on each test batch, and the :class:`RawScoreEvaluator` gives each metric the raw copy unless the
 metric reads a thresholded field (``pred_label``, ``pred_mask``): those see the normalised, thresholded batch.
+
+anomalib's image and pixel metrics are torchmetrics classification metrics, which take any score outside [0, 1]
+for a logit and apply a sigmoid: raw scores in the hundreds (Padim's Mahalanobis distances, UniAD's maps) all
+become 1.0 and every metric drops to 0.5. So raw outputs are not fed batch by batch: :class:`RawMetricFeed` keeps
+them for the whole test set and, at the end, feeds the metrics the raw values min-max scaled over everything seen
+(one monotonic map per field: ranks, and so AUROC, AP, F1-max and AUPRO, are unchanged; nothing saturates).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -20,8 +27,8 @@ from lightning.pytorch import Callback
 
 from uad_plugins.factory import create_metric
 
-__all__ = ["DEFAULT_METRICS", "RAW_FIELDS", "THRESHOLDED_FIELDS", "RawOutputs", "RawScoreEvaluator",
-           "attach_metrics", "build_evaluator", "metric_input"]
+__all__ = ["DEFAULT_METRICS", "RAW_FIELDS", "THRESHOLDED_FIELDS", "RawMetricFeed", "RawOutputs",
+           "RawScoreEvaluator", "attach_metrics", "build_evaluator", "metric_input", "scale_to_unit"]
 
 #: computed by `uad fit` / `uad test` when no --metrics are given
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -82,6 +89,64 @@ def keep_raw_outputs(source: Any, *targets: Any) -> None:
             continue
 
 
+def scale_to_unit(values: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """``values`` mapped monotonically into [0, 1] by ``(x - low) / (high - low)`` (zeros when ``high == low``);
+    non-finite values are left as they are."""
+    values = values.float()
+    if not high > low:
+        return torch.where(torch.isfinite(values), torch.zeros_like(values), values)
+    scaled = (values.double() - low) / (high - low)
+    return torch.where(torch.isfinite(values), scaled.clamp(0.0, 1.0), values.double()).float()
+
+
+def _finite_range(tensors: Sequence[torch.Tensor]) -> tuple[float, float] | None:
+    lows, highs = [], []
+    for tensor in tensors:
+        finite = tensor[torch.isfinite(tensor)]
+        if finite.numel():
+            lows.append(float(finite.min()))
+            highs.append(float(finite.max()))
+    return (min(lows), max(highs)) if lows else None
+
+
+class RawMetricFeed:
+    """Keeps what threshold-free metrics read from each batch (raw outputs, labels, masks) and feeds the metrics
+    once, at the end, with every raw field min-max scaled over all batches (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._stored: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        self._stored = []
+
+    def add(self, batch: Any, metrics: Sequence[Any]) -> None:
+        """Keep the fields ``metrics`` read from ``batch`` (raw outputs where the engine kept them)."""
+        raw = getattr(batch, RAW_ATTRIBUTE, None) or {}
+        view = _RawView(batch, raw) if raw else batch
+        fields = {f for m in metrics for f in (getattr(m, "fields", None) or ())}
+        kept: dict[str, Any] = {}
+        for name in fields:
+            value = getattr(view, name, None)
+            kept[name] = value.detach().cpu() if isinstance(value, torch.Tensor) else value
+        self._stored.append(kept)
+
+    def feed(self, metrics: Sequence[Any]) -> None:
+        """Update ``metrics`` with everything kept, raw fields scaled into [0, 1]; then forget it."""
+        ranges = {}
+        for name in RAW_FIELDS:
+            found = _finite_range([b[name].reshape(-1) for b in self._stored
+                                   if isinstance(b.get(name), torch.Tensor)])
+            if found is not None:
+                ranges[name] = found
+        for kept in self._stored:
+            values = {k: (scale_to_unit(v, *ranges[k]) if k in ranges and isinstance(v, torch.Tensor) else v)
+                      for k, v in kept.items()}
+            batch = SimpleNamespace(**values)
+            for metric in metrics:
+                metric.update(batch)
+        self._stored = []
+
+
 class RawOutputs(Callback):
     """Keeps a copy of the raw outputs on every test batch, before the model's post-processor changes them (the
     engine adds it to the trainer's callbacks, which run before a model's own)."""
@@ -94,13 +159,31 @@ class RawOutputs(Callback):
 
 
 class RawScoreEvaluator(Evaluator):
-    """anomalib's evaluator, feeding threshold-free metrics the raw outputs (see the module docstring)."""
+    """anomalib's evaluator, feeding threshold-free metrics the raw outputs of the whole test set, scaled into
+    [0, 1] (see the module docstring); metrics of predicted labels and masks read each batch as it comes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._raw_feed = RawMetricFeed()
+
+    def _raw_metrics(self) -> list[Any]:
+        return [m for m in self.test_metrics if not reads_thresholded(m)]
+
+    def on_test_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        del trainer, pl_module
+        self._raw_feed.reset()
 
     def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
                           dataloader_idx: int = 0) -> None:
         del trainer, pl_module, outputs, batch_idx, dataloader_idx
         for metric in self.test_metrics:
-            metric.update(metric_input(batch, metric))
+            if reads_thresholded(metric):
+                metric.update(batch)
+        self._raw_feed.add(batch, self._raw_metrics())
+
+    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._raw_feed.feed(self._raw_metrics())
+        super().on_test_epoch_end(trainer, pl_module)
 
 
 def build_evaluator(metrics: Sequence[str] | None = None) -> RawScoreEvaluator:
