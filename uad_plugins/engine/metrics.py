@@ -162,9 +162,12 @@ class RawScoreEvaluator(Evaluator):
     """anomalib's evaluator, feeding threshold-free metrics the raw outputs of the whole test set, scaled into
     [0, 1] (see the module docstring); metrics of predicted labels and masks read each batch as it comes."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._raw_feed = RawMetricFeed()
+    @property
+    def _raw_feed(self) -> RawMetricFeed:
+        feed = self.__dict__.get("_uad_raw_feed")
+        if feed is None:  # made on first use: copies and unpickled evaluators get their own too
+            feed = self.__dict__["_uad_raw_feed"] = RawMetricFeed()
+        return feed
 
     def _raw_metrics(self) -> list[Any]:
         return [m for m in self.test_metrics if not reads_thresholded(m)]
