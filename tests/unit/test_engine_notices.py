@@ -137,3 +137,22 @@ def test_engine_logs_progress_lines_when_output_is_not_a_terminal(tmp_path, monk
     engine._setup_trainer(model)
     assert any(isinstance(c, LogProgress) for c in engine.trainer.callbacks) is logs_lines
     assert (engine.trainer.progress_bar_callback is None) is logs_lines
+
+
+def test_epoch_end_line_times_the_training_batches_not_the_validation(tmp_path, caplog) -> None:
+    """Validation runs inside the training epoch; its own timer must not restart the training one."""
+    import time as clock
+
+    class Slow(_Regression):
+        def training_step(self, batch, batch_idx):
+            clock.sleep(0.05)
+            return super().training_step(batch, batch_idx)
+
+        def validation_step(self, batch, batch_idx):
+            return None
+
+    with caplog.at_level(logging.INFO, logger="uad_plugins"):
+        _trainer(tmp_path, callbacks=[LogProgress(interval_s=3600)], num_sanity_val_steps=0).fit(
+            Slow(), _loader(), _loader())
+    last = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fit:")][-1]
+    assert float(last.split(", ")[2].split(" ")[0]) >= 0.04, last  # s/batch of the training steps

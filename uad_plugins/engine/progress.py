@@ -48,19 +48,19 @@ class LogProgress(Callback):
 
     def __init__(self, interval_s: float = 30.0) -> None:
         self.interval_s = float(interval_s)
-        self._started = 0.0
+        self._started: dict[str, float] = {}  # per stage: validation runs inside a training epoch
         self._last = 0.0
 
     # ------------------------------------------------------------------ helpers
-    def _start(self) -> None:
-        self._started = self._last = time.perf_counter()
+    def _start(self, stage: str) -> None:
+        self._started[stage] = self._last = time.perf_counter()
 
     def _line(self, stage: str, trainer: Any, batch: int, total: int | None, force: bool = False) -> None:
         now = time.perf_counter()
         if not force and now - self._last < self.interval_s:
             return
         self._last = now
-        elapsed = now - self._started
+        elapsed = now - self._started.get(stage, now)
         per_batch = elapsed / max(batch, 1)
         where = f"batch {batch}/{total}" if total else f"batch {batch}"
         left = f", {_clock(per_batch * (total - batch))} left" if total and batch < total else ""
@@ -79,7 +79,7 @@ class LogProgress(Callback):
 
     # ------------------------------------------------------------------ fit
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        self._start()
+        self._start("fit")
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._line("fit", trainer, batch_idx + 1, _total(trainer.num_training_batches))
@@ -90,7 +90,7 @@ class LogProgress(Callback):
 
     # ------------------------------------------------------------------ evaluation
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        self._start()
+        self._start("validation")
 
     def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
@@ -98,14 +98,14 @@ class LogProgress(Callback):
             self._line("validation", trainer, batch_idx + 1, _total(trainer.num_val_batches))
 
     def on_test_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        self._start()
+        self._start("test")
 
     def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
                           dataloader_idx: int = 0) -> None:
         self._line("test", trainer, batch_idx + 1, _total(trainer.num_test_batches))
 
     def on_predict_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        self._start()
+        self._start("predict")
 
     def on_predict_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
                              dataloader_idx: int = 0) -> None:
