@@ -134,13 +134,6 @@ def _dir_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20, 3)
 
 
-def _range(values: Any) -> tuple[float, float]:
-    import torch
-
-    finite = values[torch.isfinite(values)]
-    return (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 0.0)
-
-
 def compute_quality(scores: Any, maps: Any, labels: Any, masks: Any,
                     metrics: dict[str, str] | None = None, pred_labels: Any = None) -> dict[str, float | None]:
     """Metrics of outputs with the metric plugins (``None`` where a metric cannot apply).
@@ -152,14 +145,12 @@ def compute_quality(scores: Any, maps: Any, labels: Any, masks: Any,
     """
     import torch
 
-    from uad_plugins.engine.metrics import scale_to_unit
+    from uad_plugins.engine.metrics import RawMetricFeed
     from uad_plugins.factory import create_metric
 
     scores_t = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
     maps_t = torch.as_tensor(maps, dtype=torch.float32)
     maps_t = maps_t.reshape(len(scores_t), *tuple(maps_t.shape[-2:]))
-    # raw outputs min-max scaled into [0, 1] (ranks unchanged): torchmetrics would sigmoid values outside it
-    scores_t, maps_t = (scale_to_unit(t, *_range(t)) for t in (scores_t, maps_t))
     labels_t = torch.as_tensor(labels).reshape(-1).bool()
     masks_t = None if masks is None else torch.as_tensor(masks).reshape(maps_t.shape).bool()
     decisions = None if pred_labels is None else torch.as_tensor(pred_labels).reshape(-1).bool()
@@ -174,7 +165,9 @@ def compute_quality(scores: Any, maps: Any, labels: Any, masks: Any,
             out[name] = None
             continue
         metric = create_metric(ref)
-        metric.update(batch)
+        feed = RawMetricFeed()  # raw outputs scaled into [0, 1] first, as the engine's evaluator does
+        feed.add(batch, [metric])
+        feed.feed([metric])
         out[name] = round(float(metric.compute()), 5)
     return out
 

@@ -368,6 +368,11 @@ class UadEngine(Engine):
             record["false_alarm_rate"] = self.false_alarm_rate
         return record
 
+    def _use_threshold_rule(self, model: Any) -> None:
+        """Fit ``model``'s thresholds with this engine's rule from now on, and record the rule."""
+        apply_threshold_rule(model, self.threshold, self.false_alarm_rate)
+        self.run_info["threshold"] = self._threshold_record()
+
     def _heatmap_writer(self, model: Any = None, datamodule: Any = None) -> Any:
         """The model's visualizer (``configure_visualizer()``; anomalib's image visualizer by default), or
         ``None`` when heatmaps are off or the model brings its own; per category for a multi-category datamodule."""
@@ -450,8 +455,7 @@ class UadEngine(Engine):
         if ckpt_path is not None:
             self._check_resume(model, ckpt_path)
         attach_metrics(model, self._metrics_for(model))
-        apply_threshold_rule(model, self.threshold, self.false_alarm_rate)
-        self.run_info["threshold"] = self._threshold_record()
+        self._use_threshold_rule(model)
         with self._completing_run():
             self.open_run(model, datamodule)
             self.prepare_data(datamodule, "fit")
@@ -477,8 +481,7 @@ class UadEngine(Engine):
         """Run validation (thresholds and normalisation statistics) and return its metrics."""
         self._seed()
         self._check_modalities(model or self.model, datamodule)
-        apply_threshold_rule(model or self.model, self.threshold, self.false_alarm_rate)
-        self.run_info["threshold"] = self._threshold_record()
+        self._use_threshold_rule(model or self.model)
         with self._completing_run():
             self.open_run(model or self.model, datamodule)
             self.prepare_data(datamodule, "validate")
@@ -542,14 +545,12 @@ class UadEngine(Engine):
         if model is not None and self._trainer is None:
             self._setup_trainer(model)
         writer = self._heatmap_writer(model, datamodule)
-        if model is None or ckpt_path:
-            with self._after_model_callbacks(model, [writer]):
-                return super().predict(model, dataloaders, datamodule, dataset, return_predictions, ckpt_path,
-                                       data_path)
         # a model passed in already holds its weights (uad predict loads the checkpoint itself): anomalib's
         # "ckpt_path is not provided. Model weights will not be loaded." would tell the user the opposite
-        with _drop_log_message("anomalib.engine.engine", "ckpt_path is not provided"), \
-                self._after_model_callbacks(model, [writer]):
+        holds_weights = model is not None and not ckpt_path
+        quiet = _drop_log_message("anomalib.engine.engine", "ckpt_path is not provided") if holds_weights \
+            else contextlib.nullcontext()
+        with quiet, self._after_model_callbacks(model, [writer]):
             return super().predict(model, dataloaders, datamodule, dataset, return_predictions, ckpt_path, data_path)
 
     def _write_metrics(self) -> None:
