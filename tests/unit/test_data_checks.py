@@ -288,6 +288,22 @@ def test_folder_ok_and_corrupt_file_reported(tmp_path: Path) -> None:
         prepare_datamodule(dm)
 
 
+def test_progress_line_names_the_whole_folder_dataset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The check's log line counts every split and names the dataset root, not only the normal directory."""
+    from anomalib.data import Folder
+
+    for i in range(4):
+        _rgb(tmp_path / "good" / f"{i}.png", seed=i)
+    for i in range(2):
+        _rgb(tmp_path / "bad" / f"{i}.png", seed=10 + i)
+    dm = Folder(name="mine", root=tmp_path, normal_dir="good", abnormal_dir="bad", num_workers=0, seed=0,
+                val_split_mode="none")
+    with caplog.at_level("INFO", logger="uad_plugins.data.checks"):
+        counts = prepare_datamodule(dm)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Checking "))
+    assert f"Checking 6 image(s) (train {counts['train']}, test {counts['test']}) of {tmp_path} (" in line
+
+
 def test_unknown_stage(tmp_path: Path) -> None:
     from anomalib.data import MVTecAD
 

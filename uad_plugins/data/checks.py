@@ -290,6 +290,15 @@ def _location(datamodule: Any) -> str:
     return type(datamodule).__name__
 
 
+def _dataset_location(datamodule: Any) -> str:
+    """The whole dataset's place, for the progress line: a Folder's root (all its directories are under it) or,
+    without one, :func:`_location`."""
+    root = getattr(datamodule, "root", None)
+    if getattr(datamodule, "normal_dir", None) is not None and root is not None:
+        return str(Path(root).expanduser())
+    return _location(datamodule)
+
+
 def _expected_layout(datamodule: Any) -> str:
     if getattr(datamodule, "normal_dir", None) is not None:
         return ("Expected layout (anomalib Folder): <root>/<normal_dir>/*.png|*.jpg|... with the normal training "
@@ -328,7 +337,8 @@ def check_datamodule(datamodule: Any, image_check: str = "header") -> dict[str, 
         tables.append((split, samples))
     total = sum(len(samples) for _, samples in tables)
     how = "decoding every image" if image_check == "full" else "headers; --image_check full decodes every image"
-    logger.info("Checking %d image(s) of %s (%s) ...", total, where, how)
+    per_split = ", ".join(f"{split} {len(samples)}" for split, samples in tables)
+    logger.info("Checking %d image(s) (%s) of %s (%s) ...", total, per_split, _dataset_location(datamodule), how)
     started = time.perf_counter()
     for split, samples in tables:
         check_dataset_samples(samples, split_name=split, dataset_root=where, image_check=image_check, _cache=cache)
