@@ -66,7 +66,7 @@ SHIPPED_RECIPES = sorted(path.stem for path in (REPO / "configs" / "bench").glob
 
 def test_the_usual_recipes_ship() -> None:
     assert {"pbas_bottle", "demo_quick", "unified_bottle", "pradot_hetnet_fader_bottle_ckpt", "mmae_ecg_mitbih",
-            "hetnet_noise_ablation_bottle"} <= set(SHIPPED_RECIPES)
+            "hetnet_noise_ablation_bottle", "image_models_bsdata", "image_models_bottle"} <= set(SHIPPED_RECIPES)
 
 
 @pytest.mark.parametrize("name", SHIPPED_RECIPES)
@@ -83,6 +83,10 @@ def test_shipped_recipes_load(name: str) -> None:
     if name == "hetnet_noise_ablation_bottle":  # three HetNet variants, eager only
         assert [m.init_args.get("noise_args") for m in recipe.models] == [None, {"covariance": "identity"}, None]
         assert recipe.models[2].init_args["denoise_weight"] == 0.0 and recipe.precisions == ()
+    if name == "image_models_bsdata":  # a Folder dataset is labelled by its name in rows and folders
+        assert [(d.name, d.category) for d in recipe.data] == [("Folder", "bsdata_pitting")]
+        assert {m.name for m in recipe.models} == {"padim", "patchcore", "pbas", "pradot", "hetnet", "uniad",
+                                                   "onenip", "fader"}
     if name == "unified_bottle":  # benchmarked from the checkpoints of the bottle recipes
         assert all(m.ckpt_path and m.ckpt_path.endswith("latest/weights/lightning/model.ckpt") for m in recipe.models)
 

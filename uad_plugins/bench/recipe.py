@@ -100,8 +100,9 @@ class DataEntry:
 
     @property
     def category(self) -> str:
-        """The category the datamodule is built for ('' when it has none)."""
-        return str(self.init_args.get("category", "") or "")
+        """The category the datamodule is built for: its ``category``, else a Folder's dataset ``name`` ('' when it
+        has neither)."""
+        return str(self.init_args.get("category") or self.init_args.get("name") or "")
 
 
 @dataclass(frozen=True)
