@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -270,16 +271,22 @@ def test_missing_folder_normal_dir(tmp_path: Path) -> None:
         prepare_datamodule(dm)
 
 
-def test_folder_ok_and_corrupt_file_reported(tmp_path: Path) -> None:
+def _good_and_bad_folder(root: Path) -> Any:
+    """A Folder dataset of 4 normal and 2 anomalous PNGs (no validation split)."""
     from anomalib.data import Folder
 
     for i in range(4):
-        _rgb(tmp_path / "good" / f"{i}.png", seed=i)
+        _rgb(root / "good" / f"{i}.png", seed=i)
     for i in range(2):
-        _rgb(tmp_path / "bad" / f"{i}.png", seed=10 + i)
-    dm = Folder(name="mine", root=tmp_path, normal_dir="good", abnormal_dir="bad", num_workers=0, seed=0,
-                val_split_mode="none")
-    counts = prepare_datamodule(dm)
+        _rgb(root / "bad" / f"{i}.png", seed=10 + i)
+    return Folder(name="mine", root=root, normal_dir="good", abnormal_dir="bad", num_workers=0, seed=0,
+                  val_split_mode="none")
+
+
+def test_folder_ok_and_corrupt_file_reported(tmp_path: Path) -> None:
+    from anomalib.data import Folder
+
+    counts = prepare_datamodule(_good_and_bad_folder(tmp_path))
     assert counts["train"] + counts["test"] == 6 and counts["train"] >= 1
 
     (tmp_path / "good" / "3.png").write_bytes(b"broken")
@@ -290,14 +297,7 @@ def test_folder_ok_and_corrupt_file_reported(tmp_path: Path) -> None:
 
 def test_progress_line_names_the_whole_folder_dataset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The check's log line counts every split and names the dataset root, not only the normal directory."""
-    from anomalib.data import Folder
-
-    for i in range(4):
-        _rgb(tmp_path / "good" / f"{i}.png", seed=i)
-    for i in range(2):
-        _rgb(tmp_path / "bad" / f"{i}.png", seed=10 + i)
-    dm = Folder(name="mine", root=tmp_path, normal_dir="good", abnormal_dir="bad", num_workers=0, seed=0,
-                val_split_mode="none")
+    dm = _good_and_bad_folder(tmp_path)
     with caplog.at_level("INFO", logger="uad_plugins.data.checks"):
         counts = prepare_datamodule(dm)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Checking "))
