@@ -6,13 +6,11 @@ Imports neither torch nor anomalib: a report can be rendered again from a bench.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from uad_plugins.engine.run import write_json_atomic, write_text_atomic
+from uad_plugins.edge.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 __all__ = ["PLOTS", "load_report", "plot_accuracy_vs_latency", "plot_latency_by_backend", "render_markdown",
            "write_report"]
@@ -200,14 +198,8 @@ def _save_figure(fig: Any, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -2,42 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from uad_plugins.edge.atomic import write_json_atomic, write_text_atomic
 
 __all__ = ["component_record", "discard_run", "find_run_dir", "new_run_dir", "plugins_manifest", "publish_run",
            "write_json_atomic", "write_text_atomic"]
 
 RUN_MARKER = "plugins.json"
 VERSION_RE = re.compile(r"^v\d+$")
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename: the file is whole or absent."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write JSON atomically (sorted keys off, 2-space indent, non-JSON values as strings)."""
-    return write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def new_run_dir(root: str | os.PathLike[str], *parts: str) -> Path:

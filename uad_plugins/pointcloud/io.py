@@ -19,22 +19,20 @@ other PLY elements (faces) are not kept.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import math
 import os
 import re
 import struct
-import tempfile
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from uad_plugins.edge.atomic import atomic_open
 from uad_plugins.edge.files import find_files, path_problem, read_npy
 from uad_plugins.errors import ConfigError, DataError
 
@@ -559,21 +557,9 @@ def write_pointcloud(cloud: PointCloud, path: str | os.PathLike[str], *, encodin
             raise DataError(f"cannot write {path}: writing TIFF clouds needs the 'tifffile' package.",
                             hint="pip install tifffile, or write .ply/.pcd/.npy instead.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic(path) as fh:
+    with atomic_open(path, "wb") as fh:
         _WRITERS[fmt](cloud, fh, encoding)
     return path
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[BinaryIO]:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _columns(cloud: PointCloud) -> list[tuple[str, np.ndarray]]:

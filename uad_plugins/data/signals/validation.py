@@ -9,8 +9,6 @@ masks. The set is written to ``output_dir/validation_signals.npz`` so that it ca
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 
 from uad_plugins.data.signals.dataset import SignalDataset
+from uad_plugins.edge.atomic import atomic_path
 from uad_plugins.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -55,15 +54,8 @@ def synthesize_checked(synthesizer: Synthesizer, signal: torch.Tensor, seeds: li
 
 
 def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def synthetic_signal_validation(train: SignalDataset, synthesizer: Synthesizer, *, ratio: float = 0.2,
