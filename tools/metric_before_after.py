@@ -21,7 +21,7 @@ DATA_ROOT = Path("../shared/data")
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
 
 
-def test_split(which: str) -> Any:
+def whole_test_split(which: str) -> Any:
     """The whole test split of one of the two datasets of docs/benchmarks.md."""
     if which == "bottle":
         from anomalib.data import MVTecAD
@@ -83,7 +83,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    dataset = test_split(args.data)
+    dataset = whole_test_split(args.data)
     cache: dict = {}
     results = {}
     for item in args.checkpoints:

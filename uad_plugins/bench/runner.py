@@ -40,7 +40,7 @@ from uad_plugins.bench.recipe import (
     model_reference,
     resolve_references,
 )
-from uad_plugins.engine.run import write_json_atomic
+from uad_plugins.edge.atomic import write_json_atomic
 from uad_plugins.errors import ConfigError, UadError, WeightsError
 
 __all__ = ["BENCH_SCHEMA", "METRICS", "METRICS_BY_MODALITY", "SIGNAL_METRICS", "compute_quality", "entry_modality",
@@ -158,18 +158,14 @@ def compute_quality(scores: Any, maps: Any, labels: Any, masks: Any,
                             pred_label=decisions)
     both_classes = bool(labels_t.any()) and bool((~labels_t).any())
     has_masks = masks_t is not None and bool(masks_t.any()) and bool((~masks_t).any())
-    out: dict[str, float | None] = {}
-    for name, ref in (metrics or METRICS).items():
-        if (not both_classes or (name.startswith(_MAP_LEVEL) and not has_masks)
-                or (name in THRESHOLDED and decisions is None)):
-            out[name] = None
-            continue
-        metric = create_metric(ref)
-        feed = RawMetricFeed()  # raw outputs scaled into [0, 1] first, as the engine's evaluator does
-        feed.add(batch, [metric])
-        feed.feed([metric])
-        out[name] = round(float(metric.compute()), 5)
-    return out
+    chosen = metrics or METRICS
+    built = {name: create_metric(ref) for name, ref in chosen.items()
+             if both_classes and not (name.startswith(_MAP_LEVEL) and not has_masks)
+             and not (name in THRESHOLDED and decisions is None)}
+    feed = RawMetricFeed()  # raw outputs scaled into [0, 1] once, as the engine's evaluator does
+    feed.add(batch, list(built.values()))
+    feed.feed(list(built.values()))
+    return {name: (round(float(built[name].compute()), 5) if name in built else None) for name in chosen}
 
 
 def _eager_decisions(model: Any, images: Any) -> Any:

@@ -35,17 +35,11 @@ from typing import Any
 from anomalib.engine import Engine
 from lightning.pytorch import Trainer, seed_everything
 
+from uad_plugins.edge.atomic import write_json_atomic, write_text_atomic
 from uad_plugins.engine.checkpoint import UadCheckpointMetadata
 from uad_plugins.engine.metrics import RawOutputs, attach_metrics
 from uad_plugins.engine.progress import LogProgress, output_is_a_terminal
-from uad_plugins.engine.run import (
-    discard_run,
-    new_run_dir,
-    plugins_manifest,
-    publish_run,
-    write_json_atomic,
-    write_text_atomic,
-)
+from uad_plugins.engine.run import discard_run, new_run_dir, plugins_manifest, publish_run
 from uad_plugins.engine.thresholds import apply_threshold_rule, check_threshold_rule
 from uad_plugins.errors import ConfigError, DataError
 

@@ -11,10 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from uad_plugins.edge.atomic import write_json_atomic, write_text_atomic
-
-__all__ = ["component_record", "discard_run", "find_run_dir", "new_run_dir", "plugins_manifest", "publish_run",
-           "write_json_atomic", "write_text_atomic"]
+__all__ = ["component_record", "discard_run", "find_run_dir", "new_run_dir", "plugins_manifest", "publish_run"]
 
 RUN_MARKER = "plugins.json"
 VERSION_RE = re.compile(r"^v\d+$")
