@@ -41,21 +41,32 @@ def get_spec(kind: str, reference: str, *, flag: str | None = None) -> Component
     return get_registry().resolve(kind, reference, flag=flag)
 
 
-def resolve_component(kind: str, reference: str | Mapping[str, Any], init_args: Mapping[str, Any] | None = None,
+#: what names a component: ``plugin:<name>``, a dotted class path, a ``{class_path, init_args}`` mapping, or the
+#: spec a caller already resolved (the CLI resolves a name once and hands the spec on)
+Reference = str | Mapping[str, Any] | ComponentSpec
+
+
+def resolve_component(kind: str, reference: Reference, init_args: Mapping[str, Any] | None = None,
                       *, flag: str | None = None) -> tuple[type, dict[str, Any], ComponentSpec | None]:
     """Class, merged init args (packaged defaults < mapping's init_args < ``init_args``) and spec of a reference."""
     extra: dict[str, Any] = {}
-    if isinstance(reference, Mapping):
-        if "class_path" not in reference:
-            raise ConfigError(f"a {kind} given as a mapping needs a 'class_path' key, got {sorted(reference)}.")
-        extra = dict(reference.get("init_args") or {})
-        reference = str(reference["class_path"])
-    spec = get_registry().resolve(kind, reference, flag=flag)
+    spec: ComponentSpec | None
+    if isinstance(reference, ComponentSpec):
+        if reference.kind != kind:
+            raise ConfigError(f"{reference.reference} is a {reference.kind}, not a {kind}.")
+        spec = reference
+    else:
+        if isinstance(reference, Mapping):
+            if "class_path" not in reference:
+                raise ConfigError(f"a {kind} given as a mapping needs a 'class_path' key, got {sorted(reference)}.")
+            extra = dict(reference.get("init_args") or {})
+            reference = str(reference["class_path"])
+        spec = get_registry().resolve(kind, reference, flag=flag)
     if spec is not None:
         cls = spec.load()
         defaults = spec.default_init_args()
     else:
-        cls = _import_class(kind, reference, field=flag or kind)
+        cls = _import_class(kind, str(reference), field=flag or kind)
         defaults = {}
     given = {**extra, **dict(init_args or {})}
     if is_untrusted():
@@ -63,7 +74,7 @@ def resolve_component(kind: str, reference: str | Mapping[str, Any], init_args: 
     return cls, {**defaults, **given}, spec
 
 
-def _create(kind: str, reference: str | Mapping[str, Any], init_args: dict[str, Any], flag: str) -> Any:
+def _create(kind: str, reference: Reference, init_args: dict[str, Any], flag: str) -> Any:
     cls, merged, spec = resolve_component(kind, reference, init_args, flag=flag)
     merged = {k: _instantiate_nested(v, field=f"{flag}.{k}") for k, v in merged.items()}
     try:
@@ -72,22 +83,20 @@ def _create(kind: str, reference: str | Mapping[str, Any], init_args: dict[str, 
         name = spec.reference if spec else reference
         raise ConfigError(f"cannot build {kind} {name} with {sorted(merged)}: {exc}",
                           hint=f"'uad plugins show {spec.name if spec else name}' lists its options.") from exc
-    if spec is not None:
-        obj._uad_spec = spec  # provenance for plugins.json and export manifests
     return obj
 
 
-def create_model(reference: str | Mapping[str, Any], **init_args: Any) -> Any:
+def create_model(reference: Reference, **init_args: Any) -> Any:
     """Build a model: ``create_model("plugin:pbas", layers=["blocks.2", "blocks.4"])``."""
     return _create("model", reference, init_args, "--model")
 
 
-def create_synthesizer(reference: str | Mapping[str, Any], **init_args: Any) -> Any:
+def create_synthesizer(reference: Reference, **init_args: Any) -> Any:
     """Build a synthesizer: ``create_synthesizer("plugin:perlin", probability=1.0)``."""
     return _create("synthesizer", reference, init_args, "--synthesizer")
 
 
-def create_metric(reference: str | Mapping[str, Any], **init_args: Any) -> Any:
+def create_metric(reference: Reference, **init_args: Any) -> Any:
     """Build a metric: ``create_metric("plugin:image_auroc")``."""
     return _create("metric", reference, init_args, "--metrics")
 

@@ -230,6 +230,29 @@ class Registry:
             raise BadReferenceError(f"'{reference}' names no component.", hint="Write 'plugin:<name>'.")
         return self.get(kind, ident, flag=flag)
 
+    def spec_for_class(self, kind: str, cls: type) -> ComponentSpec | None:
+        """The one spec of ``kind`` whose target is ``cls``; ``None`` when none or several are (anomalib's AUROC
+        stands behind both ``image_auroc`` and ``pixel_auroc``: the class alone cannot say which).
+
+        Only targets whose module is already imported are compared, so this never imports plugin code.
+        """
+        import sys
+
+        self.refresh()
+        self._check_kind(kind)
+        found = []
+        for spec in self._index[kind].ranked:
+            module_name, _, attr = spec.target.partition(":")
+            module = sys.modules.get(module_name)
+            if module is None or attr.rpartition(".")[2] != cls.__name__:
+                continue
+            obj = module
+            for part in attr.split("."):
+                obj = getattr(obj, part, None)
+            if obj is cls and spec not in found:
+                found.append(spec)
+        return found[0] if len(found) == 1 else None
+
     @staticmethod
     def _check_kind(kind: str) -> None:
         if kind not in KINDS:

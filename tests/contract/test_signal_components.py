@@ -73,7 +73,7 @@ def test_signal_model_contract(reference: str, tmp_path: Path) -> None:
         from uad_plugins.edge import load_bundle
         from uad_plugins.testing import check_export_contract
 
-        parity = check_export_contract(reference, reloaded, datamodule, tmp_path / "bundle")
+        parity = check_export_contract(reference, engine.best_model_path, datamodule, tmp_path / "bundle")
         assert parity["passed"] and load_bundle(tmp_path / "bundle").manifest["modality"] == "signal"
 
 

@@ -340,19 +340,19 @@ def _new_row(model: ModelEntry, data: DataEntry, backend: str, precision: str,
     }
 
 
-def _openvino_job(model: Any, precision: str, bundle_dir: Path, validation: Any, calibration: Any, test: Any,
-                  recipe: Recipe, provenance: dict[str, Any], progress: Callable[[str], None],
-                  input_preparation: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Export, load, score and time one bundle (runs in the child)."""
+def _openvino_job(checkpoint: str, datamodule: Any, precision: str, bundle_dir: Path, test: Any, recipe: Recipe,
+                  provenance: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """Export (through the export door, on the run's honest validation split), load, score and time one bundle
+    (runs in the child)."""
     from uad_plugins.edge.runtime import load_bundle
-    from uad_plugins.export import export_bundle
+    from uad_plugins.export import export_checkpoint
 
     started = time.perf_counter()
-    manifest = export_bundle(model, bundle_dir, precision=precision, validation=validation,
-                             calibration=calibration if precision == "int8" else None,
-                             parity_samples=recipe.parity_samples, max_metric_drop=recipe.max_metric_drop,
-                             overwrite=True, provenance=provenance, input_preparation=input_preparation,
-                             progress=lambda m: progress(f"    export: {m}"))
+    manifest = export_checkpoint(checkpoint, bundle_dir, precision=precision, datamodule=datamodule,
+                                 parity_samples=recipe.parity_samples,
+                                 calibration_samples=recipe.calibration_samples,
+                                 max_metric_drop=recipe.max_metric_drop, overwrite=True, provenance=provenance,
+                                 progress=lambda m: progress(f"    export: {m}")).manifest
     export_seconds = round(time.perf_counter() - started, 2)
     edge = load_bundle(bundle_dir, num_threads=recipe.threads)
     try:
@@ -414,7 +414,6 @@ class _Bench:
         from uad_plugins.engine import UadEngine
         from uad_plugins.export import take_samples
         from uad_plugins.export.graph import RawExportModule, input_size_of, modality_of
-        from uad_plugins.export.samples import describe_signal_preparation
 
         recipe, say = self.recipe, self.progress
         slug = _slug(model_entry.name, data_entry.name, data_entry.category)
@@ -447,13 +446,10 @@ class _Bench:
                            metrics=list(quality_fields.values()),
                            validation_synthesizer=synthesizer,
                            validation_ratio=validation_ratio,
-                           # the checkpoint records its data and validation, so `uad export/test` and later bench
-                           # runs can rebuild them
-                           checkpoint_extra={"data": {"class_path": data_entry.class_path,
-                                                      "init_args": dict(data_entry.init_args)},
-                                             "seed": seed,
-                                             "validation": {"synthesizer": synthesizer,
-                                                            "ratio": validation_ratio, "honest": True}},
+                           # the checkpoint records its data (and the engine its validation settings), so
+                           # `uad export/test` and later bench runs can rebuild them
+                           data_config={"class_path": data_entry.class_path,
+                                        "init_args": dict(data_entry.init_args)},
                            **{**_DEFAULT_TRAINER, **recipe.trainer_for(model_entry)})
         engine.open_run(model, datamodule, run_dir=run_dir)
 
@@ -487,9 +483,6 @@ class _Bench:
         eager["input_size"] = list(size)
         test = take_samples(datamodule.test_data, size, None, source="test")
         precisions = recipe.precisions_for(model_entry)
-        validation = take_samples(datamodule.val_data, size, None, source="validation") if precisions else None
-        calibration = take_samples(datamodule.train_data, size, recipe.calibration_samples, source="train",
-                                   normal_only=True) if "int8" in precisions else None
         eager.update(measure.count_parameters(model.model))
         with torch.no_grad():
             one = _batch(test.images, 1)
@@ -518,11 +511,9 @@ class _Bench:
 
         shared = {k: eager[k] for k in ("parameters", "buffers", "flops_per_image", "input_size", "training",
                                         "backbone_weights")}
-        from uad_plugins.engine.run import component_record
-
-        provenance = {"component": component_record(model, "model"), "benchmark": self.recipe.name,
+        checkpoint = str(model_entry.ckpt_path or eager["training"].get("checkpoint") or "")
+        provenance = {"benchmark": self.recipe.name,
                       "data": {"class_path": data_entry.class_path, "init_args": data_entry.init_args}}
-        preparation = describe_signal_preparation(datamodule) if signal else None
         for precision in precisions:
             row = _new_row(model_entry, data_entry, f"openvino-{precision}", precision, modality)
             row.update(shared)
@@ -531,8 +522,7 @@ class _Bench:
             say(f"[bench] {label}: exporting, scoring and timing OpenVINO {precision.upper()}")
 
             def job(precision: str = precision, bundle_dir: Path = bundle_dir) -> dict[str, Any]:
-                return _openvino_job(model, precision, bundle_dir, validation, calibration, test, recipe,
-                                     provenance, say, preparation)
+                return _openvino_job(checkpoint, datamodule, precision, bundle_dir, test, recipe, provenance, say)
 
             outcome = run_isolated(job, timeout_s=recipe.timeout_s)
             if not outcome.get("ok"):

@@ -31,9 +31,9 @@ def bench(argv: list[str]) -> int:
     recipe = load_recipe(args.recipe)
     output = Path(args.output) if args.output else Path("bench_results") / Path(args.recipe).stem
 
-    from uad_plugins.cli.train import _quiet_imports
+    from uad_plugins.cli.quiet import quiet_imports
 
-    _quiet_imports()
+    quiet_imports()
     from uad_plugins.bench.runner import run_benchmark
 
     report = run_benchmark(recipe, output, quick=args.quick, progress=lambda msg: print(msg, flush=True))

@@ -195,8 +195,8 @@ def synthesize_folder(synthesizer_ref: str, input_path: str | Path, output: str 
     Example:
         >>> synthesize_folder("plugin:pnas3d", "clouds/", "synth/", seed=0, strength=0.01)   # doctest: +SKIP
     """
-    from uad_plugins.engine.run import component_record
     from uad_plugins.factory import create_synthesizer
+    from uad_plugins.provenance import component_record
 
     if count < 1:
         raise ConfigError(f"--count must be at least 1, got {count}.")

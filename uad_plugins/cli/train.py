@@ -9,22 +9,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
+from uad_plugins.cli.quiet import quiet_imports
 from uad_plugins.cli.resolve import normalise_argv, split_prefixed_options
 from uad_plugins.errors import ConfigError, UadError
 
 __all__ = ["fit", "predict", "test", "validate"]
 
 DEMO_DATA = "uad_plugins.data.UadDemo"
-
-
-def _quiet_imports() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LitLogger.*")
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen backbones, on purpose
 
 
 def component_reference(value: str | dict | None) -> str | dict | None:
@@ -50,7 +41,7 @@ def component_reference(value: str | dict | None) -> str | dict | None:
 
 def _build_parser(command: str):
     """The jsonargparse parser of one training sub-command."""
-    _quiet_imports()
+    quiet_imports()
     import anomalib.data  # noqa: F401 - makes MVTecAD, Folder, ... resolvable by short name
     from anomalib.data import AnomalibDataModule
     from anomalib.models.components import AnomalibModule
@@ -124,7 +115,7 @@ def _build_parser(command: str):
 
 
 def _parse(command: str, argv: list[str]):
-    _quiet_imports()
+    quiet_imports()
     norm = normalise_argv(argv)
     args = list(norm.argv)
     if command == "fit" and "data" not in norm.has:
@@ -173,8 +164,8 @@ def _make_model(cfg, norm):
     from uad_plugins.factory import create_model
 
     init_args = _ns_dict(cfg.model.init_args) if cfg.model.init_args is not None else {}
-    spec = norm.specs.get("--model")
-    return create_model(spec.reference if spec else cfg.model.class_path, **init_args)
+    spec = norm.specs.get("--model")  # resolved once, while reading the command line
+    return create_model(spec if spec else cfg.model.class_path, **init_args)
 
 
 def _make_data(data_cfg: dict[str, Any] | None):
@@ -274,10 +265,8 @@ def fit(argv: list[str]) -> int:
     spec = norm.specs.get("--model")
     if spec is not None:
         config_text = f"# model: {spec.reference} ({spec.provider})\n" + config_text
-    engine = _engine(cfg, parser, config_text=config_text, checkpoint_extra={
-        "data": data_cfg, "seed": cfg.seed_everything,
-        "validation": {"synthesizer": cfg.validation_synthesizer, "ratio": cfg.validation_ratio,
-                       "honest": cfg.honest_validation}})
+    engine = _engine(cfg, parser, config_text=config_text, data_config=data_cfg,
+                     model_reference=spec.reference if spec else None)
     engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     results = engine.test(model=model, datamodule=datamodule, verbose=False) if cfg.test else None
     _print_results(engine, results)

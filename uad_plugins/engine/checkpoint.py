@@ -31,14 +31,15 @@ KEY = "uad_plugins"
 
 
 class UadCheckpointMetadata(Callback):
-    """Stores ``{"model": reference, "class_path": ..., "data": ..., "plugins": ...}`` in every checkpoint."""
+    """Stores the run's :class:`RunRecord` (model reference and class, data, seed, validation, threshold, plugins)
+    in every checkpoint, as the ``uad_plugins`` block."""
 
-    def __init__(self, metadata: dict[str, Any]) -> None:
-        self.metadata = metadata
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         cls = type(pl_module)
-        checkpoint[KEY] = {"class_path": f"{cls.__module__}.{cls.__qualname__}", **self.metadata}
+        checkpoint[KEY] = self.record.to_metadata(class_path=f"{cls.__module__}.{cls.__qualname__}")
         # Metric states belong to an evaluation run, not to the model: the checkpoint must load into a model
         # built with any metric selection.
         state = checkpoint.get("state_dict", {})
@@ -102,10 +103,11 @@ def read_checkpoint_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str
 
 @dataclass(frozen=True)
 class RunRecord:
-    """What a checkpoint says about the run that wrote it, every field checked (see ``uad_plugins.trust``).
+    """A run's identity: written into every checkpoint by the engine (:meth:`to_metadata`), read back with every
+    field checked (:meth:`from_metadata`, see ``uad_plugins.trust``).
 
     Attributes:
-        path: the checkpoint.
+        path: the checkpoint it was read from (``None`` while the engine writes it).
         class_path: the model class (``None`` for a checkpoint not written by uad).
         model: the registry reference the model was built from (``plugin:pbas``), if any.
         data: the datamodule as ``{"class_path", "init_args"}`` (an allowed datamodule class, plain options).
@@ -118,7 +120,7 @@ class RunRecord:
         false_alarm_rate: the target false-alarm rate of ``normal_quantile``.
     """
 
-    path: Path
+    path: Path | None = None
     class_path: str | None = None
     model: str | None = None
     data: dict[str, Any] | None = None
@@ -134,6 +136,16 @@ class RunRecord:
     def origin(self) -> str:
         """How errors name where these settings come from."""
         return f"checkpoint {self.path}"
+
+    def to_metadata(self, class_path: str | None = None) -> dict[str, Any]:
+        """The checkpoint's ``uad_plugins`` block (what :meth:`from_metadata` reads back)."""
+        threshold: dict[str, Any] = {"rule": self.threshold}
+        if self.threshold == "normal_quantile":
+            threshold["false_alarm_rate"] = self.false_alarm_rate
+        return {"class_path": class_path or self.class_path, "model": self.model, "plugins": list(self.plugins),
+                "threshold": threshold, "data": self.data, "seed": self.seed,
+                "validation": {"synthesizer": self.validation_synthesizer, "ratio": self.validation_ratio,
+                               "honest": self.honest_validation}}
 
     @classmethod
     def from_metadata(cls, path: str | Path, meta: Mapping[str, Any]) -> RunRecord:
@@ -276,15 +288,6 @@ def load_checkpoint(path: str | Path, expected_class_path: str | None = None) ->
     except Exception as exc:
         raise UadError(f"checkpoint {path} does not load into {class_path}: {type(exc).__name__}: {str(exc)[:400]}",
                        hint="The checkpoint may come from another version of the model.") from exc
-    if record.model:
-        try:
-            from uad_plugins.factory import get_spec
-
-            spec = get_spec("model", record.model)
-            if spec is not None and spec.class_path == class_path:
-                model._uad_spec = spec
-        except UadError:
-            pass  # provenance is best effort: the plugin may have been renamed since
     return model, record
 
 

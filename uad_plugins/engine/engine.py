@@ -36,7 +36,7 @@ from anomalib.engine import Engine
 from lightning.pytorch import Trainer, seed_everything
 
 from uad_plugins.edge.atomic import write_json_atomic, write_text_atomic
-from uad_plugins.engine.checkpoint import UadCheckpointMetadata
+from uad_plugins.engine.checkpoint import RunRecord, UadCheckpointMetadata
 from uad_plugins.engine.metrics import RawOutputs, attach_metrics
 from uad_plugins.engine.progress import LogProgress, output_is_a_terminal
 from uad_plugins.engine.run import discard_run, new_run_dir, plugins_manifest, publish_run
@@ -139,7 +139,10 @@ class UadEngine(Engine):
         image_check: how the image files are checked before a run: ``"header"`` (each file's header, and a whole
             decode of a PNG/JPEG that lacks its end marker) or ``"full"`` (every image decoded).
         config_text: the resolved configuration, saved as ``config.yaml`` in the run folder.
-        checkpoint_extra: more provenance stored in each checkpoint (the CLI records the data config there).
+        data_config: the datamodule as ``{"class_path", "init_args"}``, recorded in the run's checkpoint so that
+            ``uad test|validate|export`` and later bench runs rebuild the same data (``None``: not recorded).
+        model_reference: the ``plugin:<name>`` the model was built from, when the caller knows it (default: the one
+            registered spec whose class the model is).
         **trainer_kwargs: any ``lightning.Trainer`` argument; these always win over a model's suggestions.
     """
 
@@ -159,7 +162,8 @@ class UadEngine(Engine):
         threshold: str = "f1_adaptive",
         false_alarm_rate: float = 0.01,
         config_text: str | None = None,
-        checkpoint_extra: dict[str, Any] | None = None,
+        data_config: Mapping[str, Any] | None = None,
+        model_reference: str | None = None,
         **trainer_kwargs: Any,
     ) -> None:
         self.user_trainer_args = set(trainer_kwargs)
@@ -171,6 +175,7 @@ class UadEngine(Engine):
         self.honest_validation = honest_validation
         self.validation_synthesizer = validation_synthesizer
         self._validation_synthesizer: Any = None  # the instance honest validation used (for plugins.json)
+        self._validation_reference: Any = None  # and the reference it was built from
         self.validation_ratio = validation_ratio
         self.heatmaps = heatmaps
         from uad_plugins.data.checks import check_mode
@@ -180,7 +185,8 @@ class UadEngine(Engine):
         check_threshold_rule(threshold, false_alarm_rate)
         self.threshold, self.false_alarm_rate = threshold, float(false_alarm_rate)
         self.config_text = config_text
-        self.checkpoint_extra = dict(checkpoint_extra or {})
+        self.data_config = dict(data_config) if data_config else None
+        self.model_reference = model_reference
         self.run_dir: Path | None = None
         self._unpublished_run: Path | None = None  # a run folder this engine made that is not complete yet
         self.run_info: dict[str, Any] = {}
@@ -191,8 +197,14 @@ class UadEngine(Engine):
         if self.seed is not None:
             seed_everything(int(self.seed), workers=True, verbose=False)
 
+    def _model_spec(self, model: Any) -> Any:
+        """The registered spec the model was built from (``None`` for a model given by class path)."""
+        from uad_plugins.provenance import spec_of
+
+        return spec_of(model, "model", self.model_reference)
+
     def _model_name(self, model: Any) -> str:
-        spec = getattr(model, "_uad_spec", None)
+        spec = self._model_spec(model)
         return spec.name if spec is not None else type(model).__name__.lower()
 
     def open_run(self, model: Any, datamodule: Any = None, run_dir: str | Path | None = None) -> Path:
@@ -315,6 +327,7 @@ class UadEngine(Engine):
                 datamodule, "default_validation_synthesizer", DEFAULT_IMAGE_SYNTHESIZER)
             synthesizer = create_synthesizer(reference)
             self._validation_synthesizer = synthesizer
+            self._validation_reference = reference
             if _modality(synthesizer) != _modality(datamodule):
                 raise ConfigError(
                     f"the validation synthesizer {reference} makes {_modality(synthesizer)} anomalies, but the data "
@@ -337,24 +350,33 @@ class UadEngine(Engine):
         self._prepared.add(id(datamodule))
 
     def _write_run_files(self, model: Any, datamodule: Any) -> None:
+        from uad_plugins.provenance import component_record
+
         assert self.run_dir is not None
         if self.config_text:
             write_text_atomic(self.run_dir / "config.yaml", self.config_text)
-        components = [("model", model)]
+        spec = self._model_spec(model)
+        records = [component_record(model, "model", spec.reference if spec else None)]
         if datamodule is not None:
-            components.append(("data", datamodule))
+            records.append(component_record(datamodule, "data"))
         if self._validation_synthesizer is not None:
-            components.append(("synthesizer", self._validation_synthesizer))
+            reference = self._validation_reference
+            records.append(component_record(self._validation_synthesizer, "synthesizer",
+                                            reference if isinstance(reference, str) else None))
         evaluator = getattr(model, "evaluator", None)
-        for metric in getattr(evaluator, "test_metrics", []) or []:
-            components.append(("metric", metric))
-        manifest = plugins_manifest(components, {"seed": self.seed})
+        metrics = list(getattr(evaluator, "test_metrics", []) or [])
+        references = list(getattr(evaluator, "metric_references", ()) or ())
+        references = references if len(references) == len(metrics) else [None] * len(metrics)
+        records.extend(component_record(metric, "metric", ref) for metric, ref in zip(metrics, references))
+        manifest = plugins_manifest(records, {"seed": self.seed})
         write_json_atomic(self.run_dir / "plugins.json", manifest)
-        spec = getattr(model, "_uad_spec", None)
-        meta = {"model": spec.reference if spec else None, "plugins": manifest["components"],
-                "threshold": self._threshold_record(), **self.checkpoint_extra}
+        record = RunRecord(model=spec.reference if spec else None, data=self.data_config, seed=self.seed,
+                           validation_synthesizer=self.validation_synthesizer,
+                           validation_ratio=self.validation_ratio, honest_validation=self.honest_validation,
+                           plugins=tuple(manifest["components"]), threshold=self.threshold,
+                           false_alarm_rate=self.false_alarm_rate)
         if not any(isinstance(c, UadCheckpointMetadata) for c in self._cache.args["callbacks"]):
-            self._cache.args["callbacks"].append(UadCheckpointMetadata(meta))
+            self._cache.args["callbacks"].append(UadCheckpointMetadata(record))
 
     def _threshold_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"rule": self.threshold}

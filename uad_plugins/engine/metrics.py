@@ -160,7 +160,15 @@ class RawOutputs(Callback):
 
 class RawScoreEvaluator(Evaluator):
     """anomalib's evaluator, feeding threshold-free metrics the raw outputs of the whole test set, scaled into
-    [0, 1] (see the module docstring); metrics of predicted labels and masks read each batch as it comes."""
+    [0, 1] (see the module docstring); metrics of predicted labels and masks read each batch as it comes.
+
+    ``metric_references`` are the references the test metrics were built from (one each, in order; empty when
+    the metrics were given as objects), which the run's ``plugins.json`` records.
+    """
+
+    def __init__(self, *args: Any, metric_references: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.metric_references = tuple(metric_references)
 
     @property
     def _raw_feed(self) -> RawMetricFeed:
@@ -192,7 +200,7 @@ class RawScoreEvaluator(Evaluator):
 def build_evaluator(metrics: Sequence[str] | None = None) -> RawScoreEvaluator:
     """A :class:`RawScoreEvaluator` whose test metrics are the given references (default :data:`DEFAULT_METRICS`)."""
     refs = list(metrics) if metrics else list(DEFAULT_METRICS)
-    return RawScoreEvaluator(test_metrics=[create_metric(ref) for ref in refs])
+    return RawScoreEvaluator(test_metrics=[create_metric(ref) for ref in refs], metric_references=refs)
 
 
 def attach_metrics(model: Any, metrics: Sequence[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["component_record", "discard_run", "find_run_dir", "new_run_dir", "plugins_manifest", "publish_run"]
+__all__ = ["discard_run", "find_run_dir", "new_run_dir", "plugins_manifest", "publish_run"]
 
 RUN_MARKER = "plugins.json"
 VERSION_RE = re.compile(r"^v\d+$")
@@ -67,23 +67,9 @@ def find_run_dir(path: str | os.PathLike[str]) -> Path | None:
     return None
 
 
-def component_record(obj: Any, kind: str) -> dict[str, Any]:
-    """What plugins.json says about one component: reference, class and the distribution that provided it."""
-    spec = getattr(obj, "_uad_spec", None)
-    cls = type(obj)
-    record: dict[str, Any] = {"kind": kind, "class_path": f"{cls.__module__}.{cls.__qualname__}"}
-    if spec is not None:
-        record.update(reference=spec.reference, name=spec.name, plugin=spec.plugin, source=spec.source,
-                      distribution=spec.distribution, version=spec.version,
-                      requirement=f"{spec.distribution}=={spec.version}")
-    else:
-        top = cls.__module__.split(".")[0]
-        record.update(reference=record["class_path"], distribution=top, version=_dist_version(top))
-    return record
-
-
-def plugins_manifest(components: Iterable[tuple[str, Any]], extra: Mapping[str, Any] | None = None) -> dict:
-    """The plugins.json document: components used, library versions and the machine."""
+def plugins_manifest(components: Iterable[Mapping[str, Any]], extra: Mapping[str, Any] | None = None) -> dict:
+    """The plugins.json document: the components used (records of ``uad_plugins.provenance.component_record``),
+    library versions and the machine."""
     import importlib.metadata as md
 
     versions = {}
@@ -93,20 +79,9 @@ def plugins_manifest(components: Iterable[tuple[str, Any]], extra: Mapping[str, 
         except md.PackageNotFoundError:
             continue
     return {
-        "components": [component_record(obj, kind) for kind, obj in components if obj is not None],
+        "components": [dict(record) for record in components],
         "libraries": versions,
         "python": platform.python_version(),
         "platform": platform.platform(),
         **dict(extra or {}),
     }
-
-
-def _dist_version(top_module: str) -> str | None:
-    import importlib.metadata as md
-
-    for name in (top_module, top_module.replace("_", "-")):
-        try:
-            return md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return None

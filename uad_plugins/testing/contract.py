@@ -123,24 +123,28 @@ def run_model_contract(reference: str, workdir: str | Path, *, init_args: dict[s
         f"{reference}: predictions change after a checkpoint round trip (max abs diff "
         f"{report.max_abs_diff_after_reload:.3g})")
     if export and "exportable" in spec.tags:
-        report.parity = check_export_contract(reference, reloaded, datamodule, workdir / "bundle")
+        report.parity = check_export_contract(reference, report.checkpoint, datamodule, workdir / "bundle")
     return report
 
 
-def check_export_contract(reference: str, model: Any, datamodule: Any, output: Path) -> dict[str, Any]:
-    """FP32 OpenVINO export of a trained ``model`` (image or signal) passes the parity gate on ``datamodule``'s
-    validation set, and the edge runtime reproduces the eager scores; returns the manifest's parity record."""
+def check_export_contract(reference: str, checkpoint: str | Path, datamodule: Any, output: Path) -> dict[str, Any]:
+    """FP32 OpenVINO export of a trained model's ``checkpoint`` (image or signal), through the export door, passes
+    the parity gate on ``datamodule``'s validation set (the fit's), and the edge runtime reproduces the eager
+    scores; returns the manifest's parity record."""
     import numpy as np
     import torch
 
     from uad_plugins.edge import load_bundle
-    from uad_plugins.export import export_bundle, take_samples
+    from uad_plugins.engine import load_model_from_checkpoint
+    from uad_plugins.export import export_checkpoint, take_samples
     from uad_plugins.export.graph import input_size_of
 
-    size = input_size_of(model)
-    validation = take_samples(datamodule.val_data, size, None, source="validation")
-    manifest = export_bundle(model, output, precision="fp32", validation=validation, progress=lambda _: None)
+    bundle = export_checkpoint(checkpoint, output, expected_model=reference, datamodule=datamodule,
+                               progress=lambda _: None)
+    manifest = bundle.manifest
     assert manifest["parity"]["passed"], f"{reference}: parity gate failed: {manifest['parity']}"
+    model = load_model_from_checkpoint(checkpoint).eval()
+    validation = take_samples(datamodule.val_data, input_size_of(model), None, source="validation")
     edge = load_bundle(output)
     images = validation.images[:2]
     result = edge.predict(images.numpy())

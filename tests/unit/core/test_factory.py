@@ -6,12 +6,13 @@ import pytest
 
 import uad_plugins
 from uad_plugins.errors import ConfigError, UnknownComponentError
+from uad_plugins.provenance import spec_of
 
 
 def test_create_synthesizer_layers_user_args_over_defaults(fresh_manager) -> None:
     synth = uad_plugins.create_synthesizer("plugin:perlin", probability=0.5)
     assert synth.generator.probability == 0.5
-    assert synth._uad_spec.name == "perlin"
+    assert spec_of(synth, "synthesizer").name == "perlin"
 
 
 def test_create_metric_uses_packaged_fields(fresh_manager) -> None:

@@ -89,7 +89,7 @@ def synthesize_signal_files(synthesizer: Any, inputs: str | Path, output: str | 
     Example:
         >>> synthesize_signal_files("plugin:ecg_anomaly", "normals/", "synthetic/", seed=0, count=2)  # doctest: +SKIP
     """
-    from uad_plugins.engine.run import component_record
+    from uad_plugins.provenance import component_record
 
     if count < 1:
         raise ConfigError(f"count must be at least 1, got {count}.")

@@ -1,0 +1,159 @@
+"""Every import points down: the walls of docs/architecture.md, checked by reading the source (lazy imports
+inside functions included)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "uad_plugins"
+
+#: floors, lowest first; a module may import its own floor and the ones below, never one above
+FLOORS: list[tuple[str, ...]] = [
+    ("errors", "version", "imports", "protocols", "edge"),
+    ("specs", "hookspecs"),
+    ("manager",),
+    ("registry",),
+    ("trust", "provenance"),
+    ("synth", "components"),
+    ("data", "pointcloud"),
+    ("factory", "__init__"),
+    ("engine",),
+    ("export",),
+    ("bench", "testing"),
+    ("cli", "__main__"),
+    ("plugins",),
+]
+FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def top_part(module: str) -> str:
+    """``uad_plugins.engine.run`` -> ``engine``; the package root -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """``(line, module)`` of every ``uad_plugins`` import in a file, wherever it stands."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    here = module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "uad_plugins"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "uad_plugins":
+                continue
+            for alias in node.names:  # `from pkg import module` imports that module
+                sub = f"{target}.{alias.name}"
+                found.append((node.lineno, sub if sub in KNOWN else target))
+    return found
+
+
+def all_modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+KNOWN = {module_name(p) for p in all_modules()}
+
+
+def test_every_module_has_a_floor() -> None:
+    unknown = sorted({top_part(module_name(p)) for p in all_modules()} - set(FLOOR))
+    assert not unknown, f"modules with no floor in this test (add them to FLOORS and docs/architecture.md): {unknown}"
+
+
+def test_no_import_points_up() -> None:
+    upward = []
+    for path in all_modules():
+        here = module_name(path)
+        mine = FLOOR[top_part(here)]
+        for line, target in imports_of(path):
+            theirs = FLOOR.get(top_part(target))
+            if theirs is not None and theirs > mine:
+                upward.append(f"{path.relative_to(PACKAGE.parent)}:{line} {here} -> {target}")
+    assert not upward, "imports pointing up:\n" + "\n".join(upward)
+
+
+def test_plugins_import_no_other_plugin_and_no_cli() -> None:
+    bad = []
+    for path in sorted((PACKAGE / "plugins").rglob("*.py")):
+        here = module_name(path).split(".")
+        for line, target in imports_of(path):
+            parts = target.split(".")
+            other_plugin = parts[:2] == ["uad_plugins", "plugins"] and len(parts) > 2 and len(here) > 2 \
+                and parts[2] != here[2]
+            if other_plugin or top_part(target) == "cli":
+                bad.append(f"{path.relative_to(PACKAGE.parent)}:{line} -> {target}")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycles() -> None:
+    """No circle among the modules, counting every import."""
+    graph: dict[str, set[str]] = {}
+    for path in all_modules():
+        here = module_name(path)
+        targets = set()
+        for _, target in imports_of(path):
+            while target not in KNOWN and "." in target:  # `from pkg.mod import name`: the module is pkg.mod
+                target = target.rpartition(".")[0]
+            if target != here:
+                targets.add(target)
+        graph[here] = targets
+    cycles = _strongly_connected(graph)
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(sorted(c)) for c in cycles)
+
+
+def _strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Tarjan's components with more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.add(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                out.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return out
+
+
+@pytest.mark.parametrize("name", ["uad_plugins.engine.run", "uad_plugins"])
+def test_module_names(name: str) -> None:
+    path = PACKAGE.parent.joinpath(*name.split(".")).with_suffix(".py")
+    path = path if path.is_file() else path.with_suffix("") / "__init__.py"
+    assert module_name(path) == name
