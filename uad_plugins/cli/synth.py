@@ -82,7 +82,7 @@ def _write_images(synthesizer: Any, files: list[Path], root: Path, tmp: Path, se
 
 # ------------------------------------------------------------------------------------------ point clouds
 def _find_clouds(input_path: str | Path) -> list[Path]:
-    from uad_plugins.pointcloud.io import SUFFIXES, list_pointcloud_files
+    from uad_plugins.data.pointcloud.io import SUFFIXES, list_pointcloud_files
 
     files = list_pointcloud_files(input_path)
     if not files:
@@ -96,9 +96,9 @@ def _write_clouds(synthesizer: Any, files: list[Path], root: Path, tmp: Path, se
     import numpy as np
     import torch
 
+    from uad_plugins.data.pointcloud.io import output_suffix, read_pointcloud, write_pointcloud
+    from uad_plugins.data.pointcloud.render import render_preview
     from uad_plugins.errors import UadError
-    from uad_plugins.pointcloud.io import output_suffix, read_pointcloud, write_pointcloud
-    from uad_plugins.pointcloud.render import render_preview
 
     for folder in ("clouds", "masks", "previews"):
         (tmp / folder).mkdir()
@@ -190,7 +190,7 @@ def synthesize_folder(synthesizer_ref: str, input_path: str | Path, output: str 
     """Apply a synthesizer to every input of its modality under ``input_path``; return the manifest written.
 
     ``nonfinite`` (point clouds only): ``"error"`` (default) or ``"invalid"`` for NaN/inf coordinates; see
-    :func:`~uad_plugins.pointcloud.io.read_pointcloud`. ``options`` build the synthesizer.
+    :func:`~uad_plugins.data.pointcloud.io.read_pointcloud`. ``options`` build the synthesizer.
 
     Example:
         >>> synthesize_folder("plugin:pnas3d", "clouds/", "synth/", seed=0, strength=0.01)   # doctest: +SKIP

@@ -58,7 +58,7 @@ def _build_parser(command: str):
     from lightning.pytorch import Trainer
 
     # makes UadDemo, UnifiedMVTecAD, ... and the signal datamodules (MitBihBeats, ...) resolvable by short name
-    from uad_plugins.data import multiclass, signals  # noqa: F401
+    from uad_plugins.data import demo, multiclass, signals  # noqa: F401
 
     descriptions = {
         "fit": "Train a model, then test it. Without --data, the embedded demo dataset is used.",
