@@ -57,8 +57,9 @@ def export(argv: list[str]) -> int:
     from uad_plugins.engine.checkpoint import load_checkpoint
     from uad_plugins.engine.run import component_record, find_run_dir
     from uad_plugins.export import export_bundle, take_samples
-    from uad_plugins.export.graph import input_size_of, modality_of
+    from uad_plugins.export.graph import input_size_of
     from uad_plugins.export.samples import describe_signal_preparation
+    from uad_plugins.protocols import modality_of
 
     expected = None
     if args.model:

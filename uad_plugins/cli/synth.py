@@ -197,11 +197,12 @@ def synthesize_folder(synthesizer_ref: str, input_path: str | Path, output: str 
     """
     from uad_plugins.engine.run import component_record
     from uad_plugins.factory import create_synthesizer
+    from uad_plugins.protocols import modality_of
 
     if count < 1:
         raise ConfigError(f"--count must be at least 1, got {count}.")
     synthesizer = create_synthesizer(synthesizer_ref, **options)
-    modality = getattr(synthesizer, "modality", "image")
+    modality = modality_of(synthesizer)
     handler = MODALITIES.get(modality)
     if handler is None:
         raise ConfigError(f"{synthesizer_ref} works on {modality} data, which uad synth does not handle yet.",

@@ -26,6 +26,7 @@ import torch
 from uad_plugins.data.signals.io import ARRAY_SUFFIXES, list_files, read_array_file
 from uad_plugins.data.signals.validation import MAX_TRIES, synthesize_checked
 from uad_plugins.errors import ConfigError
+from uad_plugins.protocols import modality_of
 
 __all__ = ["find_signal_files", "synthesize_signal_files", "write_signal_files"]
 
@@ -52,8 +53,8 @@ def write_signal_files(synthesizer: Any, files: list[Path], root: Path, tmp: Pat
                        n_leads: int | None = None) -> list[dict[str, Any]]:
     """Perturb every sample of ``files`` ``count`` times into ``tmp/signals`` and ``tmp/masks``; return one manifest
     entry per output sample. ``n_leads=None`` reads a 2-D ``.npy`` as one ``[K, Q]`` sample."""
-    if getattr(synthesizer, "modality", "image") != "signal":
-        raise ConfigError(f"{type(synthesizer).__name__} works on {synthesizer.modality} data, not on signals.",
+    if modality_of(synthesizer) != "signal":
+        raise ConfigError(f"{type(synthesizer).__name__} works on {modality_of(synthesizer)} data, not on signals.",
                           hint="Use a signal synthesizer, e.g. plugin:ecg_anomaly.")
     (tmp / "signals").mkdir(exist_ok=True)
     (tmp / "masks").mkdir(exist_ok=True)
@@ -99,8 +100,8 @@ def synthesize_signal_files(synthesizer: Any, inputs: str | Path, output: str | 
         synthesizer = create_synthesizer(synthesizer, **options)
     elif options:
         raise ConfigError("options are only used with a synthesizer reference, not an instance.")
-    if getattr(synthesizer, "modality", "image") != "signal":
-        raise ConfigError(f"{type(synthesizer).__name__} works on {synthesizer.modality} data, not on signals.",
+    if modality_of(synthesizer) != "signal":
+        raise ConfigError(f"{type(synthesizer).__name__} works on {modality_of(synthesizer)} data, not on signals.",
                           hint="Use a signal synthesizer, e.g. plugin:ecg_anomaly.")
     files = find_signal_files(inputs)
     out = Path(output)
