@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from uad_plugins.pointcloud.io import PointCloud, read_pointcloud, write_pointcloud
+from uad_plugins.data.pointcloud.io import PointCloud, read_pointcloud, write_pointcloud
 
 torch.set_num_threads(2)
 

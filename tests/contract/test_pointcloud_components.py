@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from uad_plugins import create_metric, create_synthesizer, get_spec, list_components
-from uad_plugins.pointcloud.batch import PointCloudBatch
+from uad_plugins.data.pointcloud.batch import PointCloudBatch
 
 torch.set_num_threads(2)
 

@@ -18,8 +18,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("registry",),
     ("trust", "provenance"),
     ("synth", "components"),
-    ("data", "pointcloud"),
-    ("factory", "__init__"),
+    ("data",),
+    ("factory", "__init__", "synth.run"),
     ("engine",),
     ("export",),
     ("bench", "testing"),
@@ -35,8 +35,11 @@ def module_name(path: Path) -> str:
 
 
 def top_part(module: str) -> str:
-    """``uad_plugins.engine.run`` -> ``engine``; the package root -> ``__init__``."""
+    """The floor key of a module: ``uad_plugins.engine.run`` -> ``engine`` (``synth.run``, which has a floor of its
+    own, -> ``synth.run``); the package root -> ``__init__``."""
     parts = module.split(".")
+    if len(parts) > 2 and ".".join(parts[1:3]) in FLOOR:
+        return ".".join(parts[1:3])
     return parts[1] if len(parts) > 1 else "__init__"
 
 

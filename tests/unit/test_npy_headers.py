@@ -234,8 +234,8 @@ def test_find_files_lists_like_rglob(tmp_path: Path) -> None:
 ])
 def test_listings_name_loops_and_broken_links(tmp_path: Path, make, name: str, message: str) -> None:
     from uad_plugins.data.checks import list_image_files
+    from uad_plugins.data.pointcloud.io import list_pointcloud_files
     from uad_plugins.data.signals.io import list_files
-    from uad_plugins.pointcloud.io import list_pointcloud_files
 
     (tmp_path / "sub").mkdir()
     np.save(tmp_path / "sub" / "good.npy", np.zeros((2, 64), np.float32))
@@ -255,8 +255,8 @@ def test_listings_name_loops_and_broken_links(tmp_path: Path, make, name: str, m
 
 def test_an_unreadable_input_given_directly_is_named(tmp_path: Path) -> None:
     from uad_plugins.data.checks import check_image_file, list_image_files
+    from uad_plugins.data.pointcloud.io import list_pointcloud_files, read_pointcloud
     from uad_plugins.data.signals.io import list_files, read_array_file
-    from uad_plugins.pointcloud.io import list_pointcloud_files, read_pointcloud
 
     os.symlink("b.npy", tmp_path / "a.npy")
     os.symlink("a.npy", tmp_path / "b.npy")
@@ -357,7 +357,7 @@ def test_npz_records_are_checked_member_by_member(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ point clouds
 def test_pointcloud_npy_and_tiff_headers(tmp_path: Path) -> None:
-    from uad_plugins.pointcloud.io import read_pointcloud
+    from uad_plugins.data.pointcloud.io import read_pointcloud
 
     with pytest.raises(DataError) as info:
         read_pointcloud(_npy(tmp_path / "huge.npy", (10**9, 3)))

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from uad_plugins import create_synthesizer
+from uad_plugins.data.pointcloud.geometry import estimate_normals, fit_plane, orient_normals
 from uad_plugins.errors import ConfigError, DataError
 from uad_plugins.plugins.pnas3d.noise import fbm_grid, perlin
 from uad_plugins.plugins.pnas3d.synthesizer import Pnas3dSynthesizer
-from uad_plugins.pointcloud.geometry import estimate_normals, fit_plane, orient_normals
 
 torch.set_num_threads(2)
 
@@ -209,7 +209,7 @@ def test_real_mvtec_3d_ad_cloud_if_present() -> None:
     files = sorted(SHARED_3D.glob("mvtec_3d*/**/xyz/*.tiff"))[:1] if SHARED_3D.is_dir() else []
     if not files:
         pytest.skip("no MVTec 3D-AD xyz TIFF under shared/data/mvtec_3d*")
-    from uad_plugins.pointcloud.io import read_pointcloud
+    from uad_plugins.data.pointcloud.io import read_pointcloud
 
     cloud = read_pointcloud(files[0])
     out, mask = create_synthesizer("plugin:pnas3d")(cloud.organised, seed=0)

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uad_plugins.errors import ConfigError, DataError
-from uad_plugins.pointcloud.io import (
+from uad_plugins.data.pointcloud.io import (
     PointCloud,
     list_pointcloud_files,
     output_suffix,
     read_pointcloud,
     write_pointcloud,
 )
+from uad_plugins.errors import ConfigError, DataError
 
 SHARED_3D = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -216,7 +216,7 @@ def test_list_pointcloud_files(tmp_path: Path) -> None:
 
 def test_io_never_imports_torch(tmp_path: Path) -> None:
     code = ("import sys, numpy as np\n"
-            "from uad_plugins.pointcloud import PointCloud, read_pointcloud, write_pointcloud, PointCloudBatch\n"
+            "from uad_plugins.data.pointcloud import PointCloud, read_pointcloud, write_pointcloud, PointCloudBatch\n"
             f"p = write_pointcloud(PointCloud(np.ones((5, 3))), {str(tmp_path / 'x.ply')!r})\n"
             "assert read_pointcloud(p).n_points == 5\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")

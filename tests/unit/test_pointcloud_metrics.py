@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from uad_plugins import create_metric
+from uad_plugins.data.pointcloud.batch import PointCloudBatch, PointCloudItem
 from uad_plugins.errors import DataError
 from uad_plugins.plugins.pointcloud_metrics.metrics import (
     PointAUPRO,
@@ -15,7 +16,6 @@ from uad_plugins.plugins.pointcloud_metrics.metrics import (
     auroc,
     region_sizes,
 )
-from uad_plugins.pointcloud.batch import PointCloudBatch, PointCloudItem
 
 torch.set_num_threads(2)
 

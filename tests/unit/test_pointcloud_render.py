@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from uad_plugins.pointcloud.render import _resample, render_preview
+from uad_plugins.data.pointcloud.render import _resample, render_preview
 
 
 def _tilted_grid(rows: int = 250, cols: int = 400) -> np.ndarray:

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from uad_plugins import create_metric, create_synthesizer
-from uad_plugins.data.signals import SignalBatch, synthesize_signal_files, synthetic_ecg_windows
+from uad_plugins.data.signals import SignalBatch, synthetic_ecg_windows
 from uad_plugins.errors import ConfigError, DataError
 from uad_plugins.plugins.ecg_anomaly.synthesizer import KINDS, ecg_anomaly
 from uad_plugins.plugins.signal_metrics.metrics import average_precision, gaussian_smooth_1d, rank_auroc
+from uad_plugins.synth.run import synthesize_signal_files
 
 torch.set_num_threads(2)
 

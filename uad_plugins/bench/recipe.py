@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from uad_plugins.errors import ConfigError, close_matches
+from uad_plugins.protocols import modality_of
 
 __all__ = ["BACKBONE_WEIGHTS", "PRECISIONS", "DataEntry", "ModelEntry", "Recipe", "load_recipe", "parse_recipe",
            "resolve_references"]
@@ -384,10 +385,6 @@ def data_class(entry: DataEntry) -> type:
     return cls
 
 
-def _modality(cls: type) -> str:
-    return str(getattr(cls, "modality", "image") or "image")
-
-
 def resolve_references(recipe: Recipe) -> None:
     """Import every model and data class, check the data roots exist and that every model takes every dataset's
     modality (image or signal), before anything is trained."""
@@ -410,13 +407,13 @@ def resolve_references(recipe: Recipe) -> None:
         if entry.image_size is not None and "image_size" in entry.init_args:
             raise ConfigError(f"model '{entry.name}': give the image size once, either 'image_size' or "
                               "'init_args.image_size'.")
-        model_modalities[entry.name] = _modality(cls)
+        model_modalities[entry.name] = modality_of(cls)
         if model_modalities[entry.name] != "image" and (entry.image_size is not None or entry.backbone_weights):
             raise ConfigError(f"model '{entry.name}' ({entry.model}) is a {model_modalities[entry.name]} model: "
                               "'image_size' and 'backbone_weights' are for image models.",
                               hint="Remove them; a signal model's input shape is set by init_args (n_leads, length).")
     for entry in recipe.data:
-        data_modality = _modality(data_class(entry))
+        data_modality = modality_of(data_class(entry))
         wrong = [name for name, modality in model_modalities.items() if modality != data_modality]
         if wrong:
             raise ConfigError(f"data '{entry.name}' holds {data_modality} data, but model(s) "

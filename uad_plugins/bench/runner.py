@@ -42,6 +42,7 @@ from uad_plugins.bench.recipe import (
 )
 from uad_plugins.edge.atomic import write_json_atomic
 from uad_plugins.errors import ConfigError, UadError, WeightsError
+from uad_plugins.protocols import modality_of
 
 __all__ = ["BENCH_SCHEMA", "METRICS", "METRICS_BY_MODALITY", "SIGNAL_METRICS", "compute_quality", "entry_modality",
            "load_lite0_into_timm", "metrics_for", "run_benchmark"]
@@ -103,7 +104,7 @@ def metrics_for(modality: str) -> dict[str, str]:
 def entry_modality(entry: ModelEntry) -> str:
     """The data kind of a recipe model (its class's ``modality``; ``image`` when it has none or cannot load)."""
     try:
-        return str(getattr(model_class(entry), "modality", "image") or "image")
+        return modality_of(model_class(entry))
     except Exception:  # noqa: BLE001 - only used to label the rows of a model that failed
         return "image"
 
@@ -413,7 +414,7 @@ class _Bench:
 
         from uad_plugins.engine import UadEngine
         from uad_plugins.export import take_samples
-        from uad_plugins.export.graph import RawExportModule, input_size_of, modality_of
+        from uad_plugins.export.graph import RawExportModule, input_size_of
 
         recipe, say = self.recipe, self.progress
         slug = _slug(model_entry.name, data_entry.name, data_entry.category)
@@ -546,7 +547,7 @@ class _Bench:
         return rows
 
     def _say_row(self, label: str, row: dict[str, Any]) -> None:
-        field = next(iter(metrics_for(row.get("modality", "image"))))  # image_AUROC / sample_AUROC
+        field = next(iter(metrics_for(row.get("modality") or "image")))  # image_AUROC / sample_AUROC
         auroc = row["quality"].get(field)
         first = row["latency"].get(str(self.recipe.batch_sizes[0])) or {}
         self.progress(f"[bench] {label}: {row['backend']}: {field.replace('_', ' ')} "

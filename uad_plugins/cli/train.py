@@ -12,6 +12,7 @@ from typing import Any, Literal
 from uad_plugins.cli.quiet import quiet_imports
 from uad_plugins.cli.resolve import normalise_argv, split_prefixed_options
 from uad_plugins.errors import ConfigError, UadError
+from uad_plugins.protocols import modality_of
 
 __all__ = ["fit", "predict", "test", "validate"]
 
@@ -49,7 +50,7 @@ def _build_parser(command: str):
     from lightning.pytorch import Trainer
 
     # makes UadDemo, UnifiedMVTecAD, ... and the signal datamodules (MitBihBeats, ...) resolvable by short name
-    from uad_plugins.data import multiclass, signals  # noqa: F401
+    from uad_plugins.data import demo, multiclass, signals  # noqa: F401
 
     descriptions = {
         "fit": "Train a model, then test it. Without --data, the embedded demo dataset is used.",
@@ -359,7 +360,7 @@ def predict(argv: list[str]) -> int:
     argv, data_overrides = split_prefixed_options(list(argv), "data")
     parser, cfg, norm = _parse("predict", argv)
     model, record, run_dir = _load_for_eval(cfg, norm)
-    images = getattr(model, "modality", "image") == "image"
+    images = modality_of(model) == "image"
     if data_overrides and images:
         raise ConfigError(f"--data.{next(iter(data_overrides))}: image checkpoints read --data_path directly, "
                           "so data options do not apply to 'uad predict'.",

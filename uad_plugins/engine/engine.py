@@ -42,6 +42,7 @@ from uad_plugins.engine.progress import LogProgress, output_is_a_terminal
 from uad_plugins.engine.run import discard_run, new_run_dir, plugins_manifest, publish_run
 from uad_plugins.engine.thresholds import apply_threshold_rule, check_threshold_rule
 from uad_plugins.errors import ConfigError, DataError
+from uad_plugins.protocols import modality_of
 
 __all__ = ["UadEngine"]
 
@@ -49,10 +50,6 @@ logger = logging.getLogger("uad_plugins")
 
 #: validation synthesizer of image datamodules when none is named
 DEFAULT_IMAGE_SYNTHESIZER = "plugin:perlin"
-
-
-def _modality(obj: Any) -> str:
-    return str(getattr(obj, "modality", "image") or "image")
 
 
 @contextlib.contextmanager
@@ -308,7 +305,7 @@ class UadEngine(Engine):
         from uad_plugins.data.checks import prepare_datamodule
         from uad_plugins.data.validation import apply_synthetic_validation, needs_honest_validation
 
-        image = _modality(datamodule) == "image"
+        image = modality_of(datamodule) == "image"
         # validation is honest wherever it fits thresholds: while fitting and in 'uad validate'
         honest = stage in ("fit", "validate") and self.honest_validation and needs_honest_validation(datamodule)
         if honest and image:
@@ -328,10 +325,10 @@ class UadEngine(Engine):
             synthesizer = create_synthesizer(reference)
             self._validation_synthesizer = synthesizer
             self._validation_reference = reference
-            if _modality(synthesizer) != _modality(datamodule):
+            if modality_of(synthesizer) != modality_of(datamodule):
                 raise ConfigError(
-                    f"the validation synthesizer {reference} makes {_modality(synthesizer)} anomalies, but the data "
-                    f"({type(datamodule).__name__}) are {_modality(datamodule)} data.",
+                    f"the validation synthesizer {reference} makes {modality_of(synthesizer)} anomalies, but the data "
+                    f"({type(datamodule).__name__}) are {modality_of(datamodule)} data.",
                     hint="Name a synthesizer of the data's modality with --validation_synthesizer (or leave it "
                          "unset for the data's default).")
             assert self.run_dir is not None
@@ -433,11 +430,11 @@ class UadEngine(Engine):
 
     def _check_modalities(self, model: Any, datamodule: Any) -> None:
         """A model and a datamodule of different modalities (an image model on signals, ...) -> ConfigError."""
-        if model is None or datamodule is None or _modality(model) == _modality(datamodule):
+        if model is None or datamodule is None or modality_of(model) == modality_of(datamodule):
             return
         raise ConfigError(
-            f"the model {self._model_name(model)} works on {_modality(model)} data, but the data "
-            f"({type(datamodule).__name__}) are {_modality(datamodule)} data.",
+            f"the model {self._model_name(model)} works on {modality_of(model)} data, but the data "
+            f"({type(datamodule).__name__}) are {modality_of(datamodule)} data.",
             hint="Give --data a datamodule of the model's modality (signals: MitBihBeats, PtbXl, SignalFolder; "
                  "images: UadDemo, MVTecAD, Folder, ...), or pick a model for your data ('uad plugins list').")
 
@@ -541,8 +538,8 @@ class UadEngine(Engine):
         """Score images; ``data_path`` is an image file or a folder of images (checked before use). Non-image
         models take their inputs through ``dataloaders`` or ``datamodule``."""
         self._seed()
-        if data_path is not None and _modality(model or self.model) != "image":
-            raise ConfigError(f"data_path is for images; the model works on {_modality(model or self.model)} data.",
+        if data_path is not None and modality_of(model or self.model) != "image":
+            raise ConfigError(f"data_path is for images; the model works on {modality_of(model or self.model)} data.",
                               hint="Pass the inputs as dataloaders (uad predict builds them from the checkpoint's "
                                    "data settings).")
         if data_path is not None:

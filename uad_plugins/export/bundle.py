@@ -25,10 +25,10 @@ from uad_plugins.export.graph import (
     append_postprocessing,
     convert_raw,
     input_size_of,
-    modality_of,
 )
 from uad_plugins.export.parity import BUDGET_METRICS, ParityReport, auroc, compare_outputs, run_compiled, run_eager
 from uad_plugins.export.samples import Samples
+from uad_plugins.protocols import modality_of
 
 __all__ = ["BUNDLE_FORMAT_VERSION", "PRECISIONS", "export_bundle"]
 

@@ -79,9 +79,10 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
     from uad_plugins.engine import UadEngine
     from uad_plugins.engine.checkpoint import load_checkpoint
     from uad_plugins.export.bundle import export_bundle
-    from uad_plugins.export.graph import input_size_of, modality_of
+    from uad_plugins.export.graph import input_size_of
     from uad_plugins.export.samples import describe_signal_preparation, take_samples
     from uad_plugins.factory import get_spec
+    from uad_plugins.protocols import modality_of
     from uad_plugins.provenance import component_record
 
     check_export_options(parity_samples=parity_samples, calibration_samples=calibration_samples,

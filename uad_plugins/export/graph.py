@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from uad_plugins.errors import UadError
+from uad_plugins.protocols import modality_of
 
 __all__ = ["EXPORTABLE_MODALITIES", "PostStats", "RawExportModule", "append_postprocessing", "convert_raw",
-           "input_size_of", "modality_of", "normalise_like_anomalib", "sample_shape"]
+           "input_size_of", "normalise_like_anomalib", "sample_shape"]
 
 #: data kinds a bundle can hold
 EXPORTABLE_MODALITIES = ("image", "signal")
@@ -69,11 +70,6 @@ def normalise_like_anomalib(raw: torch.Tensor, low: float, high: float, threshol
     if span == 0:
         return torch.where(raw > threshold, 1.0, torch.where(raw < threshold, 0.0, 0.5))
     return ((raw - threshold) / span + 0.5).clamp(0, 1)
-
-
-def modality_of(model: Any) -> str:
-    """The data kind of a model (its ``modality`` attribute; ``image`` when it has none)."""
-    return str(getattr(model, "modality", "image") or "image")
 
 
 def _check_modality(model: Any) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from uad_plugins.protocols import modality_of
+
 __all__ = ["BUDGET_METRICS", "TOLERANCES", "ParityReport", "auroc", "compare_outputs", "run_compiled", "run_eager"]
 
 #: max-abs tolerances of the output comparison (normalised units), per precision
@@ -59,7 +61,7 @@ def run_eager(model: Any, images: torch.Tensor, batch_size: int = 8) -> dict[str
     Maps come back as the bundle returns them: ``[N, 1, H, W]`` for images, ``[N, K, Q]`` for signal models.
     """
     outs: dict[str, list[np.ndarray]] = {"pred_score": [], "pred_label": [], "anomaly_map": [], "pred_mask": []}
-    rank = 3 if getattr(model, "modality", "image") == "signal" else 4
+    rank = 3 if modality_of(model) == "signal" else 4
     model.eval()
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from uad_plugins.errors import DataError
+from uad_plugins.protocols import modality_of
 
 __all__ = ["SIGNAL_PREPARATION_KEYS", "Samples", "describe_signal_preparation", "take_samples"]
 
@@ -56,7 +57,7 @@ class Samples:
 def _is_signal_dataset(dataset: Any) -> bool:
     from uad_plugins.data.signals.dataset import SignalDataset
 
-    if isinstance(dataset, SignalDataset) or str(getattr(dataset, "modality", "") or "") == "signal":
+    if isinstance(dataset, SignalDataset) or modality_of(dataset) == "signal":
         return True
     return hasattr(dataset[0], "signal")  # another dataset of SignalItems
 

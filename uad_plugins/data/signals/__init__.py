@@ -25,7 +25,7 @@ from uad_plugins.data.signals.io import (
     read_wfdb_record,
     sliding_windows,
 )
-from uad_plugins.data.signals.synth import find_signal_files, synthesize_signal_files, write_signal_files
+from uad_plugins.data.signals.synth import find_signal_files, write_signal_files
 from uad_plugins.data.signals.synthetic import make_synthetic_signal_folder, synthetic_ecg_windows
 from uad_plugins.data.signals.validation import synthetic_signal_validation
 from uad_plugins.data.signals.visualize import SignalVisualizer, plot_signal
@@ -51,7 +51,6 @@ __all__ = [
     "read_record",
     "read_wfdb_record",
     "sliding_windows",
-    "synthesize_signal_files",
     "synthetic_ecg_windows",
     "synthetic_signal_validation",
     "write_signal_files",

@@ -1,22 +1,16 @@
-"""Run a signal synthesizer over ``.npy``/``.csv`` files (what ``uad synth`` calls for signal synthesizers).
+"""Signal files for synthesis: find the ``.npy``/``.csv`` inputs, and write a signal synthesizer's outputs.
 
-The output folder is written whole or not at all (a temporary sibling, then one rename):
+These are the signal handler of the synthesis door (:data:`uad_plugins.synth.run.HANDLERS`;
+:func:`uad_plugins.synth.run.synthesize` stages the output folder and writes the manifest):
 
 ```
 OUTPUT/signals/<name>.npy   [N * count, K, Q]  perturbed samples of input file <name>
 OUTPUT/masks/<name>.npy     [N * count, K, Q]  uint8 point masks (1 = anomalous)
-OUTPUT/manifest.json        synthesizer, options, seeds, and one entry per output sample
 ```
-
-``find_signal_files`` and ``write_signal_files`` have the shape of ``uad synth``'s per-modality handlers
-(``uad_plugins.cli.synth.MODALITIES``).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +20,9 @@ import torch
 from uad_plugins.data.signals.io import ARRAY_SUFFIXES, list_files, read_array_file
 from uad_plugins.data.signals.validation import MAX_TRIES, synthesize_checked
 from uad_plugins.errors import ConfigError
+from uad_plugins.protocols import modality_of
 
-__all__ = ["find_signal_files", "synthesize_signal_files", "write_signal_files"]
+__all__ = ["find_signal_files", "write_signal_files"]
 
 
 def find_signal_files(inputs: str | Path) -> list[Path]:
@@ -52,8 +47,8 @@ def write_signal_files(synthesizer: Any, files: list[Path], root: Path, tmp: Pat
                        n_leads: int | None = None) -> list[dict[str, Any]]:
     """Perturb every sample of ``files`` ``count`` times into ``tmp/signals`` and ``tmp/masks``; return one manifest
     entry per output sample. ``n_leads=None`` reads a 2-D ``.npy`` as one ``[K, Q]`` sample."""
-    if getattr(synthesizer, "modality", "image") != "signal":
-        raise ConfigError(f"{type(synthesizer).__name__} works on {synthesizer.modality} data, not on signals.",
+    if modality_of(synthesizer) != "signal":
+        raise ConfigError(f"{type(synthesizer).__name__} works on {modality_of(synthesizer)} data, not on signals.",
                           hint="Use a signal synthesizer, e.g. plugin:ecg_anomaly.")
     (tmp / "signals").mkdir(exist_ok=True)
     (tmp / "masks").mkdir(exist_ok=True)
@@ -78,47 +73,3 @@ def write_signal_files(synthesizer: Any, files: list[Path], root: Path, tmp: Pat
         np.save(tmp / "signals" / f"{name}.npy", np.stack(signals))
         np.save(tmp / "masks" / f"{name}.npy", np.stack(masks))
     return entries
-
-
-def synthesize_signal_files(synthesizer: Any, inputs: str | Path, output: str | Path, *, seed: int = 0,
-                            count: int = 1, n_leads: int | None = None, **options: Any) -> dict[str, Any]:
-    """Apply a signal synthesizer (an instance, or a ``plugin:<name>`` reference built with ``options``) to every
-    sample of the ``.npy``/``.csv`` files at ``inputs``; sample ``j`` variant ``k`` uses seed ``seed + j * count +
-    k``. Returns the manifest (also written to ``output/manifest.json``); ``output`` is written whole or not at all.
-
-    Example:
-        >>> synthesize_signal_files("plugin:ecg_anomaly", "normals/", "synthetic/", seed=0, count=2)  # doctest: +SKIP
-    """
-    from uad_plugins.provenance import component_record
-
-    if count < 1:
-        raise ConfigError(f"count must be at least 1, got {count}.")
-    if isinstance(synthesizer, (str, dict)):
-        from uad_plugins.factory import create_synthesizer
-
-        synthesizer = create_synthesizer(synthesizer, **options)
-    elif options:
-        raise ConfigError("options are only used with a synthesizer reference, not an instance.")
-    if getattr(synthesizer, "modality", "image") != "signal":
-        raise ConfigError(f"{type(synthesizer).__name__} works on {synthesizer.modality} data, not on signals.",
-                          hint="Use a signal synthesizer, e.g. plugin:ecg_anomaly.")
-    files = find_signal_files(inputs)
-    out = Path(output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"output {out} already exists and is not empty.", hint="Choose a new output folder.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    root = Path(inputs) if Path(inputs).is_dir() else Path(inputs).parent
-    try:
-        entries = write_signal_files(synthesizer, files, root, tmp, seed, count, n_leads)
-        manifest = {"synthesizer": component_record(synthesizer, "synthesizer"), "modality": "signal",
-                    "options": options, "seed": seed, "count": count, "n_leads": n_leads, "input": str(inputs),
-                    "items": entries}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest

@@ -18,6 +18,7 @@ import torch
 from uad_plugins.data.signals.dataset import SignalDataset
 from uad_plugins.edge.atomic import atomic_path
 from uad_plugins.errors import ConfigError, DataError
+from uad_plugins.protocols import modality_of
 
 if TYPE_CHECKING:
     from uad_plugins.synth.base import Synthesizer
@@ -33,8 +34,8 @@ MAX_TRIES = 5
 def synthesize_checked(synthesizer: Synthesizer, signal: torch.Tensor, seeds: list[int], source: str
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Run a signal synthesizer with each seed until its mask is non-empty; return ``(signal, mask)`` arrays."""
-    if getattr(synthesizer, "modality", "image") != "signal":
-        raise ConfigError(f"{type(synthesizer).__name__} makes {synthesizer.modality} anomalies, not signal ones.",
+    if modality_of(synthesizer) != "signal":
+        raise ConfigError(f"{type(synthesizer).__name__} makes {modality_of(synthesizer)} anomalies, not signal ones.",
                           hint="Use a signal synthesizer, e.g. plugin:ecg_anomaly.")
     for seed in seeds:
         out, mask = synthesizer(signal, seed=seed)

@@ -23,6 +23,7 @@ from uad_plugins.components.backbones import (
     load_weights_file,
 )
 from uad_plugins.errors import ConfigError, DataError, WeightsError, close_matches
+from uad_plugins.protocols import modality_of
 
 __all__ = [
     "SCORE_STUDENTS",
@@ -401,8 +402,8 @@ class HetNetModel(nn.Module):
             raise ConfigError(f"hetnet: noise_args={args!r} is not usable; it must be a mapping of the noise "
                               "synthesizer's options.", hint="E.g. --model.noise_args '{covariance: diagonal}'.")
         synth = create_synthesizer(reference, **dict(args or {}))
-        if getattr(synth, "modality", "image") != "feature" or not callable(getattr(synth, "partial_fit", None)):
-            raise ConfigError(f"hetnet: noise_synthesizer {reference!r} works on {synth.modality} data; HetNet "
+        if modality_of(synth) != "feature" or not callable(getattr(synth, "partial_fit", None)):
+            raise ConfigError(f"hetnet: noise_synthesizer {reference!r} works on {modality_of(synth)} data; HetNet "
                               "needs a feature-map synthesizer (modality 'feature') with partial_fit().",
                               hint="Use plugin:gaussian_feature_noise (the paper's LMGN).")
         return synth

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from uad_plugins.data.pointcloud.geometry import check_points, estimate_normals, fit_plane, orient_normals
+from uad_plugins.data.pointcloud.synthesizer import PointCloudSynthesizer
 from uad_plugins.errors import ConfigError
 from uad_plugins.plugins.pnas3d.noise import fbm_grid
-from uad_plugins.pointcloud.geometry import check_points, estimate_normals, fit_plane, orient_normals
-from uad_plugins.pointcloud.synthesizer import PointCloudSynthesizer
 
 __all__ = ["Pnas3dResult", "Pnas3dSynthesizer"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uad_plugins.pointcloud.geometry import fit_plane
+from uad_plugins.data.pointcloud.geometry import fit_plane
 
 __all__ = ["render_preview"]
 

@@ -1,6 +1,6 @@
 """Point-cloud files: PLY, PCD, NPY, XYZ and MVTec 3D-AD organised ``xyz`` TIFFs (numpy only, never torch).
 
-Conventions used everywhere in :mod:`uad_plugins.pointcloud`:
+Conventions used everywhere in :mod:`uad_plugins.data.pointcloud`:
 
 - ``points`` is ``[N, 3]`` float32 or float64 (integer coordinates are read as float64);
 - an **invalid point** is ``(0, 0, 0)``, as in MVTec 3D-AD's ``xyz`` TIFFs; invalid points keep their place;

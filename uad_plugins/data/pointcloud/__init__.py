@@ -4,14 +4,14 @@
     PointCloudBatch, PointCloudItem                                       anomalib-style batches (batch.py)
     render_preview                                                         PNG previews (render.py)
 
-The synthesizer base class (:class:`uad_plugins.pointcloud.synthesizer.PointCloudSynthesizer`) imports torch and
+The synthesizer base class (:class:`uad_plugins.data.pointcloud.synthesizer.PointCloudSynthesizer`) imports torch and
 is therefore not imported here.
 """
 
 from __future__ import annotations
 
-from uad_plugins.pointcloud.batch import PointCloudBatch, PointCloudItem
-from uad_plugins.pointcloud.io import (
+from uad_plugins.data.pointcloud.batch import PointCloudBatch, PointCloudItem
+from uad_plugins.data.pointcloud.io import (
     FORMATS,
     SUFFIXES,
     PointCloud,
@@ -19,7 +19,7 @@ from uad_plugins.pointcloud.io import (
     read_pointcloud,
     write_pointcloud,
 )
-from uad_plugins.pointcloud.render import render_preview
+from uad_plugins.data.pointcloud.render import render_preview
 
 __all__ = [
     "FORMATS",
