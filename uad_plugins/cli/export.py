@@ -42,7 +42,7 @@ def export(argv: list[str]) -> int:
     from uad_plugins.export.checkpoint import check_export_options
 
     check_export_options(parity_samples=args.parity_samples, calibration_samples=args.calibration_samples,
-                         max_metric_drop=args.max_metric_drop)  # before the heavy imports
+                         max_metric_drop=args.max_metric_drop)  # before the checkpoint is read
     from uad_plugins.cli.quiet import quiet_imports
 
     quiet_imports()
