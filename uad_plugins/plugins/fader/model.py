@@ -5,18 +5,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
-from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 
+from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.settings import check_settings, positive_int
 from uad_plugins.errors import ConfigError
 from uad_plugins.plugins.fader.torch_model import (
@@ -34,7 +32,7 @@ __all__ = ["Fader"]
 logger = logging.getLogger(__name__)
 
 
-class Fader(AnomalibModule):
+class Fader(UadModule):
     """FADeR (Park et al., arXiv 2407.04597, CVPR 2025 VAND workshop) on the EAR base (Park et al., Sci. Rep. 2024).
 
     EAR excises the most salient patches of each image (one deterministic mask from a frozen network's saliency),
@@ -147,16 +145,6 @@ class Fader(AnomalibModule):
             size = (int(image_size[0]), int(image_size[1]))
         return PreProcessor(transform=Compose([Resize(size, antialias=True)]))
 
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """Suggested trainer settings; any value the user sets wins."""
-        return {"max_epochs": self.suggested_max_epochs, "num_sanity_val_steps": 0}
-
-    @property
-    def learning_type(self) -> LearningType:
-        """EAR and FADeR learn from normal images only."""
-        return LearningType.ONE_CLASS
-
     def configure_optimizers(self) -> list[optim.Optimizer]:
         """Adam for the U-Net (stage 1) and, with attenuation, Adam for FADeR's layers (stage 2)."""
         optimizers = [optim.Adam(self.model.unet.parameters(), lr=self.lr, weight_decay=self.weight_decay)]
@@ -224,22 +212,6 @@ class Fader(AnomalibModule):
             self.log_dict({"attenuation_bce": output.attenuation_bce, "gate_mean": output.gate_mean,
                            "target_mean": output.target_mean}, on_step=True, on_epoch=True, batch_size=size)
         return {"loss": output.loss.detach()}
-
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Predictions merged into the batch (for thresholds, normalisation and metrics)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
-    # ------------------------------------------------------------------ checkpoints
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None,
-                             hparams_file: str | Path | None = None, strict: bool | None = None,
-                             weights_only: bool = True, **kwargs: Any) -> Fader:
-        """Load a trained model; the mask network's weights come from the checkpoint (``pretrained=False`` unless
-        passed explicitly), so no weights file or hub is needed again."""
-        kwargs.setdefault("pretrained", False)
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
-                                            strict=strict, weights_only=weights_only, **kwargs)
 
 
 def _power_of_two(value: Any) -> bool:

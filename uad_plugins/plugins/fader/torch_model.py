@@ -32,11 +32,15 @@ from torch import nn
 
 from uad_plugins.components.backbones import (
     backbone_normalization,
+    build_vit,
+    check_vit_name,
     create_feature_extractor,
-    hub_offline_unless_reachable,
+    load_checked,
     load_weights_file,
+    parse_pretrained,
+    timm_from_hub,
 )
-from uad_plugins.errors import ConfigError, WeightsError, close_matches
+from uad_plugins.errors import ConfigError
 
 __all__ = [
     "DEFAULT_BACKBONES",
@@ -248,35 +252,25 @@ def create_vit(backbone: str, pretrained: bool | str | os.PathLike[str]) -> nn.M
     ``pretrained``: ``False`` = random initialisation; a path = a local weights file (timm/DINO key names, checked
     key by key); ``True`` = timm's hub (a :class:`WeightsError` when it cannot deliver, e.g. offline).
     """
-    import timm
-
-    if not isinstance(backbone, str) or not timm.is_model(backbone):
-        matches = close_matches(str(backbone), timm.list_models("vit_*"), n=5)
-        hint = f"Did you mean: {', '.join(matches)}?" if matches else "See timm.list_models('vit_*')."
-        raise ConfigError(f"fader: unknown ViT {backbone!r} for the attention mask: timm has no model of that name.",
-                          hint=hint)
-    if isinstance(pretrained, str) and pretrained.strip().lower() in {"true", "false"}:
-        pretrained = pretrained.strip().lower() == "true"
+    pretrained = parse_pretrained(pretrained)
     if pretrained is True:
-        try:
-            with hub_offline_unless_reachable():
-                model = timm.create_model(backbone, pretrained=True, num_classes=0)
-        except Exception as exc:
-            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            raise WeightsError(
-                f"fader: the attention ViT '{backbone}' has no pretrained weights offline "
-                f"(timm hub: {type(exc).__name__}{': ' + detail if detail else ''}).",
-                hint="What to do, any one of:\n"
-                f"  - pass a local weights file: --model.pretrained /path/to/{backbone.split('.')[0]}.pth "
-                "(DINO's released checkpoints use timm's key names);\n"
-                "  - use the offline feature-saliency mask: --model.mask_source saliency "
-                "(EfficientNet-Lite0 ImageNet weights ship with the install);\n"
-                "  - keep a randomly initialised ViT: --model.pretrained false.",
-            ) from exc
+        check_vit_name(backbone, owner="fader", role="attention ViT")
+        model = timm_from_hub(
+            backbone, f"fader: the attention ViT '{backbone}' has no pretrained weights offline",
+            "What to do, any one of:\n"
+            f"  - pass a local weights file: --model.pretrained /path/to/{backbone.split('.')[0]}.pth "
+            "(DINO's released checkpoints use timm's key names);\n"
+            "  - use the offline feature-saliency mask: --model.mask_source saliency "
+            "(EfficientNet-Lite0 ImageNet weights ship with the install);\n"
+            "  - keep a randomly initialised ViT: --model.pretrained false.", num_classes=0)
     else:
-        model = timm.create_model(backbone, pretrained=False, num_classes=0)
+        model = build_vit(backbone, owner="fader", role="attention ViT")
         if isinstance(pretrained, str | os.PathLike) and not isinstance(pretrained, bool):
-            _load_vit_weights(model, backbone, Path(pretrained).expanduser())
+            path = Path(pretrained).expanduser()
+            load_checked(model, load_weights_file(path), what=f"fader: weights in {str(path)!r} do not fit the ViT "
+                         f"'{backbone}'", hint="Give a checkpoint made for this ViT (same patch size, width and "
+                         "input size), or choose the matching --model.backbone.")
+            logger.info("fader: attention ViT '%s' loaded weights from %s.", backbone, path)
         elif pretrained is False:
             logger.warning("fader: the attention ViT '%s' is randomly initialised (pretrained=false): its attention "
                            "is a fixed, image-dependent pattern, not DINO's saliency. Pass --model.pretrained PATH "
@@ -290,25 +284,6 @@ def create_vit(backbone: str, pretrained: bool | str | os.PathLike[str]) -> nn.M
             hint="Use a plain ViT such as vit_small_patch16_224.dino or vit_small_patch8_224.dino, "
             "or --model.mask_source saliency.")
     return model
-
-
-def _load_vit_weights(model: nn.Module, backbone: str, path: Path) -> None:
-    weights = load_weights_file(path)  # raises WeightsError for a missing or unreadable file
-    target = model.state_dict()
-    missing = [k for k in target if k not in weights]
-    mismatched = [f"{k} (file {tuple(weights[k].shape)}, model {tuple(v.shape)})" for k, v in target.items()
-                  if k in weights and tuple(weights[k].shape) != tuple(v.shape)]
-    if missing or mismatched:
-        lines = [f"fader: weights in {str(path)!r} do not fit the ViT '{backbone}': {len(missing)} missing and "
-                 f"{len(mismatched)} mismatching keys."]
-        if missing:
-            lines.append("  missing: " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
-        if mismatched:
-            lines.append("  shape mismatch: " + ", ".join(mismatched[:5]) + (" ..." if len(mismatched) > 5 else ""))
-        raise WeightsError("\n".join(lines), hint="Give a checkpoint made for this ViT (same patch size, width and "
-                           "input size), or choose the matching --model.backbone.")
-    model.load_state_dict({k: weights[k] for k in target}, strict=True)
-    logger.info("fader: attention ViT '%s' loaded weights from %s.", backbone, path)
 
 
 class AttentionSaliency(_FrozenSource):

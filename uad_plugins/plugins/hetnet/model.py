@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, ClassVar
 
-import torch
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
-from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 
+from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.components.settings import check_settings, positive_int
 from uad_plugins.plugins.hetnet.torch_model import SCORE_STUDENTS, HetNetModel
@@ -26,7 +24,7 @@ __all__ = ["HetNet"]
 logger = logging.getLogger(__name__)
 
 
-class HetNet(AnomalibModule):
+class HetNet(UadModule):
     """HetNet (Yu et al., IROS 2025), provisional: a frozen CNN and a frozen ViT teacher, adaptive local-global
     fusion, local multivariate Gaussian feature noise, reconstruction and denoising students.
 
@@ -54,6 +52,10 @@ class HetNet(AnomalibModule):
         max_epochs: suggested training length (a trainer value set by the user wins).
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
+
+    #: both teachers' weights come from a checkpoint
+    checkpoint_overrides: ClassVar[Mapping[str, Any]] = MappingProxyType({"pretrained": False,
+                                                                          "vit_pretrained": False})
 
     def __init__(
         self,
@@ -111,37 +113,18 @@ class HetNet(AnomalibModule):
         converts to its own normalisation inside the model)."""
         return backbone_pre_processor(image_size, backbone, default_size=224)
 
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """Suggested trainer settings; any value the user sets wins."""
-        return {"max_epochs": self.suggested_max_epochs, "num_sanity_val_steps": 0}
-
-    @property
-    def learning_type(self) -> LearningType:
-        """HetNet learns from normal images only."""
-        return LearningType.ONE_CLASS
-
     def configure_optimizers(self) -> optim.Optimizer:
         """Adam(lr, betas (0.5, 0.999)) on fusion, embeddings and students (the teachers are frozen)."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         return optim.Adam(params, lr=self.lr, betas=(0.5, 0.999), weight_decay=self.weight_decay)
 
     # ------------------------------------------------------------------ training
-    def _noise_batches(self) -> Iterator[torch.Tensor]:
-        """Pre-processed training images for the noise-statistics pass (the PreProcessor transforms only in-loop
-        batches)."""
-        transform = getattr(self.pre_processor, "transform", None) if self.pre_processor is not None else None
-        for batch in self.trainer.train_dataloader:
-            images = batch["image"] if isinstance(batch, dict) else batch.image
-            images = images.to(self.device)
-            yield transform(images) if transform is not None else images
-
     def on_train_start(self) -> None:
         """Fit the per-position Gaussian statistics of the CNN levels once (they are not kept in checkpoints)."""
         if self.model.noise_fitted:
             logger.info("hetnet: noise statistics already fitted; keeping them.")
             return
-        self.model.fit_noise(self._noise_batches())
+        self.model.fit_noise(self.preprocessed_images(self.trainer.train_dataloader))
         logger.info("hetnet: fitted the feature-noise statistics of %d CNN levels.", len(self.model.noise))
 
     def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
@@ -153,23 +136,6 @@ class HetNet(AnomalibModule):
         self.log_dict({"sr_loss": output.sr_loss, "sd_loss": output.sd_loss, "noise_fraction": output.noise_fraction},
                       on_step=True, on_epoch=True, batch_size=size)
         return {"loss": output.loss}
-
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Predictions merged into the batch (for thresholds, normalisation and metrics)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
-    # ------------------------------------------------------------------ checkpoints
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None,
-                             hparams_file: str | Path | None = None, strict: bool | None = None,
-                             weights_only: bool = True, **kwargs: Any) -> HetNet:
-        """Load a trained HetNet; both teachers' weights come from the checkpoint (``pretrained`` and
-        ``vit_pretrained`` default to ``False`` here; pass them explicitly to override)."""
-        kwargs.setdefault("pretrained", False)
-        kwargs.setdefault("vit_pretrained", False)
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
-                                            strict=strict, weights_only=weights_only, **kwargs)
 
 
 def _validate(**values: Any) -> None:

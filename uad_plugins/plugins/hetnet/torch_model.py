@@ -19,10 +19,14 @@ from torch import nn
 
 from uad_plugins.components.backbones import (
     backbone_normalization,
+    build_vit,
     create_feature_extractor,
+    load_checked,
     load_weights_file,
+    parse_pretrained,
 )
-from uad_plugins.errors import ConfigError, DataError, WeightsError, close_matches
+from uad_plugins.components.scoring import GaussianBlur2d
+from uad_plugins.errors import ConfigError, DataError, WeightsError
 from uad_plugins.protocols import modality_of
 
 __all__ = [
@@ -84,25 +88,11 @@ class ViTTeacher(nn.Module):
     def __init__(self, backbone: str, layers: Sequence[int], image_size: int, pretrained: bool | str | os.PathLike[str],
                  input_mean: Sequence[float], input_std: Sequence[float]) -> None:
         super().__init__()
-        import timm
         from timm.models.vision_transformer import VisionTransformer
 
-        if not isinstance(backbone, str) or not timm.is_model(backbone):
-            matches = close_matches(str(backbone), timm.list_models("*vit*") + timm.list_models("deit*"), n=5)
-            raise ConfigError(f"hetnet: unknown ViT teacher {backbone!r}: timm has no model of that name.",
-                              hint=f"Did you mean: {', '.join(matches)}?" if matches else
-                              "Use a timm Vision Transformer such as vit_tiny_patch16_224.")
-
         def build(device: str, **kwargs: Any) -> nn.Module:
-            try:
-                with torch.device(device):
-                    return timm.create_model(backbone, pretrained=False, num_classes=0, img_size=image_size,
-                                             **kwargs)
-            except Exception as exc:  # timm raises many kinds for unusable sizes or arguments
-                raise ConfigError(f"hetnet: the ViT teacher {backbone!r} cannot be built as a timm "
-                                  f"VisionTransformer for {image_size} px: {type(exc).__name__}: {exc}",
-                                  hint="Use a plain timm ViT (vit_*, deit_*) and an image_size that is a multiple "
-                                  "of its patch size.") from exc
+            return build_vit(backbone, owner="hetnet", role="ViT teacher", device=device, img_size=image_size,
+                             **kwargs)
 
         probe = build("meta")  # cheap: the architecture without memory, to check the settings first
         if not isinstance(probe, VisionTransformer):
@@ -141,8 +131,7 @@ class ViTTeacher(nn.Module):
         return super().train(False)
 
     def _load_weights(self, model: nn.Module, pretrained: bool | str | os.PathLike[str]) -> None:
-        if isinstance(pretrained, str) and pretrained.strip().lower() in {"true", "false"}:
-            pretrained = pretrained.strip().lower() == "true"
+        pretrained = parse_pretrained(pretrained)
         if pretrained is False:
             logger.warning("hetnet: the ViT teacher '%s' is randomly initialised (vit_pretrained=False): its "
                            "'global' features are random projections, not ImageNet features.", self.backbone)
@@ -177,20 +166,9 @@ class ViTTeacher(nn.Module):
         except Exception as exc:  # timm's filter raises on foreign layouts
             raise WeightsError(f"hetnet: weights from {source} are not a '{self.backbone}' state dict "
                                f"({type(exc).__name__}: {exc}).") from exc
-        target = model.state_dict()
-        missing = [k for k in target if k not in state]
-        mismatched = [f"{k} (file {tuple(state[k].shape)}, ViT {tuple(target[k].shape)})" for k in target
-                      if k in state and tuple(state[k].shape) != tuple(target[k].shape)]
-        if missing or mismatched:
-            lines = [f"hetnet: weights from {source} do not fit the ViT teacher '{self.backbone}': "
-                     f"{len(missing)} missing and {len(mismatched)} mismatching keys."]
-            if missing:
-                lines.append("  missing: " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
-            if mismatched:
-                lines.append("  shape mismatch: " + ", ".join(mismatched[:5]) + (" ..." if len(mismatched) > 5 else ""))
-            raise WeightsError("\n".join(lines), hint=f"Give a weights file of timm's '{self.backbone}', or set "
-                               "--model.vit_backbone to the ViT the file was made for.")
-        model.load_state_dict({k: state[k] for k in target}, strict=True)
+        load_checked(model, state, what=f"hetnet: weights from {source} do not fit the ViT teacher '{self.backbone}'",
+                     label="ViT", hint=f"Give a weights file of timm's '{self.backbone}', or set "
+                     "--model.vit_backbone to the ViT the file was made for.")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Patch-token maps of the chosen blocks, concatenated: ``[B, len(layers) * D, h, w]``."""
@@ -289,33 +267,6 @@ class StudentDecoder(nn.Module):
         return outputs[::-1]
 
 
-class GaussianBlur2d(nn.Module):
-    """Separable Gaussian smoothing of ``[B, 1, H, W]`` maps (radius ``int(4 sigma + 0.5)``, scipy's support),
-    edge-replicate padding, fixed conv kernels (exportable). ``sigma = 0`` is the identity."""
-
-    def __init__(self, sigma: float) -> None:
-        super().__init__()
-        self.sigma = float(sigma)
-        if sigma > 0:
-            radius = int(4.0 * sigma + 0.5)
-            x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-            kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-            kernel = (kernel / kernel.sum()).float()
-        else:
-            kernel = torch.ones(1)
-        self.radius = (kernel.numel() - 1) // 2
-        self.register_buffer("kernel_h", kernel.view(1, 1, 1, -1), persistent=False)
-        self.register_buffer("kernel_v", kernel.view(1, 1, -1, 1), persistent=False)
-
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        """Smoothed maps, same shape."""
-        if self.radius == 0:
-            return maps
-        r = self.radius
-        maps = F.conv2d(F.pad(maps, (r, r, 0, 0), mode="replicate"), self.kernel_h.to(maps.dtype))
-        return F.conv2d(F.pad(maps, (0, 0, r, r), mode="replicate"), self.kernel_v.to(maps.dtype))
-
-
 # ---------------------------------------------------------------------------------------------- the network
 class HetNetModel(nn.Module):
     """HetNet (Yu et al., IROS 2025), our reconstruction of it.
@@ -378,12 +329,7 @@ class HetNetModel(nn.Module):
             raise ConfigError(f"hetnet: layers {self.layers} have strides {self.cnn.reductions}; they must be "
                               "given shallow to deep (strides never decreasing).",
                               hint="Order --model.layers from the shallowest to the deepest level.")
-        try:
-            with torch.no_grad():
-                maps = self.cnn(torch.zeros(1, 3, self.image_size, self.image_size))
-        except RuntimeError as exc:
-            raise ConfigError(f"hetnet: image_size {image_size} is too small for '{backbone}' {self.layers}: {exc}",
-                              hint="Use a larger --model.image_size (224 or 256).") from exc
+        maps = self.cnn.probe(self.image_size, owner="hetnet", hint="Use a larger --model.image_size (224 or 256).")
         self.level_sizes: list[tuple[int, int]] = [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]
         channels = list(self.cnn.channels)
         self.fusion = LocalGlobalFusion(sum(channels), self.vit.channels, fusion_dim)

@@ -1,24 +1,25 @@
 """``plugin:mmae_ecg``: the Lightning module of MMAE-ECG (multi-scale masked autoencoder for ECG anomalies).
 
-An ``AnomalibModule`` whose image-only parts are switched off: no pre-processor (the signal datamodules normalise),
-a signal evaluator (``plugin:signal_auroc``, ``plugin:signal_ap``, ``plugin:signal_point_auroc``), a signal
-visualizer (signal + anomaly-score curve PNGs), and steps that read ``batch.signal [B, K, Q]``. anomalib's
-``PostProcessor`` is kept: it works on ``pred_score``/``anomaly_map`` of any shape.
+A ``UadModule`` (``uad_plugins.components.lightning``, an ``AnomalibModule``) whose image-only parts are switched
+off: no pre-processor (the signal datamodules normalise), a signal evaluator (``plugin:signal_auroc``,
+``plugin:signal_ap``, ``plugin:signal_point_auroc``), a signal visualizer (signal + anomaly-score curve PNGs), and
+steps that read ``batch.signal [B, K, Q]``. anomalib's ``PostProcessor`` is kept: it works on
+``pred_score``/``anomaly_map`` of any shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
-from anomalib import LearningType
 from anomalib.metrics import Evaluator
-from anomalib.models.components import AnomalibModule
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 
+from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.settings import check_settings, positive_int
 from uad_plugins.errors import DataError
 from uad_plugins.plugins.mmae_ecg.torch_model import SCORE_REDUCTIONS, SCORE_SPACES, MmaeEcgModel
@@ -68,7 +69,7 @@ def _checks(v: dict[str, Any]) -> list[tuple[str, bool, str]]:
     ]
 
 
-class MmaeEcg(AnomalibModule):
+class MmaeEcg(UadModule):
     """MMAE-ECG (Zhou et al., arXiv 2502.05494 / PLOS ONE 2026): a lightweight multi-scale masked autoencoder;
     the anomaly score is the reconstruction error of masked segments under complementary masks.
 
@@ -97,6 +98,8 @@ class MmaeEcg(AnomalibModule):
     modality: ClassVar[str] = "signal"
     #: metrics computed by ``uad fit``/``uad test`` when no ``--metrics`` are given
     default_metrics: ClassVar[tuple[str, ...]] = _DEFAULT_METRICS
+    #: no backbone weights to skip when loading a checkpoint
+    checkpoint_overrides: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     def __init__(
         self,
@@ -169,16 +172,6 @@ class MmaeEcg(AnomalibModule):
         from uad_plugins.data.signals.visualize import SignalVisualizer
 
         return SignalVisualizer()
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """Suggested trainer settings; any value the user sets wins."""
-        return {"max_epochs": self.suggested_max_epochs, "num_sanity_val_steps": 0}
-
-    @property
-    def learning_type(self) -> LearningType:
-        """Trained on normal signals only."""
-        return LearningType.ONE_CLASS
 
     @property
     def signal_shape(self) -> tuple[int, int]:

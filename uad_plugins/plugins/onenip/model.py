@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
-from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.trainer.states import TrainerFn
@@ -19,6 +16,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
 from uad_plugins.components.backbones import backbone_normalization
+from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.optim import adamw_with_one_decay
 from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.components.settings import check_settings, positive_int, transformer_checks
@@ -29,7 +27,7 @@ __all__ = ["Onenip"]
 logger = logging.getLogger(__name__)
 
 
-class Onenip(AnomalibModule):
+class Onenip(UadModule):
     """OneNIP (Gao, ECCV 2024): reconstruct and restore a target's features from one normal image prompt, with a
     supervised refiner trained on synthetic anomalies.
 
@@ -124,31 +122,12 @@ class Onenip(AnomalibModule):
         """Resize to ``image_size`` (224 by default) and normalise as the backbone expects (no augmentation)."""
         return backbone_pre_processor(image_size, backbone, default_size=224)
 
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """Suggested trainer settings; any value the user sets wins (the paper: 1000 epochs, clip 0.1)."""
-        return {"max_epochs": self.suggested_max_epochs, "gradient_clip_val": self.gradient_clip_val,
-                "num_sanity_val_steps": 0}
-
-    @property
-    def learning_type(self) -> LearningType:
-        """OneNIP learns from normal images (anomalies are synthesized)."""
-        return LearningType.ONE_CLASS
-
     def configure_optimizers(self) -> Any:
         """AdamW(1e-4, wd 1e-4) on the trainable parameters; x0.1 at ``lr_decay_at`` of ``max_epochs``."""
         return adamw_with_one_decay(self, [p for p in self.model.parameters() if p.requires_grad], self.lr,
                                     self.weight_decay, self.lr_decay_at)
 
     # ------------------------------------------------------------------ helpers
-    def _transformed(self, loader: Any) -> Iterator[torch.Tensor]:
-        """Pre-processed images of a dataloader (the PreProcessor only transforms in-loop batches)."""
-        transform = getattr(self.pre_processor, "transform", None) if self.pre_processor is not None else None
-        for batch in loader:
-            images = batch["image"] if isinstance(batch, dict) else batch.image
-            images = images.to(self.device)
-            yield transform(images) if transform is not None else images
-
     def synthesize(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Synthetic anomalies for normalised images: undo the normalisation, call the synthesizer on [0, 1]
         images, normalise again. Returns ``(anomalous [B, 3, H, W], mask [B, 1, H, W])``."""
@@ -171,7 +150,7 @@ class Onenip(AnomalibModule):
         dataset = getattr(loader, "dataset", None)
         total = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
         with torch.no_grad():
-            kept = self.model.build_prompt_bank(self._transformed(loader), total)
+            kept = self.model.build_prompt_bank(self.preprocessed_images(loader), total)
         logger.info("onenip: prompt bank holds %d distinct training images.", kept)
 
     def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
@@ -200,28 +179,13 @@ class Onenip(AnomalibModule):
         low, high = float("inf"), float("-inf")
         with torch.no_grad():
             for loader in loaders:
-                for images in self._transformed(loader):
+                for images in self.preprocessed_images(loader):
                     rec_map, _, _ = self.model.maps(images)
                     low, high = min(low, float(rec_map.min())), max(high, float(rec_map.max()))
         if high >= low:
             self.model.fusion_scale.fill_((high + low) / 2)
             logger.info("onenip: fusion scale %.4g from validation maps (min %.4g, max %.4g).",
                         (high + low) / 2, low, high)
-
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Predictions merged into the batch (for thresholds, normalisation and metrics)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
-    # ------------------------------------------------------------------ checkpoints
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None,
-                             hparams_file: str | Path | None = None, strict: bool | None = None,
-                             weights_only: bool = True, **kwargs: Any) -> Onenip:
-        """Load a trained OneNIP; backbone weights, prompt bank and fusion scale come from the checkpoint."""
-        kwargs.setdefault("pretrained", False)
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
-                                            strict=strict, weights_only=weights_only, **kwargs)
 
 
 def _validate(**values: Any) -> None:

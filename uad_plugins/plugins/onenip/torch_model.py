@@ -14,17 +14,13 @@ import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from uad_plugins.components.multiscale import MultiScaleFeatures
 from uad_plugins.components.scoring import max_avgpool_score, reconstruction_map
 from uad_plugins.components.transformer import (
-    FeatureJitter,
+    FeatureTokenEncoder,
     FeedForward,
-    LearnedPositionEmbedding,
-    MaskedEncoderLayer,
-    neighbour_mask,
     xavier_init_linears,
 )
-from uad_plugins.errors import ConfigError, DataError
+from uad_plugins.errors import DataError
 
 __all__ = ["OnenipModel", "OnenipTrainOutput", "RefinerHead", "TwoWayDecoderLayer", "dice_loss"]
 
@@ -91,7 +87,7 @@ class RefinerHead(nn.Module):
         return self.net(residual)
 
 
-class OnenipModel(nn.Module):
+class OnenipModel(FeatureTokenEncoder):
     """OneNIP (Gao, ECCV 2024): reconstruct a target's features from one normal prompt image, then refine.
 
     Args:
@@ -132,29 +128,13 @@ class OnenipModel(nn.Module):
         dice_factor_two: bool = False,
         pool_size: int = 16,
     ) -> None:
-        super().__init__()
-        if hidden_dim % num_heads:
-            raise ConfigError(f"onenip: hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}.")
-        self.features = MultiScaleFeatures(backbone, layers, pretrained)
-        try:
-            self.grid = self.features.grid_size((image_size, image_size))
-        except RuntimeError as exc:
-            raise ConfigError(f"onenip: image_size {image_size} is too small for '{backbone}': {exc}",
-                              hint="Use a larger --model.image_size (224 in the paper).") from exc
+        super().__init__("onenip", backbone, layers, pretrained, image_size, hidden_dim, num_heads,
+                         num_encoder_layers, dim_feedforward, dropout, neighbor_size, jitter_scale, jitter_prob)
         channels = self.features.channels
         self.pool_size = int(pool_size)
         self.prompt_topk = int(prompt_topk)
         self.dice_weight = float(dice_weight)
         self.dice_factor_two = bool(dice_factor_two)
-        if neighbor_size:
-            self.register_buffer("mask", neighbour_mask(self.grid, (neighbor_size, neighbor_size)), persistent=False)
-        else:
-            self.mask = None
-        self.jitter = FeatureJitter(jitter_scale, jitter_prob)
-        self.input_proj = nn.Linear(channels, hidden_dim)
-        self.pos = LearnedPositionEmbedding(self.grid, hidden_dim)
-        self.encoder = nn.ModuleList(MaskedEncoderLayer(hidden_dim, num_heads, dim_feedforward, dropout)
-                                     for _ in range(num_encoder_layers))
         self.decoder = nn.ModuleList(TwoWayDecoderLayer(hidden_dim, num_heads, dim_feedforward, dropout)
                                      for _ in range(num_decoder_layers))
         self.final_attn = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
@@ -220,14 +200,6 @@ class OnenipModel(nn.Module):
         return top.gather(1, draw.argmax(dim=1, keepdim=True)).squeeze(1)
 
     # ------------------------------------------------------------------ network
-    def encode(self, features: torch.Tensor) -> torch.Tensor:
-        """Tokens ``[B, N, D]`` of features ``[B, C, h, w]`` (jittered in training)."""
-        x = self.input_proj(self.jitter(features.flatten(2).transpose(1, 2)))
-        pos = self.pos()
-        for layer in self.encoder:
-            x = layer(x, pos, self.mask)
-        return x
-
     def decode(self, prompt: torch.Tensor, target: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """Reconstruction ``[B, C, h, w]``: the prompt stream rewritten by attending to the target."""
         pos = self.pos()

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import torch
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
-from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 
+from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.components.settings import check_settings
 from uad_plugins.plugins.pbas.torch_model import PbasModel
@@ -26,7 +23,7 @@ __all__ = ["Pbas"]
 logger = logging.getLogger(__name__)
 
 
-class Pbas(AnomalibModule):
+class Pbas(UadModule):
     """PBAS (Chen et al., TCSVT 2025): boundary-guided feature-space anomaly synthesis with a patch discriminator.
 
     Args:
@@ -47,6 +44,9 @@ class Pbas(AnomalibModule):
         smoothing_sigma: Gaussian sigma in pixels applied to the upsampled anomaly map (4).
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
+
+    #: suggested training length (the paper trained 400 epochs)
+    suggested_max_epochs = 10
 
     def __init__(
         self,
@@ -102,17 +102,6 @@ class Pbas(AnomalibModule):
         """
         return backbone_pre_processor(image_size, backbone, default_size=288)
 
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """Suggested trainer settings (defaults the uad engine lets the user override; the paper trained 400
-        epochs)."""
-        return {"num_sanity_val_steps": 0, "max_epochs": 10}
-
-    @property
-    def learning_type(self) -> LearningType:
-        """PBAS learns from normal images only."""
-        return LearningType.ONE_CLASS
-
     def configure_optimizers(self) -> list[optim.Optimizer]:
         """Adam for the feature adaptor, AdamW for the discriminator (one step of each per batch)."""
         adaptor = optim.Adam(self.model.projection.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -120,14 +109,6 @@ class Pbas(AnomalibModule):
         return [adaptor, discriminator]
 
     # ------------------------------------------------------------------ training
-    def _center_batches(self) -> Iterator[torch.Tensor]:
-        """Pre-processed training images for the centre pass (the PreProcessor only transforms in-loop batches)."""
-        transform = getattr(self.pre_processor, "transform", None) if self.pre_processor is not None else None
-        for batch in self.trainer.train_dataloader:
-            images = batch["image"] if isinstance(batch, dict) else batch.image
-            images = images.to(self.device)
-            yield transform(images) if transform is not None else images
-
     def on_train_start(self) -> None:
         """Approximate Boundary Learning: initialise the centres once, through the untrained adaptor."""
         if bool(self.model.centers_initialized):
@@ -136,7 +117,7 @@ class Pbas(AnomalibModule):
         was_training = self.model.training
         self.model.eval()
         try:
-            self.model.init_centers(self._center_batches())
+            self.model.init_centers(self.preprocessed_images(self.trainer.train_dataloader))
         finally:
             self.model.train(was_training)
         logger.info("pbas: initialised %d centres.", self.model.centers.shape[0])
@@ -156,28 +137,6 @@ class Pbas(AnomalibModule):
         self.log_dict({"center_loss": output.center_loss.detach(), "bce_real": output.bce_real.detach(),
                        "bce_fake": output.bce_fake.detach()}, on_step=True, on_epoch=True, batch_size=size)
         return {"loss": output.loss.detach()}
-
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Predictions merged into the batch (for thresholds, normalisation and metrics)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
-    # ------------------------------------------------------------------ checkpoints
-    @classmethod
-    def load_from_checkpoint(
-        cls,
-        checkpoint_path: str | Path,
-        map_location: Any = None,
-        hparams_file: str | Path | None = None,
-        strict: bool | None = None,
-        weights_only: bool = True,
-        **kwargs: Any,
-    ) -> Pbas:
-        """Load a trained PBAS. The backbone weights come from the checkpoint, so none are fetched again
-        (``pretrained`` defaults to ``False`` here; pass it explicitly to override)."""
-        kwargs.setdefault("pretrained", False)
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
-                                            strict=strict, weights_only=weights_only, **kwargs)
 
 
 def _validate(**values: Any) -> None:

@@ -15,6 +15,7 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from uad_plugins.components.backbones import create_feature_extractor
+from uad_plugins.components.scoring import GaussianBlur2d
 from uad_plugins.errors import ConfigError, DataError
 
 __all__ = [
@@ -86,38 +87,6 @@ class Discriminator(nn.Module):
         return self.tail(self.body(features))
 
 
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
-    """Normalised 1-D Gaussian of radius ``int(truncate * sigma + 0.5)`` (scipy's ``gaussian_filter`` support)."""
-    radius = int(truncate * sigma + 0.5)
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return (kernel / kernel.sum()).float()
-
-
-class GaussianBlur2d(nn.Module):
-    """Separable Gaussian smoothing of ``[B, 1, H, W]`` maps with fixed conv2d kernels (exportable).
-
-    Borders are padded by edge replication (close to scipy's ``reflect`` mode right at the border).
-    ``sigma = 0`` is the identity.
-    """
-
-    def __init__(self, sigma: float) -> None:
-        super().__init__()
-        self.sigma = float(sigma)
-        kernel = gaussian_kernel1d(sigma) if sigma > 0 else torch.ones(1)
-        self.radius = (kernel.numel() - 1) // 2
-        self.register_buffer("kernel_h", kernel.view(1, 1, 1, -1), persistent=False)
-        self.register_buffer("kernel_v", kernel.view(1, 1, -1, 1), persistent=False)
-
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        """Smoothed maps, same shape as the input."""
-        if self.radius == 0:
-            return maps
-        r = self.radius
-        maps = F.conv2d(F.pad(maps, (r, r, 0, 0), mode="replicate"), self.kernel_h.to(maps.dtype))
-        return F.conv2d(F.pad(maps, (0, 0, r, r), mode="replicate"), self.kernel_v.to(maps.dtype))
-
-
 class PbasModel(nn.Module):
     """Progressive Boundary guided Anomaly Synthesis (PBAS), the network.
 
@@ -161,14 +130,8 @@ class PbasModel(nn.Module):
         self.center_momentum = float(center_momentum)
 
         self.feature_extractor = create_feature_extractor(backbone, self.layers, pretrained)
-        try:
-            with torch.no_grad():
-                maps = self.feature_extractor(torch.zeros(1, 3, image_size, image_size))
-        except RuntimeError as exc:
-            raise ConfigError(
-                f"pbas: image_size {image_size} is too small for backbone '{backbone}' layers {self.layers}: {exc}",
-                hint="Use a larger --model.image_size (288 in the paper; a multiple of 32 is safest).",
-            ) from exc
+        maps = self.feature_extractor.probe(image_size, owner="pbas", hint="Use a larger --model.image_size (288 in "
+                                            "the paper; a multiple of 32 is safest).")
         self.grid_size: tuple[int, int] = (int(maps[0].shape[-2]), int(maps[0].shape[-1]))
 
         dim = self.target_embed_dimension

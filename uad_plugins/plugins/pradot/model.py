@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
-from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
+from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.components.settings import check_settings, positive_int
 from uad_plugins.plugins.pradot.torch_model import VARIANTS, PradotModel
@@ -27,7 +25,7 @@ __all__ = ["Pradot"]
 logger = logging.getLogger(__name__)
 
 
-class Pradot(AnomalibModule):
+class Pradot(UadModule):
     """PRADOT (Trombetta & Lartizien, 2025): ``num_prototypes`` prototypes per feature-grid position, fitted without
     gradients by entropic optimal transport of each training batch onto them (EMA towards the transported feature
     means); the anomaly map is the transport cost to the nearest prototype.
@@ -100,16 +98,6 @@ class Pradot(AnomalibModule):
         ResNets, 0.5/0.5 for ``tf_efficientnet_lite0``); no augmentation, as in the official code."""
         return backbone_pre_processor(image_size, backbone, default_size=224)
 
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """Suggested trainer settings; any value the user sets wins."""
-        return {"max_epochs": self.suggested_max_epochs, "num_sanity_val_steps": 0}
-
-    @property
-    def learning_type(self) -> LearningType:
-        """PRADOT learns from normal images only."""
-        return LearningType.ONE_CLASS
-
     def configure_optimizers(self) -> None:
         """No optimiser: prototypes move by optimal-transport barycentres and EMA, never by gradients."""
         return None
@@ -141,7 +129,6 @@ class Pradot(AnomalibModule):
         if not isinstance(loaders, list | tuple):
             loaders = [loaders]
         limits = list(getattr(self.trainer, "num_val_batches", None) or [])  # honours --trainer.limit_val_batches
-        transform = getattr(self.pre_processor, "transform", None) if self.pre_processor is not None else None
         for index, loader in enumerate(loaders):
             limit = limits[index] if index < len(limits) else float("inf")
             for batch_index, batch in enumerate(loader):
@@ -153,8 +140,7 @@ class Pradot(AnomalibModule):
                     images = images[torch.as_tensor(labels).reshape(-1).cpu() == 0]
                 if len(images) == 0:
                     continue
-                images = images.to(self.device)
-                yield transform(images) if transform is not None else images
+                yield self.preprocess(images)
 
     def on_validation_epoch_start(self) -> None:
         """Model selection (fitting only): each bank's transport cost on the held-out normal validation images; a
@@ -180,21 +166,6 @@ class Pradot(AnomalibModule):
         self.log("val_transport_loss", losses.mean(), prog_bar=True, on_epoch=True, batch_size=count)
         logger.info("pradot: held-out transport cost %s on %d normal images; selected banks: %s.",
                     [round(v, 5) for v in losses.tolist()], count, changed)
-
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Predictions merged into the batch (for thresholds, normalisation and metrics)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
-    # ------------------------------------------------------------------ checkpoints
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None,
-                             hparams_file: str | Path | None = None, strict: bool | None = None,
-                             weights_only: bool = True, **kwargs: Any) -> Pradot:
-        """Load a trained PRADOT; backbone weights come from the checkpoint (``pretrained=False`` by default)."""
-        kwargs.setdefault("pretrained", False)
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
-                                            strict=strict, weights_only=weights_only, **kwargs)
 
 
 def _validate(**values: Any) -> None:

@@ -263,14 +263,8 @@ class PradotModel(nn.Module):
         self.ema = float(ema)
         self.normalize_per_image = bool(normalize_per_image)
         self.feature_extractor = create_feature_extractor(backbone, self.layers, pretrained)
-        try:
-            with torch.no_grad():
-                maps = self.feature_extractor(torch.zeros(1, 3, image_size, image_size))
-        except RuntimeError as exc:
-            raise ConfigError(
-                f"pradot: image_size {image_size} is too small for backbone '{backbone}' layers {self.layers}: {exc}",
-                hint="Use a larger --model.image_size (224 in the paper).",
-            ) from exc
+        maps = self.feature_extractor.probe(image_size, owner="pradot",
+                                            hint="Use a larger --model.image_size (224 in the paper).")
         self.grids: list[tuple[int, int]] = [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]
         self.bank_layers: list[int] = []
         banks = []

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
-from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
+from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.optim import adamw_with_one_decay
 from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.components.settings import check_settings, positive_int, transformer_checks
@@ -23,7 +21,7 @@ from uad_plugins.plugins.uniad.torch_model import UniadModel
 __all__ = ["Uniad"]
 
 
-class Uniad(AnomalibModule):
+class Uniad(UadModule):
     """UniAD (You et al., NeurIPS 2022): one model for many classes, feature reconstruction by a neighbour-masked
     transformer with layer-wise learned queries and feature jittering.
 
@@ -102,17 +100,6 @@ class Uniad(AnomalibModule):
         """Resize to ``image_size`` (224 by default) and normalise as the backbone expects (no augmentation)."""
         return backbone_pre_processor(image_size, backbone, default_size=224)
 
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """Suggested trainer settings; any value the user sets wins (the paper: 1000 epochs, clip 0.1)."""
-        return {"max_epochs": self.suggested_max_epochs, "gradient_clip_val": self.gradient_clip_val,
-                "num_sanity_val_steps": 0}
-
-    @property
-    def learning_type(self) -> LearningType:
-        """UniAD learns from normal images only."""
-        return LearningType.ONE_CLASS
-
     def configure_optimizers(self) -> Any:
         """AdamW(1e-4, wd 1e-4) on the trainable (non-backbone) parameters, x0.1 at ``lr_decay_at``."""
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -124,20 +111,6 @@ class Uniad(AnomalibModule):
         loss = self.model(batch.image).loss
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.image.shape[0])
         return {"loss": loss}
-
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Predictions merged into the batch (for thresholds, normalisation and metrics)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None,
-                             hparams_file: str | Path | None = None, strict: bool | None = None,
-                             weights_only: bool = True, **kwargs: Any) -> Uniad:
-        """Load a trained UniAD; backbone weights come from the checkpoint (``pretrained=False`` by default)."""
-        kwargs.setdefault("pretrained", False)
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
-                                            strict=strict, weights_only=weights_only, **kwargs)
 
 
 def validate_common(name: str, **values: Any) -> None:

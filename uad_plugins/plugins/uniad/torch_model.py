@@ -13,14 +13,10 @@ import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from uad_plugins.components.multiscale import MultiScaleFeatures
 from uad_plugins.components.scoring import max_avgpool_score, reconstruction_map
 from uad_plugins.components.transformer import (
-    FeatureJitter,
-    LearnedPositionEmbedding,
-    MaskedEncoderLayer,
+    FeatureTokenEncoder,
     QueryDecoderLayer,
-    neighbour_mask,
     xavier_init_linears,
 )
 from uad_plugins.errors import ConfigError
@@ -36,7 +32,7 @@ class UniadTrainOutput(NamedTuple):
     reconstruction: torch.Tensor
 
 
-class UniadModel(nn.Module):
+class UniadModel(FeatureTokenEncoder):
     """UniAD (You et al., NeurIPS 2022): reconstruct frozen multi-scale features with a neighbour-masked
     transformer encoder and a layer-wise-query decoder.
 
@@ -70,29 +66,13 @@ class UniadModel(nn.Module):
         jitter_prob: float = 1.0,
         pool_size: int = 16,
     ) -> None:
-        super().__init__()
-        if hidden_dim % num_heads:
-            raise ConfigError(f"uniad: hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}.")
         if not 1 <= pool_size <= image_size:
             raise ConfigError(f"uniad: pool_size {pool_size} must be in [1, image_size={image_size}].")
-        self.features = MultiScaleFeatures(backbone, layers, pretrained)
-        try:
-            self.grid = self.features.grid_size((image_size, image_size))
-        except RuntimeError as exc:
-            raise ConfigError(f"uniad: image_size {image_size} is too small for '{backbone}': {exc}",
-                              hint="Use a larger --model.image_size (224 in the paper).") from exc
+        super().__init__("uniad", backbone, layers, pretrained, image_size, hidden_dim, num_heads, num_encoder_layers,
+                         dim_feedforward, dropout, neighbor_size, jitter_scale, jitter_prob)
         self.pool_size = int(pool_size)
         channels = self.features.channels
         tokens = self.grid[0] * self.grid[1]
-        if neighbor_size:
-            self.register_buffer("mask", neighbour_mask(self.grid, (neighbor_size, neighbor_size)), persistent=False)
-        else:
-            self.mask = None
-        self.jitter = FeatureJitter(jitter_scale, jitter_prob)
-        self.input_proj = nn.Linear(channels, hidden_dim)
-        self.pos = LearnedPositionEmbedding(self.grid, hidden_dim)
-        self.encoder = nn.ModuleList(MaskedEncoderLayer(hidden_dim, num_heads, dim_feedforward, dropout)
-                                     for _ in range(num_encoder_layers))
         self.decoder = nn.ModuleList(QueryDecoderLayer(tokens, hidden_dim, num_heads, dim_feedforward, dropout)
                                      for _ in range(num_decoder_layers))
         self.decoder_norm = nn.LayerNorm(hidden_dim)
@@ -105,11 +85,8 @@ class UniadModel(nn.Module):
         with torch.no_grad():
             features = self.features(images)
         batch, channels, height, width = features.shape
-        tokens = self.jitter(features.flatten(2).transpose(1, 2))
+        x = self.encode(features)
         pos = self.pos()
-        x = self.input_proj(tokens)
-        for layer in self.encoder:
-            x = layer(x, pos, self.mask)
         out = x
         for layer in self.decoder:
             out = layer(x, out, pos, self.mask)

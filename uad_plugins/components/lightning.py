@@ -1,0 +1,87 @@
+"""An optional base class for Lightning models: what the built-in models all do the same way.
+
+Plugin models may derive from anomalib's ``AnomalibModule`` directly; :class:`UadModule` only saves repeating the
+common parts (see ``docs/plugins/writing.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from anomalib import LearningType
+from anomalib.models.components import AnomalibModule
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+
+__all__ = ["UadModule"]
+
+_M = TypeVar("_M", bound="UadModule")
+
+
+class UadModule(AnomalibModule):
+    """An ``AnomalibModule`` that learns from normal images, with the defaults the built-in models share.
+
+    What it gives a subclass (each part can be overridden):
+
+    * :attr:`learning_type`: ``ONE_CLASS``.
+    * :attr:`trainer_arguments`: ``max_epochs`` (:attr:`suggested_max_epochs`), ``num_sanity_val_steps: 0`` and,
+      when :attr:`gradient_clip_val` is set, ``gradient_clip_val``; any trainer value the user sets wins.
+    * :meth:`validation_step`: ``self.model(batch.image)`` (a ``NamedTuple`` of predictions) merged into the batch.
+    * :meth:`load_from_checkpoint`: :attr:`checkpoint_overrides` (``pretrained=False``) unless passed, so a
+      checkpoint's backbone weights are not fetched again before they are replaced.
+    * :meth:`preprocessed_images`: the pre-processed images of a dataloader, for passes outside the training loop.
+
+    It has no ``__init__``: a subclass's constructor arguments stay its hyperparameters, as with ``AnomalibModule``.
+    """
+
+    #: init args :meth:`load_from_checkpoint` sets unless the caller passes them (the weights come from the checkpoint)
+    checkpoint_overrides: ClassVar[Mapping[str, Any]] = MappingProxyType({"pretrained": False})
+    #: suggested training length (usually set from the ``max_epochs`` init arg)
+    suggested_max_epochs: int
+    #: suggested max-norm gradient clipping; ``None`` suggests none
+    gradient_clip_val: float | None = None
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Suggested trainer settings; any value the user sets wins."""
+        arguments: dict[str, Any] = {"max_epochs": self.suggested_max_epochs, "num_sanity_val_steps": 0}
+        if self.gradient_clip_val is not None:
+            arguments["gradient_clip_val"] = self.gradient_clip_val
+        return arguments
+
+    @property
+    def learning_type(self) -> LearningType:
+        """The model learns from normal images only (anomalies, if any, are synthesized)."""
+        return LearningType.ONE_CLASS
+
+    def validation_step(self, batch: Any, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Predictions merged into the batch (for thresholds, normalisation and metrics)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    def preprocessed_images(self, loader: Iterable[Any]) -> Iterator[torch.Tensor]:
+        """The images of ``loader``'s batches on this module's device, through the pre-processor's transform (the
+        ``PreProcessor`` only transforms batches inside the Lightning loops)."""
+        for batch in loader:
+            yield self.preprocess(batch["image"] if isinstance(batch, dict) else batch.image)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` on this module's device, through the pre-processor's transform when there is one."""
+        transform = getattr(self.pre_processor, "transform", None) if self.pre_processor is not None else None
+        images = images.to(self.device)
+        return transform(images) if transform is not None else images
+
+    @classmethod
+    def load_from_checkpoint(cls: type[_M], checkpoint_path: str | Path, map_location: Any = None,
+                             hparams_file: str | Path | None = None, strict: bool | None = None,
+                             weights_only: bool = True, **kwargs: Any) -> _M:
+        """Load a trained model; :attr:`checkpoint_overrides` apply unless passed (the backbone weights come from
+        the checkpoint, so none are fetched again)."""
+        for key, value in cls.checkpoint_overrides.items():
+            kwargs.setdefault(key, value)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location,  # type: ignore[return-value]
+                                            hparams_file=hparams_file, strict=strict, weights_only=weights_only,
+                                            **kwargs)
