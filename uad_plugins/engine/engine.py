@@ -367,13 +367,25 @@ class UadEngine(Engine):
         records.extend(component_record(metric, "metric", ref) for metric, ref in zip(metrics, references))
         manifest = plugins_manifest(records, {"seed": self.seed})
         write_json_atomic(self.run_dir / "plugins.json", manifest)
-        record = RunRecord(model=spec.reference if spec else None, data=self.data_config, seed=self.seed,
+        record = RunRecord(model=spec.reference if spec else None, data=self._data_record(datamodule), seed=self.seed,
                            validation_synthesizer=self.validation_synthesizer,
                            validation_ratio=self.validation_ratio, honest_validation=self.honest_validation,
                            plugins=tuple(manifest["components"]), threshold=self.threshold,
                            false_alarm_rate=self.false_alarm_rate)
         if not any(isinstance(c, UadCheckpointMetadata) for c in self._cache.args["callbacks"]):
             self._cache.args["callbacks"].append(UadCheckpointMetadata(record))
+
+    def _data_record(self, datamodule: Any) -> dict[str, Any] | None:
+        """``data_config`` as the checkpoint records it: a short name (``UadDemo``) becomes the class path of the
+        datamodule it built, since a checkpoint's data are rebuilt only from checked class paths."""
+        if not self.data_config:
+            return None
+        record = dict(self.data_config)
+        if "." not in str(record.get("class_path", "")) and datamodule is not None:
+            from uad_plugins.provenance import class_path_of
+
+            record["class_path"] = class_path_of(datamodule)
+        return record
 
     def _threshold_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"rule": self.threshold}
