@@ -13,8 +13,8 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from uad_plugins import __version__
 from uad_plugins.errors import UadError
+from uad_plugins.version import __version__
 
 __all__ = ["main"]
 
@@ -92,10 +92,9 @@ def _load_plugin_files(files: Sequence[str]) -> None:
 
 
 def _resolve(target: str) -> Callable[[list[str]], int]:
-    import importlib
+    from uad_plugins.imports import import_object
 
-    module, _, fn = target.partition(":")
-    return getattr(importlib.import_module(module), fn)
+    return import_object(target)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
