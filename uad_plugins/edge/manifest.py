@@ -15,7 +15,8 @@ What a bundle holds and what is verified (``verify=True``, the default everywher
 - ``input`` must have integer dims within :data:`IMAGE_SIDE` (images, 3 channels) or :data:`SIGNAL_LEADS` /
   :data:`SIGNAL_LENGTH` (signals); the runtime then compares them with the graph's input shape before compiling it.
 
-This module imports nothing outside ``uad_plugins.edge`` (the exporter imports it to write the checksum).
+This module imports nothing of uad_plugins outside ``uad_plugins.edge`` and ``uad_plugins.errors`` (the exporter
+imports it to write the checksum).
 """
 
 from __future__ import annotations

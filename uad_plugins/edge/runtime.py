@@ -2,7 +2,7 @@
 signal windows (``manifest.modality``: ``image`` or ``signal``).
 
 This module must never import torch, lightning, anomalib or any other part of uad_plugins except
-``uad_plugins.edge`` (a test runs it in a process where importing torch fails).
+``uad_plugins.edge`` and ``uad_plugins.errors`` (a test runs it in a process where importing torch fails).
 """
 
 from __future__ import annotations
