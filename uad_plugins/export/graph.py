@@ -19,7 +19,7 @@ from torch import nn
 from uad_plugins.errors import UadError
 
 __all__ = ["EXPORTABLE_MODALITIES", "PostStats", "RawExportModule", "append_postprocessing", "convert_raw",
-           "input_size_of", "modality_of", "normalise_like_anomalib", "sample_shape"]
+           "input_size_of", "modality_of", "sample_shape"]
 
 #: data kinds a bundle can hold
 EXPORTABLE_MODALITIES = ("image", "signal")
@@ -61,14 +61,6 @@ class PostStats:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
-
-
-def normalise_like_anomalib(raw: torch.Tensor, low: float, high: float, threshold: float) -> torch.Tensor:
-    """anomalib's normalisation: ``clip((raw - threshold) / (high - low) + 0.5, 0, 1)`` (degenerate range aware)."""
-    span = high - low
-    if span == 0:
-        return torch.where(raw > threshold, 1.0, torch.where(raw < threshold, 0.0, 0.5))
-    return ((raw - threshold) / span + 0.5).clamp(0, 1)
 
 
 def modality_of(model: Any) -> str:
