@@ -8,16 +8,14 @@ temporary sibling first, then one rename.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from uad_plugins.cli.resolve import split_prefixed_options
+from uad_plugins.edge.atomic import staged_folder
 from uad_plugins.errors import ConfigError, DataError
 
 __all__ = ["MODALITIES", "synth", "synthesize_folder"]
@@ -170,21 +168,6 @@ MODALITIES: dict[str, Modality] = {
 }
 
 
-@contextlib.contextmanager
-def _staged(out: Path) -> Iterator[Path]:
-    """A temporary sibling of ``out`` that becomes ``out`` on success and disappears on failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def synthesize_folder(synthesizer_ref: str, input_path: str | Path, output: str | Path, *, seed: int = 0,
                       count: int = 1, nonfinite: str | None = None, **options: Any) -> dict[str, Any]:
     """Apply a synthesizer to every input of its modality under ``input_path``; return the manifest written.
@@ -216,7 +199,7 @@ def synthesize_folder(synthesizer_ref: str, input_path: str | Path, output: str 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output {out} already exists and is not empty.", hint="Choose a new --output folder.")
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
-    with _staged(out) as tmp:
+    with staged_folder(out) as tmp:
         entries = handler.write(synthesizer, files, root, tmp, seed, count, **reading)
         manifest = {"synthesizer": component_record(synthesizer, "synthesizer"), "modality": modality,
                     "options": options, **reading, "seed": seed, "count": count, "input": str(input_path),

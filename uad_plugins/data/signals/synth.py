@@ -15,8 +15,6 @@ OUTPUT/manifest.json        synthesizer, options, seeds, and one entry per outpu
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import torch
 
 from uad_plugins.data.signals.io import ARRAY_SUFFIXES, list_files, read_array_file
 from uad_plugins.data.signals.validation import MAX_TRIES, synthesize_checked
+from uad_plugins.edge.atomic import staged_folder
 from uad_plugins.errors import ConfigError
 
 __all__ = ["find_signal_files", "synthesize_signal_files", "write_signal_files"]
@@ -106,19 +105,11 @@ def synthesize_signal_files(synthesizer: Any, inputs: str | Path, output: str | 
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output {out} already exists and is not empty.", hint="Choose a new output folder.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     root = Path(inputs) if Path(inputs).is_dir() else Path(inputs).parent
-    try:
+    with staged_folder(out) as tmp:
         entries = write_signal_files(synthesizer, files, root, tmp, seed, count, n_leads)
         manifest = {"synthesizer": component_record(synthesizer, "synthesizer"), "modality": "signal",
                     "options": options, "seed": seed, "count": count, "n_leads": n_leads, "input": str(inputs),
                     "items": entries}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
