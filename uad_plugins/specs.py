@@ -198,4 +198,3 @@ class MetricSpec(ComponentSpec):
 
 SPEC_TYPES: dict[str, type[ComponentSpec]] = {s.kind: s for s in (ModelSpec, SynthesizerSpec, MetricSpec)}
 KINDS: tuple[str, ...] = tuple(SPEC_TYPES)
-
