@@ -111,10 +111,11 @@ class OutputFolder:
         existed = self.path.exists()
         try:
             publish_folder(tmp, self.path)
+            return
         except OSError:
             if not existed:
                 raise
-            self._merge(tmp)  # a non-empty output (overwrite)
+        self._merge(tmp)  # a non-empty output (overwrite)
 
     def _merge(self, tmp: Path) -> None:
         """Replace this command's files in a non-empty output (``overwrite``), checking everything first."""
