@@ -20,8 +20,7 @@ from uad_plugins.factory import (
 )
 from uad_plugins.hookspecs import hookimpl
 from uad_plugins.specs import MetricSpec, ModelSpec, SynthesizerSpec
-
-__version__ = "0.1.0"
+from uad_plugins.version import __version__
 
 __all__ = [
     "MetricSpec",

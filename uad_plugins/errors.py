@@ -2,7 +2,7 @@
 
 Every error a user can cause is a :class:`UadError`. Its message is one block that says what was asked,
 what went wrong and what to do; the CLI prints it without a traceback and exits with status 2.
-This module imports nothing heavy.
+This module imports the standard library only (the torch-free edge runtime imports it).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from uad_plugins.errors import ComponentLoadError, ConfigError
+from uad_plugins.imports import import_object
 from uad_plugins.registry import get_registry
 from uad_plugins.specs import SPEC_TYPES, ComponentSpec
 from uad_plugins.trust import check_init_args, checked_class, is_untrusted
@@ -194,9 +195,8 @@ def _import_class(kind: str, dotted: str, *, field: str | None = None) -> type:
     """The class a dotted path names, with its base class checked (checked before import when untrusted)."""
     if is_untrusted():
         return checked_class(kind, dotted, field=field or kind)
-    module_name, _, attr = dotted.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        cls = import_object(dotted)
     except Exception as exc:
         raise ComponentLoadError(f"{kind} class '{dotted}' cannot be imported: {type(exc).__name__}: {exc}",
                                  hint="Give 'plugin:<name>' or an importable 'package.module.Class'.") from exc
@@ -206,8 +206,7 @@ def _import_class(kind: str, dotted: str, *, field: str | None = None) -> type:
 def _check_base(kind: str, dotted: str, cls: Any) -> type:
     base = _BASES.get(kind)
     if base:
-        mod, _, name = base.partition(":")
-        base_cls = getattr(importlib.import_module(mod), name)
+        base_cls = import_object(base)
         if not (isinstance(cls, type) and issubclass(cls, base_cls)):
             raise ComponentLoadError(f"'{dotted}' is not a {kind}: it does not derive from {base}.")
     return cls
@@ -223,8 +222,7 @@ def _instantiate_nested(value: Any, *, field: str = "init_args") -> Any:
         if is_untrusted():
             cls = checked_class("transform", dotted, field=f"{field}.class_path")
         else:
-            module_name, _, attr = dotted.rpartition(".")
-            cls = getattr(importlib.import_module(module_name), attr)
+            cls = import_object(dotted)
         args = {k: _instantiate_nested(v, field=f"{field}.{k}") for k, v in dict(value.get("init_args") or {}).items()}
         return cls(**args)
     if isinstance(value, list):

@@ -1,6 +1,6 @@
 """The plugin manager: finds plugins and registers them with pluggy, isolating every failure.
 
-Load order: the built-ins (``uad_plugins.plugins.BUILTIN_PLUGINS``), then installed entry points of the group
+Load order: the built-ins (:data:`BUILTIN_PLUGINS`), then installed entry points of the group
 ``uad_plugins``, then local plugin files (``--plugin-file PATH.py``). One try/except per plugin: a plugin that
 fails is unregistered again, recorded as a :class:`PluginFailure`, and the rest keeps working.
 
@@ -40,13 +40,34 @@ from pathlib import Path
 
 import pluggy
 
-from uad_plugins import hookspecs
+import uad_plugins.hookspecs as hookspecs
 from uad_plugins.errors import PluginLoadError
+from uad_plugins.version import __version__
 
-__all__ = ["SOURCE_RANK", "PluginFailure", "PluginFailures", "PluginRecord", "UadPluginManager", "describe_error",
-           "get_plugin_manager", "reset_plugin_manager", "using_plugin_manager"]
+__all__ = ["BUILTIN_PLUGINS", "SOURCE_RANK", "PluginFailure", "PluginFailures", "PluginRecord", "UadPluginManager",
+           "describe_error", "get_plugin_manager", "reset_plugin_manager", "using_plugin_manager"]
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
+
+#: the built-in plugins: each listed module is registered exactly like a third-party entry point
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "uad_plugins.plugins.standard_metrics.hooks",
+    "uad_plugins.plugins.perlin.hooks",
+    "uad_plugins.plugins.pbas.hooks",
+    "uad_plugins.plugins.uniad.hooks",
+    "uad_plugins.plugins.onenip.hooks",
+    "uad_plugins.plugins.cutpaste.hooks",
+    "uad_plugins.plugins.perlin_texture.hooks",
+    "uad_plugins.plugins.hetnet.hooks",
+    "uad_plugins.plugins.gaussian_feature_noise.hooks",
+    "uad_plugins.plugins.pradot.hooks",
+    "uad_plugins.plugins.fader.hooks",
+    "uad_plugins.plugins.pnas3d.hooks",
+    "uad_plugins.plugins.pointcloud_metrics.hooks",
+    "uad_plugins.plugins.mmae_ecg.hooks",
+    "uad_plugins.plugins.ecg_anomaly.hooks",
+    "uad_plugins.plugins.signal_metrics.hooks",
+)
 
 #: how plugin sources rank wherever one must win or come first (listing, name clashes): lower ranks first
 SOURCE_RANK: dict[str, int] = {"builtin": 0, "entrypoint": 1, "local": 2}
@@ -126,8 +147,6 @@ def _own_version() -> str:
     try:
         return metadata.version("uad_plugins")
     except metadata.PackageNotFoundError:
-        from uad_plugins import __version__
-
         return __version__
 
 
@@ -267,8 +286,6 @@ class UadPluginManager(pluggy.PluginManager):
     def load_builtins(self, modules: Sequence[str] | None = None) -> None:
         """Register the built-in plugins (a module path each)."""
         if modules is None:
-            from uad_plugins.plugins import BUILTIN_PLUGINS
-
             modules = BUILTIN_PLUGINS
         blocked = set(_env_list("UAD_DISABLE_PLUGINS") or [])
         version = _own_version()

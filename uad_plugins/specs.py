@@ -8,7 +8,6 @@ Nothing here imports torch: ``load()`` imports the target only when asked.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from importlib import resources
 from typing import Any, ClassVar
 
 from uad_plugins.errors import ComponentLoadError, InvalidSpecError
+from uad_plugins.imports import import_object
 
 __all__ = ["KINDS", "SPEC_TYPES", "ComponentSpec", "MetricSpec", "ModelSpec", "SynthesizerSpec"]
 
@@ -110,11 +110,8 @@ class ComponentSpec:
         Importing the target runs plugin code: whatever it raises, ``SystemExit`` included (a module calling
         ``sys.exit()``), becomes a :class:`ComponentLoadError`; only ``KeyboardInterrupt`` propagates.
         """
-        module_name, _, attr = self.target.partition(":")
         try:
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
+            obj: Any = import_object(self.target)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # plugin code: SystemExit/GeneratorExit are isolated too
@@ -126,7 +123,7 @@ class ComponentSpec:
                 hint=f"Check that the plugin's dependencies are installed; 'uad plugins show {self.plugin}' "
                 "gives details.",
             ) from exc
-        base = _import_dotted(self.base_class) if self.base_class else None
+        base = import_object(self.base_class) if self.base_class else None
         if base is not None and not (isinstance(obj, type) and issubclass(obj, base)):
             raise ComponentLoadError(
                 f"{self.kind} '{self.name}' from plugin {self.provider}: target {self.target} is not a subclass "
@@ -201,11 +198,3 @@ class MetricSpec(ComponentSpec):
 
 SPEC_TYPES: dict[str, type[ComponentSpec]] = {s.kind: s for s in (ModelSpec, SynthesizerSpec, MetricSpec)}
 KINDS: tuple[str, ...] = tuple(SPEC_TYPES)
-
-
-def _import_dotted(target: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj

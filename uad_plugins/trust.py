@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import importlib
 import inspect
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from uad_plugins.errors import ConfigError
+from uad_plugins.imports import import_object
 from uad_plugins.specs import SPEC_TYPES
 
 __all__ = ["ALLOWED_PREFIXES", "BASE_CLASSES", "UntrustedSettingError", "check_init_args", "checked_class",
@@ -110,13 +110,11 @@ def checked_class(kind: str, class_path: Any, *, field: str, origin: str | None 
         where = (f"only registered {noun}s and classes under {', '.join(ALLOWED_PREFIXES[kind])} are allowed"
                  if ALLOWED_PREFIXES[kind] else f"only registered {noun}s are allowed")
         raise _refuse(field, origin, f"names '{class_path}', which is not an allowed {noun} ({where})")
-    module_name, _, attr = class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        cls = import_object(class_path)
     except (ImportError, AttributeError) as exc:
         raise _refuse(field, origin, f"names '{class_path}', which cannot be imported ({exc})") from exc
-    base_module, _, base_name = BASE_CLASSES[kind].partition(":")
-    base = getattr(importlib.import_module(base_module), base_name)
+    base = import_object(BASE_CLASSES[kind])
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise _refuse(field, origin, f"names '{class_path}', which is not a {noun} (it does not derive from "
                                      f"{BASE_CLASSES[kind]})")

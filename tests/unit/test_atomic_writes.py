@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from uad_plugins.edge.atomic import atomic_open, atomic_path, write_json_atomic, write_text_atomic
+from uad_plugins.edge.atomic import (
+    atomic_open,
+    atomic_path,
+    publish_folder,
+    staged_folder,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def test_text_and_json_land_whole(tmp_path: Path) -> None:
@@ -43,3 +50,35 @@ def test_atomic_open_only_writes_new_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="mode must be 'w' or 'wb'"), atomic_open(tmp_path / "x", "a"):
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_staged_folder_lands_whole(tmp_path: Path) -> None:
+    final = tmp_path / "deep" / "out"
+    with staged_folder(final) as tmp:
+        assert tmp.parent == final.parent and not final.exists()
+        (tmp / "a.txt").write_text("a", encoding="utf-8")
+    assert [p.name for p in final.parent.iterdir()] == ["out"]
+    assert (final / "a.txt").read_text(encoding="utf-8") == "a"
+
+
+def test_a_failed_staged_folder_leaves_nothing(tmp_path: Path) -> None:
+    final = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="boom"), staged_folder(final) as tmp:
+        (tmp / "a.txt").write_text("a", encoding="utf-8")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_publish_folder_replaces_only_an_empty_folder(tmp_path: Path) -> None:
+    final = tmp_path / "out"
+    final.mkdir()
+    tmp = tmp_path / ".out.tmp"
+    tmp.mkdir()
+    (tmp / "new.txt").write_text("new", encoding="utf-8")
+    assert publish_folder(tmp, final) == final
+    assert [p.name for p in final.iterdir()] == ["new.txt"] and not tmp.exists()
+    other = tmp_path / ".out.tmp2"
+    other.mkdir()
+    with pytest.raises(OSError):  # final is not empty now: nothing moves
+        publish_folder(other, final)
+    assert other.is_dir() and [p.name for p in final.iterdir()] == ["new.txt"]

@@ -44,7 +44,6 @@ imports only the standard library and PyYAML; :func:`resolve_references` imports
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 import os
 from dataclasses import dataclass, field, replace
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from uad_plugins.errors import ConfigError, close_matches
+from uad_plugins.imports import import_object
 from uad_plugins.protocols import modality_of
 
 __all__ = ["BACKBONE_WEIGHTS", "PRECISIONS", "DataEntry", "ModelEntry", "Recipe", "load_recipe", "parse_recipe",
@@ -376,9 +376,8 @@ def model_reference(entry: ModelEntry) -> str:
 
 def data_class(entry: DataEntry) -> type:
     """The datamodule class of a data entry."""
-    module_name, _, attr = entry.class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        cls = import_object(entry.class_path)
     except (ImportError, AttributeError) as exc:
         hint = "Use UadDemo, an anomalib.data name (MVTecAD, Folder, Visa, ...) or a dotted class path."
         raise ConfigError(f"data class '{entry.class_path}' cannot be imported: {exc}", hint=hint) from exc

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from uad_plugins.edge.manifest import PRECISIONS
+
 __all__ = ["export"]
 
 
@@ -20,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None,
                         help="plugin:<name> the checkpoint must hold (a safety check; default: whatever it holds)")
     parser.add_argument("--format", default="openvino", choices=["openvino"], help="export format")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="weights precision")
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="weights precision")
     parser.add_argument("--output", default=None, help="bundle folder (default: RUN/bundle_<precision>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing bundle folder (only a folder holding a uad bundle, nothing else)")

@@ -13,8 +13,8 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from uad_plugins import __version__
 from uad_plugins.errors import UadError
+from uad_plugins.version import __version__
 
 __all__ = ["main"]
 
@@ -92,10 +92,9 @@ def _load_plugin_files(files: Sequence[str]) -> None:
 
 
 def _resolve(target: str) -> Callable[[list[str]], int]:
-    import importlib
+    from uad_plugins.imports import import_object
 
-    module, _, fn = target.partition(":")
-    return getattr(importlib.import_module(module), fn)
+    return import_object(target)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,18 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _is_user_error(exc: BaseException) -> bool:
-    """UadError, or the edge runtime's EdgeError (which imports nothing from the core, so is not a UadError)."""
-    return isinstance(exc, UadError) or type(exc).__name__ == "EdgeError"
-
-
 def _wrap_known(exc: BaseException) -> UadError | None:
     """A user error found in the chain of causes (Lightning wraps errors raised inside hooks)."""
     seen = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if _is_user_error(current):
-            return current  # type: ignore[return-value]
+        if isinstance(current, UadError):  # the edge runtime's EdgeError too
+            return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None

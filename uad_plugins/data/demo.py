@@ -33,6 +33,7 @@ from anomalib.data import MVTecAD
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from uad_plugins.edge.atomic import publish_folder
 from uad_plugins.errors import DataError, close_matches
 
 __all__ = [
@@ -367,7 +368,7 @@ def ensure_demo_dataset(root: str | Path | None = None) -> Path:
         generate_demo_dataset(tmp)
         (tmp / MARKER).write_text(DEMO_VERSION + "\n", encoding="utf-8")
         try:
-            os.rename(tmp, root)
+            publish_folder(tmp, root)
         except OSError as err:
             if _marker_version(root) != DEMO_VERSION:  # nobody else won the race: a real failure
                 raise DataError(f"Preparing the demo dataset in {root} failed: cannot move it into place ({err}).",

@@ -15,7 +15,8 @@ What a bundle holds and what is verified (``verify=True``, the default everywher
 - ``input`` must have integer dims within :data:`IMAGE_SIDE` (images, 3 channels) or :data:`SIGNAL_LEADS` /
   :data:`SIGNAL_LENGTH` (signals); the runtime then compares them with the graph's input shape before compiling it.
 
-This module imports nothing outside ``uad_plugins.edge`` (the exporter imports it to write the checksum).
+This module imports nothing of uad_plugins outside ``uad_plugins.edge`` and ``uad_plugins.errors`` (the exporter
+imports it to write the checksum).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from typing import Any
 
 from uad_plugins.edge.errors import EdgeError
 
-__all__ = ["DIGEST_KEY", "FORMAT", "FORMAT_VERSION", "IMAGE_SIDE", "LISTED_FILES", "SIGNAL_LEADS", "SIGNAL_LENGTH",
-           "SUPPORTED_FORMAT_VERSIONS", "bundle_input", "canonical_json", "manifest_digest", "read_bundle",
-           "read_manifest", "seal_manifest", "sha256_file"]
+__all__ = ["BUNDLE_FILES", "DIGEST_KEY", "FORMAT", "FORMAT_VERSION", "IMAGE_SIDE", "INFERENCE_PRECISION",
+           "LISTED_FILES", "MANIFEST_FILE", "MODEL_BIN", "MODEL_XML", "PARITY_FILE", "PRECISIONS", "SIGNAL_LEADS",
+           "SIGNAL_LENGTH", "SUPPORTED_FORMAT_VERSIONS", "bundle_input", "canonical_json", "manifest_digest",
+           "read_bundle", "read_manifest", "seal_manifest", "sha256_file"]
 
 FORMAT = "uad-bundle"
 #: 2: ``manifest_sha256`` seals the manifest, and model.xml, model.bin and parity.json must be listed in ``files``
@@ -42,12 +44,24 @@ FORMAT_VERSION = 2
 #: downgrade), so a verified load refuses it and says to export again; ``verify=False`` reads it as before.
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
 DIGEST_KEY = "manifest_sha256"
+#: the files of a bundle (docs/bundle-format.md)
+MANIFEST_FILE = "manifest.json"
+MODEL_XML = "model.xml"
+MODEL_BIN = "model.bin"
+PARITY_FILE = "parity.json"
 #: files that every bundle holds, checked before the manifest is parsed
-PRESENT_FILES = ("manifest.json", "model.xml", "model.bin")
+PRESENT_FILES = (MANIFEST_FILE, MODEL_XML, MODEL_BIN)
 #: files that ``files`` must list (with their sha256)
-LISTED_FILES = ("model.xml", "model.bin", "parity.json")
+LISTED_FILES = (MODEL_XML, MODEL_BIN, PARITY_FILE)
+#: everything a bundle folder holds (all that ``uad export --overwrite`` may replace)
+BUNDLE_FILES = frozenset({MANIFEST_FILE, *LISTED_FILES})
 MODALITIES = ("image", "signal")
+#: the weights precisions of a bundle (``manifest.precision``)
+PRECISIONS = ("fp32", "fp16", "int8")
 PRECISION_HINTS = ("f32", "f16", "bf16")
+#: ``manifest.inference_precision_hint`` of each precision: OpenVINO CPU runs FP32 IR in bf16 on CPUs that have it
+#: unless told otherwise, so every bundle pins f32
+INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "int8": "f32"}
 MAX_MANIFEST_BYTES = 16 << 20
 #: inclusive bounds of an image bundle's height and width (channels must be 3)
 IMAGE_SIDE = (1, 16384)
@@ -170,7 +184,7 @@ def bundle_input(manifest: dict[str, Any], root: str | Path = "bundle") -> tuple
 
 
 def _parse(root: Path, verify: bool) -> dict[str, Any]:
-    path = _regular_file(root, "manifest.json") if verify else root / "manifest.json"
+    path = _regular_file(root, MANIFEST_FILE) if verify else root / MANIFEST_FILE
     if path is None:
         raise EdgeError(f"bundle {root}: manifest.json is not a regular file.", hint=_REEXPORT)
     try:

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from uad_plugins.edge.atomic import publish_folder
 from uad_plugins.edge.errors import EdgeError
 from uad_plugins.edge.tempdirs import OWNER_MARKER, make_owned_tempdir
 
@@ -107,14 +108,14 @@ class OutputFolder:
         if not (tmp / self.document).is_file():
             raise EdgeError(f"{self.what}: internal error, {self.document} was not written.")
         tmp.chmod(0o755)  # mkdtemp makes it private; results are meant to be shared
-        if not self.path.exists():
-            os.rename(tmp, self.path)
+        existed = self.path.exists()
+        try:
+            publish_folder(tmp, self.path)
             return
-        with contextlib.suppress(OSError):
-            self.path.rmdir()  # only when empty
-            os.rename(tmp, self.path)
-            return
-        self._merge(tmp)
+        except OSError:
+            if not existed:
+                raise
+        self._merge(tmp)  # a non-empty output (overwrite)
 
     def _merge(self, tmp: Path) -> None:
         """Replace this command's files in a non-empty output (``overwrite``), checking everything first."""

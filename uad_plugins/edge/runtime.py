@@ -2,7 +2,7 @@
 signal windows (``manifest.modality``: ``image`` or ``signal``).
 
 This module must never import torch, lightning, anomalib or any other part of uad_plugins except
-``uad_plugins.edge`` (a test runs it in a process where importing torch fails).
+``uad_plugins.edge`` and ``uad_plugins.errors`` (a test runs it in a process where importing torch fails).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from uad_plugins.edge.errors import EdgeError
 from uad_plugins.edge.files import find_files, path_problem
 from uad_plugins.edge.manifest import (
     MODALITIES,
+    MODEL_BIN,
+    MODEL_XML,
     SUPPORTED_FORMAT_VERSIONS,
     bundle_input,
     read_bundle,
@@ -79,7 +81,7 @@ class EdgeModel:
 
         self.root = Path(bundle)
         # every check on the manifest (checksums, file paths, input bounds) comes before the model is read
-        self.manifest, blobs = read_bundle(self.root, verify=verify, keep=("model.xml", "model.bin"),
+        self.manifest, blobs = read_bundle(self.root, verify=verify, keep=(MODEL_XML, MODEL_BIN),
                                            expected_manifest_sha256=expected_manifest_sha256)
         self.modality, self.input_size, self.dynamic_batch = bundle_input(self.manifest, self.root)
         config: dict[str, Any] = {}
@@ -91,9 +93,9 @@ class EdgeModel:
         try:
             core = ov.Core()
             if blobs:  # compile exactly the bytes that were verified, not whatever the files hold by now
-                graph = core.read_model(blobs.pop("model.xml"), blobs.pop("model.bin"))
+                graph = core.read_model(blobs.pop(MODEL_XML), blobs.pop(MODEL_BIN))
             else:
-                graph = core.read_model(self.root / "model.xml")
+                graph = core.read_model(self.root / MODEL_XML)
         except Exception as exc:
             raise EdgeError(f"bundle {self.root}: model.xml cannot be read: {str(exc).strip()[:400]}",
                             hint="Export the bundle again with a compatible uad_plugins/OpenVINO.") from exc

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from uad_plugins.edge.errors import EdgeError
-from uad_plugins.edge.files import find_files, path_problem, read_npy
+from uad_plugins.edge.files import ErrorFactory, find_files, path_problem, read_npy
 
-__all__ = ["SIGNAL_SUFFIXES", "check_signals", "list_signal_files", "read_signal_file", "signal_plot"]
+__all__ = ["SIGNAL_SUFFIXES", "check_signals", "list_signal_files", "read_signal_csv", "read_signal_file",
+           "signal_plot"]
 
 SIGNAL_SUFFIXES = (".npy", ".csv")
 def check_signals(array: object, shape: tuple[int, int], name: str = "input") -> np.ndarray:
@@ -77,7 +78,11 @@ def list_signal_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _read_csv(path: Path) -> np.ndarray:
+def read_signal_csv(path: str | Path, *, unit: str = "window", error: ErrorFactory = EdgeError) -> np.ndarray:
+    """The rows of a signal CSV as ``[N, L]`` float64: one ``unit`` (``window``, ``sample``: for the messages) per
+    row, blank cells skipped, a non-numeric first line taken for a header. Every problem is ``error(message,
+    hint=...)`` naming the file (:class:`EdgeError` here, ``DataError`` in the core readers)."""
+    path = Path(path)
     rows: list[list[float]] = []
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -90,19 +95,19 @@ def _read_csv(path: Path) -> np.ndarray:
                 except ValueError:
                     if n == 0:  # a header line
                         continue
-                    raise EdgeError(f"{path}, line {n + 1}: non-numeric value(s) {cells[:3]}.",
-                                    hint="A signal CSV holds one window per row, numbers only (an optional header "
-                                    "line is skipped).") from None
+                    raise error(f"{path}, line {n + 1}: non-numeric value(s) {cells[:3]}.",
+                                hint=f"A signal CSV holds one {unit} per row, numbers only (an optional header "
+                                "line is skipped).") from None
     except UnicodeDecodeError as exc:
-        raise EdgeError(f"{path} is not a text CSV file ({exc}).") from exc
+        raise error(f"{path} is not a text CSV file ({exc}).") from exc
     except OSError as exc:
-        raise EdgeError(f"{path} {path_problem(path) or f'cannot be read ({exc.strerror or exc})'}.") from exc
+        raise error(f"{path} {path_problem(path) or f'cannot be read ({exc.strerror or exc})'}.") from exc
     if not rows:
-        raise EdgeError(f"{path} holds no windows.", hint="Write one window per row.")
+        raise error(f"{path} holds no {unit}s.", hint=f"Write one {unit} per row.")
     lengths = sorted({len(r) for r in rows})
     if len(lengths) != 1:
-        raise EdgeError(f"{path}: rows have different lengths {lengths[:5]}.",
-                        hint="Every row is one window of the same length (leads one after the other).")
+        raise error(f"{path}: rows have different lengths {lengths[:5]}.",
+                    hint=f"Every row is one {unit} of the same length (leads one after the other).")
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -131,7 +136,7 @@ def read_signal_file(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
         elif array.ndim != 3:
             raise EdgeError(f"{path} holds a {array.ndim}-D array; expected [Q], [K, Q], [N, Q] or [N, K, Q].")
     elif suffix == ".csv":
-        rows = _read_csv(path)
+        rows = read_signal_csv(path)
         if rows.shape[1] % leads:
             raise EdgeError(f"{path}: a row holds {rows.shape[1]} values, not a multiple of the bundle's {leads} "
                             "lead(s).", hint="A multi-lead row holds the K leads one after the other.")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from uad_plugins.imports import import_object
 
 __all__ = ["DEFAULT_METRICS", "RunRecord", "UadEngine", "build_evaluator", "load_checkpoint",
            "load_model_from_checkpoint"]
@@ -17,5 +18,5 @@ _LAZY = {"load_model_from_checkpoint": "uad_plugins.engine.checkpoint",
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return import_object(f"{_LAZY[name]}:{name}")
     raise AttributeError(f"module 'uad_plugins.engine' has no attribute {name!r}")

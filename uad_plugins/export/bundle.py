@@ -17,7 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from uad_plugins.edge.manifest import FORMAT, FORMAT_VERSION, LISTED_FILES, seal_manifest, sha256_file
+from uad_plugins.edge.manifest import (
+    BUNDLE_FILES,
+    FORMAT,
+    FORMAT_VERSION,
+    INFERENCE_PRECISION,
+    LISTED_FILES,
+    MANIFEST_FILE,
+    MODEL_XML,
+    PARITY_FILE,
+    PRECISIONS,
+    seal_manifest,
+    sha256_file,
+)
 from uad_plugins.edge.tempdirs import OWNER_MARKER, make_owned_tempdir, owned_tempdir
 from uad_plugins.export.graph import (
     ExportError,
@@ -32,11 +44,9 @@ from uad_plugins.protocols import modality_of
 
 __all__ = ["BUNDLE_FORMAT_VERSION", "PRECISIONS", "export_bundle"]
 
-#: the edge runtime's current format (2: the manifest carries manifest_sha256; see uad_plugins.edge.manifest)
+#: the edge runtime's current format (2: the manifest carries manifest_sha256; see uad_plugins.edge.manifest, which
+#: owns the bundle format: file names, precisions, versions)
 BUNDLE_FORMAT_VERSION = FORMAT_VERSION
-PRECISIONS = ("fp32", "fp16", "int8")
-#: OpenVINO CPU runs FP32 IR in bf16 on CPUs that have it unless told otherwise: pin f32 for fp32/fp16 bundles
-INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "int8": "f32"}
 
 
 def _versions() -> dict[str, str]:
@@ -115,7 +125,7 @@ def _check_compiles_in_a_child(ov_model: Any, precision: str) -> None:
     import openvino as ov
 
     with owned_tempdir("uad_int8_check_") as work:
-        path = work / "model.xml"
+        path = work / MODEL_XML
         ov.save_model(ov_model, path, compress_to_fp16=False)
         code = ("import sys, openvino as ov; ov.Core().compile_model(sys.argv[1], 'CPU', "
                 f"{{'INFERENCE_PRECISION_HINT': '{INFERENCE_PRECISION[precision]}'}})")
@@ -206,8 +216,8 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_owned_tempdir(f".{out.name}.", out.parent)  # and removes those of killed exports
     try:
-        ov.save_model(full, tmp / "model.xml", compress_to_fp16=(precision == "fp16"))
-        compiled = _compile(tmp / "model.xml", precision)
+        ov.save_model(full, tmp / MODEL_XML, compress_to_fp16=(precision == "fp16"))
+        compiled = _compile(tmp / MODEL_XML, precision)
         names = [f"{check.source}[{i}]" for i in range(len(check))]
         exported = run_compiled(compiled, check.images, batch_size)
         if precision != "int8":
@@ -221,7 +231,7 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
         if not report.passed:
             raise ExportError(report.explain(), hint="Nothing was written. See docs/deploy.md for the tolerances; "
                               "for INT8, --max_metric_drop sets the allowed quality loss.")
-        (tmp / "parity.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        (tmp / PARITY_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         manifest = {
             "format": FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -239,7 +249,7 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
         }
         manifest["files"] = {name: sha256_file(tmp / name) for name in LISTED_FILES}
         manifest = seal_manifest(manifest)  # adds manifest_sha256 (the edge runtime refuses an edited manifest)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         (tmp / OWNER_MARKER).unlink()
         tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
         _move_into_place(tmp, out)
@@ -248,10 +258,6 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
         raise
     progress(f"bundle written to {out} ({manifest['export_seconds']} s)")
     return manifest
-
-
-#: what a bundle folder may hold for --overwrite to replace it
-BUNDLE_FILES = frozenset({"manifest.json", *LISTED_FILES})
 
 
 def _check_replaceable(out: Path) -> None:
@@ -265,7 +271,7 @@ def _check_replaceable(out: Path) -> None:
         raise ExportError(f"{out} is not a bundle: it holds {', '.join(others[:5])}"
                           f"{' ...' if len(others) > 5 else ''}.", hint=hint)
     try:
-        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ExportError(f"{out} is not a bundle (manifest.json: {type(exc).__name__}).", hint=hint) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

@@ -20,7 +20,7 @@ from uad_plugins.errors import UadError
 from uad_plugins.protocols import modality_of
 
 __all__ = ["EXPORTABLE_MODALITIES", "PostStats", "RawExportModule", "append_postprocessing", "convert_raw",
-           "input_size_of", "normalise_like_anomalib", "sample_shape"]
+           "input_size_of", "sample_shape"]
 
 #: data kinds a bundle can hold
 EXPORTABLE_MODALITIES = ("image", "signal")
@@ -64,12 +64,6 @@ class PostStats:
         return asdict(self)
 
 
-def normalise_like_anomalib(raw: torch.Tensor, low: float, high: float, threshold: float) -> torch.Tensor:
-    """anomalib's normalisation: ``clip((raw - threshold) / (high - low) + 0.5, 0, 1)`` (degenerate range aware)."""
-    span = high - low
-    if span == 0:
-        return torch.where(raw > threshold, 1.0, torch.where(raw < threshold, 0.0, 0.5))
-    return ((raw - threshold) / span + 0.5).clamp(0, 1)
 
 
 def _check_modality(model: Any) -> str:

@@ -18,15 +18,13 @@ and writers it calls live in :mod:`uad_plugins.data` and import nothing above it
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from uad_plugins.edge.atomic import staged_folder
 from uad_plugins.errors import ConfigError, DataError, UadError
 from uad_plugins.factory import create_synthesizer
 from uad_plugins.protocols import modality_of
@@ -170,21 +168,6 @@ HANDLERS: dict[str, SynthesisHandler] = {
 }
 
 
-@contextlib.contextmanager
-def _staged(out: Path) -> Iterator[Path]:
-    """A temporary sibling of ``out`` that becomes ``out`` on success and disappears on failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _label(reference: Any, synthesizer: Any) -> str:
     """How error messages name the synthesizer: the reference it was built from, else its class."""
     if isinstance(reference, str):
@@ -243,7 +226,7 @@ def synthesize(synthesizer: Any, inputs: str | Path, output: str | Path, *, seed
         raise ConfigError(f"output {out} already exists and is not empty.",
                           hint=f"Choose a new {flag}output folder.")
     root = Path(inputs) if Path(inputs).is_dir() else Path(inputs).parent
-    with _staged(out) as tmp:
+    with staged_folder(out) as tmp:
         entries = handler.write(synthesizer, files, root, tmp, seed, count, **reading)
         manifest = {"synthesizer": component_record(synthesizer, "synthesizer"), "modality": kind,
                     "options": options, **reading, "seed": seed, "count": count, "input": str(inputs),

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from uad_plugins.edge.files import find_files, path_problem, read_npy, read_npy_header
+from uad_plugins.edge.signals import read_signal_csv
 from uad_plugins.errors import ConfigError, DataError
 
 __all__ = [
@@ -260,37 +261,6 @@ def read_record(path: str | Path, **wfdb_options: object) -> SignalRecord:
 
 
 # ----------------------------------------------------------------------------------------------------- arrays
-def _read_csv(path: Path) -> np.ndarray:
-    import csv
-
-    rows: list[list[float]] = []
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            for n, row in enumerate(csv.reader(fh)):
-                cells = [c.strip() for c in row if c.strip() != ""]
-                if not cells:
-                    continue
-                try:
-                    rows.append([float(c) for c in cells])
-                except ValueError:
-                    if n == 0 and not rows:  # a header line
-                        continue
-                    raise DataError(f"{path}, line {n + 1}: non-numeric value(s) {cells[:3]}.",
-                                    hint="A signal CSV holds one sample per row, numbers only (an optional header "
-                                         "line is skipped).") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not a text CSV file: {err}") from err
-    except OSError as err:
-        raise DataError(f"{path} {path_problem(path) or f'cannot be read ({err.strerror or err})'}.") from err
-    if not rows:
-        raise DataError(f"{path} holds no samples.", hint="Write one sample per row.")
-    lengths = {len(r) for r in rows}
-    if len(lengths) != 1:
-        raise DataError(f"{path}: rows have different lengths {sorted(lengths)[:5]}.",
-                        hint="Every row is one sample of the same length (leads one after the other).")
-    return np.asarray(rows, dtype=np.float64)
-
-
 def read_array_file(path: str | Path, n_leads: int) -> np.ndarray:
     """Read a generic ``.npy`` or ``.csv`` file as samples ``[N, K, L]`` float32 (``K = n_leads``)."""
     path = Path(path)
@@ -322,7 +292,7 @@ def read_array_file(path: str | Path, n_leads: int) -> np.ndarray:
             raise DataError(f"{path} holds no samples (an array of shape {shape}).",
                             hint="Remove the empty file, or save at least one sample in it.")
     elif suffix == ".csv":
-        rows = _read_csv(path)
+        rows = read_signal_csv(path, unit="sample", error=DataError)
         if rows.shape[1] % n_leads:
             raise DataError(f"{path}: a row holds {rows.shape[1]} values, not a multiple of {n_leads} leads.",
                             hint="A multi-lead row holds the K leads one after the other (lead-major).")

@@ -94,7 +94,7 @@ class Onenip(UadModule):
             pre_processor = self.configure_pre_processor(image_size, backbone=backbone)
         super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
                          visualizer=visualizer)
-        from uad_plugins import create_synthesizer
+        from uad_plugins.factory import create_synthesizer
 
         self.synthesizer = create_synthesizer(synthesizer)
         mean, std = backbone_normalization(backbone)
