@@ -48,7 +48,7 @@ def uad_register_models() -> ModelSpec | Iterable[ModelSpec]:
 
 @hookspec
 def uad_register_synthesizers() -> SynthesizerSpec | Iterable[SynthesizerSpec]:
-    """Register synthesizers: components that make synthetic anomalies (subclass ``uad_plugins.Synthesizer``).
+    """Register synthesizers: components that make synthetic anomalies (subclass ``uad_plugins.synth.Synthesizer``).
 
     Example::
 

@@ -28,7 +28,7 @@ from uad_plugins.edge.atomic import staged_folder
 from uad_plugins.errors import ConfigError, DataError, UadError
 from uad_plugins.factory import create_synthesizer
 from uad_plugins.protocols import modality_of
-from uad_plugins.provenance import component_record
+from uad_plugins.provenance import component_record, spec_of
 
 __all__ = ["HANDLERS", "SynthesisHandler", "synthesize", "synthesize_signal_files"]
 
@@ -172,7 +172,7 @@ def _label(reference: Any, synthesizer: Any) -> str:
     """How error messages name the synthesizer: the reference it was built from, else its class."""
     if isinstance(reference, str):
         return reference
-    spec = getattr(synthesizer, "_uad_spec", None)
+    spec = spec_of(synthesizer, "synthesizer")
     return spec.reference if spec is not None else type(synthesizer).__name__
 
 
