@@ -160,3 +160,14 @@ def test_module_names(name: str) -> None:
     path = PACKAGE.parent.joinpath(*name.split(".")).with_suffix(".py")
     path = path if path.is_file() else path.with_suffix("") / "__init__.py"
     assert module_name(path) == name
+
+
+def test_architecture_page_lists_these_floors() -> None:
+    """docs/architecture.md's floor table is the one this test enforces."""
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in page.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].isdigit():
+            rows[int(cells[0])] = tuple(name.strip().strip("`") for name in cells[1].split(","))
+    assert rows == dict(enumerate(FLOORS))
