@@ -23,18 +23,21 @@ def class_path_of(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def spec_of(obj: Any, kind: str, reference: str | None = None) -> ComponentSpec | None:
-    """The registered spec ``obj`` was built from: the spec ``reference`` (``plugin:<name>``) names when its class
-    is the object's, else the one spec whose target is the object's class; ``None`` when neither says.
+def spec_of(obj: Any, kind: str, reference: str | ComponentSpec | None = None) -> ComponentSpec | None:
+    """The registered spec ``obj`` was built from: ``reference`` (a spec already resolved, or a ``plugin:<name>``)
+    when its class is the object's, else the one spec whose target is the object's class; ``None`` when neither
+    says.
 
     Best effort: a renamed or unloadable plugin gives ``None``, never an error.
     """
     cls = obj if isinstance(obj, type) else type(obj)
     registry = get_registry()
     try:
+        spec = reference if isinstance(reference, ComponentSpec) else None
         if isinstance(reference, str) and parse_reference(reference)[0] is not None:
             spec = registry.resolve(kind, reference)
-            if spec is not None and spec.class_path in (class_path_of(cls), _target_path(cls, spec)):
+        if spec is not None:
+            if spec.kind == kind and spec.class_path in (class_path_of(cls), _target_path(cls, spec)):
                 return spec
         return registry.spec_for_class(kind, cls)
     except UadError:
@@ -52,7 +55,7 @@ def _target_path(cls: type, spec: ComponentSpec) -> str | None:
     return spec.class_path if obj is cls else None
 
 
-def component_record(obj: Any, kind: str, reference: str | None = None) -> dict[str, Any]:
+def component_record(obj: Any, kind: str, reference: str | ComponentSpec | None = None) -> dict[str, Any]:
     """What plugins.json says about one component: reference, class and the distribution that provided it."""
     spec = spec_of(obj, kind, reference)
     record: dict[str, Any] = {"kind": kind, "class_path": class_path_of(obj)}

@@ -267,7 +267,7 @@ def fit(argv: list[str]) -> int:
     if spec is not None:
         config_text = f"# model: {spec.reference} ({spec.provider})\n" + config_text
     engine = _engine(cfg, parser, config_text=config_text, data_config=data_cfg,
-                     model_reference=spec.reference if spec else None)
+                     model_reference=spec)
     engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     results = engine.test(model=model, datamodule=datamodule, verbose=False) if cfg.test else None
     _print_results(engine, results)

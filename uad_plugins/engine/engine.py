@@ -138,8 +138,8 @@ class UadEngine(Engine):
         config_text: the resolved configuration, saved as ``config.yaml`` in the run folder.
         data_config: the datamodule as ``{"class_path", "init_args"}``, recorded in the run's checkpoint so that
             ``uad test|validate|export`` and later bench runs rebuild the same data (``None``: not recorded).
-        model_reference: the ``plugin:<name>`` the model was built from, when the caller knows it (default: the one
-            registered spec whose class the model is).
+        model_reference: the spec (or ``plugin:<name>``) the model was built from, when the caller knows it
+            (default: the one registered spec whose class the model is).
         **trainer_kwargs: any ``lightning.Trainer`` argument; these always win over a model's suggestions.
     """
 
@@ -160,7 +160,7 @@ class UadEngine(Engine):
         false_alarm_rate: float = 0.01,
         config_text: str | None = None,
         data_config: Mapping[str, Any] | None = None,
-        model_reference: str | None = None,
+        model_reference: Any = None,
         **trainer_kwargs: Any,
     ) -> None:
         self.user_trainer_args = set(trainer_kwargs)
@@ -172,7 +172,7 @@ class UadEngine(Engine):
         self.honest_validation = honest_validation
         self.validation_synthesizer = validation_synthesizer
         self._validation_synthesizer: Any = None  # the instance honest validation used (for plugins.json)
-        self._validation_reference: Any = None  # and the reference it was built from
+        self._validation_reference: Any = None  # and the spec it was built from (None: a class path)
         self.validation_ratio = validation_ratio
         self.heatmaps = heatmaps
         from uad_plugins.data.checks import check_mode
@@ -184,6 +184,7 @@ class UadEngine(Engine):
         self.config_text = config_text
         self.data_config = dict(data_config) if data_config else None
         self.model_reference = model_reference
+        self._model_specs: dict[int, Any] = {}  # id(model) -> its spec, looked up once
         self.run_dir: Path | None = None
         self._unpublished_run: Path | None = None  # a run folder this engine made that is not complete yet
         self.run_info: dict[str, Any] = {}
@@ -198,7 +199,9 @@ class UadEngine(Engine):
         """The registered spec the model was built from (``None`` for a model given by class path)."""
         from uad_plugins.provenance import spec_of
 
-        return spec_of(model, "model", self.model_reference)
+        if id(model) not in self._model_specs:
+            self._model_specs[id(model)] = spec_of(model, "model", self.model_reference)
+        return self._model_specs[id(model)]
 
     def _model_name(self, model: Any) -> str:
         spec = self._model_spec(model)
@@ -318,13 +321,14 @@ class UadEngine(Engine):
         else:  # signal / point-cloud datamodules check their own data (DataError)
             datamodule.setup(setup_stage)
         if honest:
-            from uad_plugins.factory import create_synthesizer
+            from uad_plugins.factory import create_synthesizer, get_spec
 
             reference = self.validation_synthesizer or getattr(
                 datamodule, "default_validation_synthesizer", DEFAULT_IMAGE_SYNTHESIZER)
-            synthesizer = create_synthesizer(reference)
+            source = get_spec("synthesizer", reference) if isinstance(reference, str) else None  # resolved once
+            synthesizer = create_synthesizer(source or reference)
             self._validation_synthesizer = synthesizer
-            self._validation_reference = reference
+            self._validation_reference = source
             if modality_of(synthesizer) != modality_of(datamodule):
                 raise ConfigError(
                     f"the validation synthesizer {reference} makes {modality_of(synthesizer)} anomalies, but the data "
@@ -353,16 +357,15 @@ class UadEngine(Engine):
         if self.config_text:
             write_text_atomic(self.run_dir / "config.yaml", self.config_text)
         spec = self._model_spec(model)
-        records = [component_record(model, "model", spec.reference if spec else None)]
+        records = [component_record(model, "model", spec)]
         if datamodule is not None:
             records.append(component_record(datamodule, "data"))
         if self._validation_synthesizer is not None:
-            reference = self._validation_reference
             records.append(component_record(self._validation_synthesizer, "synthesizer",
-                                            reference if isinstance(reference, str) else None))
+                                            self._validation_reference))
         evaluator = getattr(model, "evaluator", None)
         metrics = list(getattr(evaluator, "test_metrics", []) or [])
-        references = list(getattr(evaluator, "metric_references", ()) or ())
+        references = list(getattr(evaluator, "metric_sources", ()) or ())
         references = references if len(references) == len(metrics) else [None] * len(metrics)
         records.extend(component_record(metric, "metric", ref) for metric, ref in zip(metrics, references))
         manifest = plugins_manifest(records, {"seed": self.seed})

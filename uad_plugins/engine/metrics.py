@@ -25,7 +25,7 @@ import torch
 from anomalib.metrics import Evaluator
 from lightning.pytorch import Callback
 
-from uad_plugins.factory import create_metric
+from uad_plugins.factory import create_metric, get_spec
 
 __all__ = ["DEFAULT_METRICS", "RAW_FIELDS", "THRESHOLDED_FIELDS", "RawMetricFeed", "RawOutputs",
            "RawScoreEvaluator", "attach_metrics", "build_evaluator", "metric_input", "scale_to_unit"]
@@ -162,13 +162,13 @@ class RawScoreEvaluator(Evaluator):
     """anomalib's evaluator, feeding threshold-free metrics the raw outputs of the whole test set, scaled into
     [0, 1] (see the module docstring); metrics of predicted labels and masks read each batch as it comes.
 
-    ``metric_references`` are the references the test metrics were built from (one each, in order; empty when
-    the metrics were given as objects), which the run's ``plugins.json`` records.
+    ``metric_sources`` are what the test metrics were built from (one each, in order: the resolved spec, or the
+    class path; empty when the metrics were given as objects), which the run's ``plugins.json`` records.
     """
 
-    def __init__(self, *args: Any, metric_references: Sequence[str] = (), **kwargs: Any) -> None:
+    def __init__(self, *args: Any, metric_sources: Sequence[Any] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.metric_references = tuple(metric_references)
+        self.metric_sources = tuple(metric_sources)
 
     @property
     def _raw_feed(self) -> RawMetricFeed:
@@ -200,7 +200,8 @@ class RawScoreEvaluator(Evaluator):
 def build_evaluator(metrics: Sequence[str] | None = None) -> RawScoreEvaluator:
     """A :class:`RawScoreEvaluator` whose test metrics are the given references (default :data:`DEFAULT_METRICS`)."""
     refs = list(metrics) if metrics else list(DEFAULT_METRICS)
-    return RawScoreEvaluator(test_metrics=[create_metric(ref) for ref in refs], metric_references=refs)
+    sources = [get_spec("metric", ref) or ref for ref in refs]  # each name resolved once
+    return RawScoreEvaluator(test_metrics=[create_metric(source) for source in sources], metric_sources=sources)
 
 
 def attach_metrics(model: Any, metrics: Sequence[str] | None = None) -> None:
