@@ -71,6 +71,7 @@ _TIMING_KEYS = {"warmup", "iterations"}
 _EXPORT_KEYS = {"parity_samples", "calibration_samples", "max_metric_drop", "timeout_s"}
 _DATA_ALIASES = {"UadDemo": "uad_plugins.data.UadDemo",
                  "MitBihBeats": "uad_plugins.data.signals.MitBihBeats",
+                 "MitBihWindows": "uad_plugins.data.signals.MitBihWindows",
                  "PtbXl": "uad_plugins.data.signals.PtbXl",
                  "SignalFolder": "uad_plugins.data.signals.SignalFolder"}
 _MANAGED_TRAINER_KEYS = {"default_root_dir", "callbacks", "logger"}

@@ -11,6 +11,7 @@ from uad_plugins.data.signals.datamodules import (
     DEFAULT_MITBIH_TEST,
     DEFAULT_MITBIH_TRAIN,
     MitBihBeats,
+    MitBihWindows,
     PtbXl,
     SignalDataModule,
     SignalFolder,
@@ -18,6 +19,7 @@ from uad_plugins.data.signals.datamodules import (
 from uad_plugins.data.signals.dataset import SignalDataset
 from uad_plugins.data.signals.io import (
     SignalRecord,
+    beat_span_mask,
     beat_windows,
     read_array_file,
     read_mitbih_npz,
@@ -34,6 +36,7 @@ __all__ = [
     "DEFAULT_MITBIH_TEST",
     "DEFAULT_MITBIH_TRAIN",
     "MitBihBeats",
+    "MitBihWindows",
     "PtbXl",
     "SignalBatch",
     "SignalDataModule",
@@ -42,6 +45,7 @@ __all__ = [
     "SignalItem",
     "SignalRecord",
     "SignalVisualizer",
+    "beat_span_mask",
     "beat_windows",
     "find_signal_files",
     "make_synthetic_signal_folder",

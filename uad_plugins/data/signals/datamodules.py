@@ -33,6 +33,7 @@ from uad_plugins.data.signals.io import (
     NORMALIZE_MODES,
     SignalRecord,
     bandpass,
+    beat_span_mask,
     beat_windows,
     check_finite,
     list_files,
@@ -48,7 +49,8 @@ from uad_plugins.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from uad_plugins.synth.base import Synthesizer
 
-__all__ = ["DEFAULT_MITBIH_TEST", "DEFAULT_MITBIH_TRAIN", "MitBihBeats", "PtbXl", "SignalDataModule", "SignalFolder"]
+__all__ = ["DEFAULT_MITBIH_TEST", "DEFAULT_MITBIH_TRAIN", "MitBihBeats", "MitBihWindows", "PtbXl", "SignalDataModule",
+           "SignalFolder"]
 
 logger = logging.getLogger(__name__)
 
@@ -401,6 +403,116 @@ class MitBihBeats(SignalDataModule):
             parts.append(SignalDataset(windows, labels, [record.name] * len(labels), [record.path] * len(labels),
                                        starts, split="predict"))
         return SignalDataset.concat(parts, split="predict")
+
+
+# ================================================================================================= MIT-BIH windows
+class MitBihWindows(MitBihBeats):
+    """Fixed-length windows of MIT-BIH-style records, **not aligned to the beats** (the MMAE-ECG / ECGAD kind of
+    protocol), with point labels around the annotated abnormal beats; split by record.
+
+    Each record (read, lead-picked, band-pass filtered as in :class:`MitBihBeats`) is cut into windows of
+    ``window_seconds`` (default 10 s: 3,600 samples at 360 Hz) from its first sample on; the tail shorter than a
+    window is dropped. Point labels: 1 on ``[beat - label_span[0] s, beat + label_span[1] s)`` around every beat
+    labelled anomalous (``pvc_peaks`` in npz records, i.e. MIT-BIH ``V``; ``anomaly_symbols`` in WFDB annotations),
+    on every lead; every other point is 0 (other beat types, including ``A`` or paced beats, count as normal). A
+    window's label is 1 when it holds at least one labelled point (an abnormal beat whose span reaches into it).
+    Training uses only the windows of ``train_records`` with no labelled point (``train_stride_seconds`` apart;
+    default: not overlapping); the test set is every window of ``test_records`` (not overlapping, so every point
+    is scored once). Windows are normalised per window and lead (``normalize``, default ``minmax`` to [-1, 1], as
+    ECGAD). Honest validation holds back whole training records and adds one ectopic-like beat per anomalous window
+    (``plugin:ecg_anomaly``, ``kinds: [ectopic]``, region 5-8 % of the window: about one beat in 10 s).
+
+    Args:
+        root, train_records, test_records, channels, leads, anomaly_symbols, record_format, allow_mixed_leads: see
+            :class:`MitBihBeats`.
+        window_seconds: window length in seconds (rounded to samples at the record's rate).
+        train_stride_seconds: step between training windows in seconds (``None``: one window length).
+        label_span: seconds labelled before and after each anomalous beat annotation (default 0.25 and 0.45: the
+            QRS complex and the T wave of a PVC at normal heart rates).
+        normalize: ``minmax`` (per window and lead to [-1, 1], ECGAD), ``zscore``, ``record`` or ``none``.
+        filter_band: band-pass ``[low_hz, high_hz]`` of the whole record (default 1-25 Hz, ECGAD's 1 Hz high-pass
+            and 25 Hz low-pass; ``None``: off).
+        train_batch_size, eval_batch_size, num_workers, seed, max_validation_windows: see
+            :class:`SignalDataModule`.
+    """
+
+    default_validation_synthesizer: ClassVar[str | Mapping[str, Any]] = {
+        "class_path": "plugin:ecg_anomaly", "init_args": {"kinds": ["ectopic"], "region": [0.05, 0.08]}}
+
+    def __init__(self, root: str, train_records: Sequence[str | int] | str = DEFAULT_MITBIH_TRAIN,
+                 test_records: Sequence[str | int] | str = DEFAULT_MITBIH_TEST, channels: Sequence[int] | None = None,
+                 leads: Sequence[str] | None = None, window_seconds: float = 10.0,
+                 train_stride_seconds: float | None = None, label_span: Sequence[float] = (0.25, 0.45),
+                 normalize: str = "minmax", filter_band: Sequence[float] | None = (1.0, 25.0),
+                 anomaly_symbols: Sequence[str] = ("V",), record_format: str = "auto",
+                 allow_mixed_leads: bool = False, train_batch_size: int = 32, eval_batch_size: int = 64,
+                 num_workers: int = 0, seed: int = 0, max_validation_windows: int | None = 1000) -> None:
+        super().__init__(root, train_records, test_records, channels=channels, leads=leads, normalize=normalize,
+                         filter_band=filter_band, anomaly_symbols=anomaly_symbols, record_format=record_format,
+                         allow_mixed_leads=allow_mixed_leads, train_batch_size=train_batch_size,
+                         eval_batch_size=eval_batch_size, num_workers=num_workers, seed=seed,
+                         max_validation_windows=max_validation_windows)
+        if not float(window_seconds) > 0:
+            raise ConfigError(f"MitBihWindows: window_seconds must be > 0, got {window_seconds}.", hint="e.g. 10")
+        self.window_seconds = float(window_seconds)
+        if train_stride_seconds is not None and not float(train_stride_seconds) > 0:
+            raise ConfigError(f"MitBihWindows: train_stride_seconds must be > 0 (or null), got "
+                              f"{train_stride_seconds}.", hint="e.g. 5 for half-overlapping training windows")
+        self.train_stride_seconds = None if train_stride_seconds is None else float(train_stride_seconds)
+        span = [float(s) for s in label_span]
+        if len(span) != 2 or min(span) < 0 or sum(span) <= 0:
+            raise ConfigError(f"MitBihWindows: label_span must be [before_s, after_s] >= 0, got {list(label_span)}.",
+                              hint="e.g. [0.25, 0.45]")
+        self.label_span = (span[0], span[1])
+
+    def layout_hint(self) -> str:
+        return super().layout_hint().replace("train_records/test_records", "train_records/test_records (windows)")
+
+    def _n_samples(self, seconds: float, fs: float) -> int:
+        return max(1, round(seconds * fs))
+
+    def record_windows(self, record: SignalRecord, split: str) -> SignalDataset:
+        """The windows of one prepared record, with point masks and labels (``train``: normal windows only)."""
+        if record.beats is None:
+            raise DataError(f"record {record.path} has no beat annotations.",
+                            hint="Point labels need r_peaks/pvc_peaks (npz) or a WFDB annotation file (NAME.atr).")
+        fs = record.fs or 360.0
+        length = self._n_samples(self.window_seconds, fs)
+        stride = length if split != "train" or self.train_stride_seconds is None else \
+            self._n_samples(self.train_stride_seconds, fs)
+        labels = record.beat_labels if record.beat_labels is not None else np.zeros(len(record.beats), np.int64)
+        point = beat_span_mask(record.length, record.beats, labels, self._n_samples(self.label_span[0], fs),
+                               self._n_samples(self.label_span[1], fs))
+        windows, starts = sliding_windows(record.signal, length, stride, where=f"record {record.path}")
+        masks = np.broadcast_to(point[starts[:, None] + np.arange(length)[None]][:, None],
+                                windows.shape).astype(np.uint8)
+        window_labels = masks.reshape(len(masks), -1).any(axis=1).astype(np.int64)
+        keep = np.flatnonzero(window_labels == 0) if split == "train" else np.arange(len(windows))
+        windows = normalize_windows(windows[keep], self.normalize)
+        return SignalDataset(windows, window_labels[keep], [record.name] * len(keep), [record.path] * len(keep),
+                             starts[keep], masks[keep], split=split)
+
+    def _windows(self, names: list[str], records: dict[str, Path], split: str) -> SignalDataset:
+        parts, shape = [], None
+        for name in names:
+            part = self.record_windows(self._read(records[name]), split)
+            if shape is not None and part.shape != shape:
+                raise DataError(f"record {name} gives windows of {part.shape} (leads, samples), the others {shape}.",
+                                hint="Use records of one sampling rate and the same leads (leads: [...]).")
+            shape = part.shape
+            if split == "train":
+                logger.info("record %s: %d normal window(s) for training.", name, len(part))
+            parts.append(part)
+        if split == "train" and not any(len(p) for p in parts):
+            raise DataError(f"MitBihWindows: every window of the training records {names} holds an anomalous beat.",
+                            hint="Train on records with few anomalous beats, or use shorter windows.")
+        return SignalDataset.concat(parts, split=split)
+
+    def predict_dataset(self, path: str | Path) -> SignalDataset:
+        """Windows of the records at ``path`` (npz or WFDB), cut and labelled like the test windows."""
+        files = list_files(path, RECORD_SUFFIXES, "input")
+        self._check_same_leads({f.stem: f for f in files}, trained_on=self._training_records_if_present())
+        return SignalDataset.concat([self.record_windows(self._read(f), "predict") for f in files], split="predict")
 
 
 # ========================================================================================================= PTB-XL

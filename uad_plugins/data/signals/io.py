@@ -37,6 +37,7 @@ __all__ = [
     "NORMALIZE_MODES",
     "SignalRecord",
     "bandpass",
+    "beat_span_mask",
     "beat_windows",
     "check_finite",
     "list_files",
@@ -328,6 +329,15 @@ def beat_windows(record: SignalRecord, pre: int, post: int) -> tuple[np.ndarray,
     index = starts[:, None] + np.arange(length)[None]
     windows = record.signal[:, index].transpose(1, 0, 2)  # [K, N, Q] -> [N, K, Q]
     return np.ascontiguousarray(windows, dtype=np.float32), labels.astype(np.int64), starts.astype(np.int64)
+
+
+def beat_span_mask(length: int, beats: np.ndarray, labels: np.ndarray, before: int, after: int) -> np.ndarray:
+    """``[length]`` uint8 point labels of a record: 1 on ``[beat - before, beat + after)`` around every beat whose
+    label is non-zero (clipped to the record), 0 elsewhere."""
+    mask = np.zeros(int(length), np.uint8)
+    for beat in np.asarray(beats, np.int64)[np.asarray(labels).reshape(-1) != 0]:
+        mask[max(int(beat) - before, 0):max(min(int(beat) + after, int(length)), 0)] = 1
+    return mask
 
 
 def sliding_windows(signal: np.ndarray, length: int, stride: int | None = None, where: str = "sample"
