@@ -65,6 +65,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "uad_plugins.plugins.pnas3d.hooks",
     "uad_plugins.plugins.pointcloud_metrics.hooks",
     "uad_plugins.plugins.mmae_ecg.hooks",
+    "uad_plugins.plugins.signal_baselines.hooks",
     "uad_plugins.plugins.ecg_anomaly.hooks",
     "uad_plugins.plugins.signal_metrics.hooks",
 )
