@@ -146,3 +146,64 @@ def _train_and_score() -> None:
     inside = bad.anomaly_map[torch.from_numpy(masks).bool()].mean()
     outside = bad.anomaly_map[~torch.from_numpy(masks).bool()].mean()
     assert inside > 2 * outside
+
+
+# ------------------------------------------------------------------------------------- defaults from the data
+@pytest.mark.parametrize("length", [96, 140])
+def test_defaults_fit_windows_of_any_usable_length(length: int, tmp_path) -> None:
+    """Regression (issue 14): fitting a 96- or 140-sample dataset with the packaged defaults took one failed run
+    per option; now the shape comes from the data and the segment sizes are chosen to fit it."""
+    from uad_plugins.data.signals import SignalFolder, make_synthetic_signal_folder
+    from uad_plugins.engine import UadEngine, load_model_from_checkpoint
+
+    root = make_synthetic_signal_folder(tmp_path / "data", n_leads=1, length=length, n_train=3, per_file=4,
+                                        n_test_normal=2, n_test_anomalous=2)
+    datamodule = SignalFolder(root=str(root), normal_dir="train/good", normal_test_dir="test/good",
+                              abnormal_dir="test/bad", mask_dir="ground_truth/bad", train_batch_size=4,
+                              eval_batch_size=4)
+    model = create_model("plugin:mmae_ecg", embed_dim=16, depth=1, decoder_dim=16)  # small, sizes from the data
+    engine = UadEngine(default_root_dir=tmp_path / "runs", seed=0, accelerator="cpu", devices=1, max_steps=2,
+                       logger=False, enable_progress_bar=False, enable_model_summary=False)
+    engine.fit(model=model, datamodule=datamodule)
+    assert model.signal_shape == (1, length) and engine.trainer.global_step == 2
+    net = model.model
+    assert net.length % net.segment_len == 0 and net.segment_len % net.local_segment_len == 0
+    reloaded = load_model_from_checkpoint(engine.best_model_path)
+    assert reloaded.signal_shape == (1, length) and reloaded.model.segment_len == net.segment_len
+
+
+def test_sizes_are_chosen_to_fit_and_given_ones_are_kept() -> None:
+    from uad_plugins.plugins.mmae_ecg.model import resolve_sizes
+
+    assert resolve_sizes(256, None, None, None, 2)[0] == {"segment_len": 16, "local_segment_len": 4,
+                                                          "local_segments": 4}  # the old defaults
+    assert resolve_sizes(96, None, None, None, 2)[0] == {"segment_len": 16, "local_segment_len": 4,
+                                                         "local_segments": 2}
+    assert resolve_sizes(140, None, None, None, 2)[0]["segment_len"] == 14
+    sizes, chosen = resolve_sizes(3600, 25, None, None, 2)
+    assert sizes["segment_len"] == 25 and "segment_len" not in chosen and 144 % sizes["local_segments"] == 0
+    with pytest.raises(ConfigError, match="segment_len=7"):
+        create_model("plugin:mmae_ecg", n_leads=1, length=96, segment_len=7)
+
+
+def test_schedule_is_suggested_in_steps_and_a_length_you_set_wins(tmp_path) -> None:
+    model = create_model("plugin:mmae_ecg", **TINY)
+    assert model.trainer_arguments["max_steps"] == 3000 and model.trainer_arguments["max_epochs"] == -1
+    assert create_model("plugin:mmae_ecg", **TINY, max_epochs=5).trainer_arguments["max_epochs"] == 5
+    from uad_plugins.engine import UadEngine
+
+    engine = UadEngine(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=1, logger=False)
+    engine._setup_trainer(model)
+    assert engine.trainer.max_epochs == 1 and engine.trainer.max_steps == -1
+
+
+def test_single_scale_ablation_uses_global_segments_only() -> None:
+    model = MmaeEcgModel(**{k: v for k, v in TINY.items()}, single_scale=True)
+    x = torch.randn(3, 2, 64)
+    out = model.train()(x)
+    assert float(out.loss_local) == 0.0 and torch.isfinite(out.loss)
+    model.eval()
+    base = model(x).anomaly_map
+    x2 = x.clone()
+    x2[..., :8] += 5.0
+    assert tuple(base.shape) == (3, 2, 64) and not torch.allclose(model(x2).anomaly_map, base)

@@ -47,6 +47,8 @@ from uad_plugins.protocols import modality_of
 __all__ = ["UadEngine"]
 
 logger = logging.getLogger("uad_plugins")
+#: trainer options that set the training length: one you set makes the model's suggestions of both void
+_SCHEDULE_KEYS = frozenset({"max_epochs", "max_steps"})
 
 #: validation synthesizer of image datamodules when none is named
 DEFAULT_IMAGE_SYNTHESIZER = "plugin:perlin"
@@ -257,7 +259,11 @@ class UadEngine(Engine):
         """Apply the model's suggested trainer arguments only where the user set nothing."""
         args = self._cache.args
         name = self._model_name(model)
-        suggestions = {} if self._trainer is not None else model.trainer_arguments
+        suggestions = {} if self._trainer is not None else dict(model.trainer_arguments)
+        if self.user_trainer_args & _SCHEDULE_KEYS:  # a length you set in epochs or steps overrides both suggestions
+            for key in sorted(_SCHEDULE_KEYS & set(suggestions) - self.user_trainer_args):
+                logger.info("%s suggests %s=%r; not used, your training length is set.", name, key, suggestions[key])
+                del suggestions[key]
         for key, value in suggestions.items():
             if key in self.user_trainer_args:
                 if args.get(key) != value:

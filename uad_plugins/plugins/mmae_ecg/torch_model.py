@@ -77,6 +77,8 @@ class MmaeEcgModel(nn.Module):
         score_reduction: ``mean``, ``max`` or ``topk_mean`` (mean of the top ``score_top_fraction`` points).
         local_weight: weight of the local loss against the global one.
         stats_weight: weight of the segment-statistics loss (0 switches the statistics head off).
+        single_scale: the ablation without the local scale: only global segments are encoded, reconstructed,
+            trained on and scored.
     """
 
     def __init__(self, n_leads: int = 1, length: int = 256, segment_len: int = 16, local_segment_len: int = 4,
@@ -84,7 +86,7 @@ class MmaeEcgModel(nn.Module):
                  mlp_ratio: float = 4.0, decoder_dim: int = 64, decoder_heads: int = 4, mask_ratio: float = 0.5,
                  inference_masks: int = 2, norm_eps: float = 1e-6, score_space: str = "signal",
                  score_reduction: str = "mean", score_top_fraction: float = 0.1, local_weight: float = 1.0,
-                 stats_weight: float = 1.0) -> None:
+                 stats_weight: float = 1.0, single_scale: bool = False) -> None:
         super().__init__()
         self.n_leads, self.length = int(n_leads), int(length)
         self.segment_len, self.local_segment_len = int(segment_len), int(local_segment_len)
@@ -98,6 +100,7 @@ class MmaeEcgModel(nn.Module):
         self.score_reduction = score_reduction
         self.local_weight = float(local_weight)
         self.stats_weight = float(stats_weight)
+        self.single_scale = bool(single_scale)
         k, t, delta = self.n_leads, self.n_segments, self.local_segments
         self.hidden_in = min(max(round(self.mask_ratio * delta), 1), delta - 1)
         self.hidden_out = min(max(round(self.mask_ratio * (t - delta)), 0), max(t - delta - 1, 0))
@@ -211,19 +214,22 @@ class MmaeEcgModel(nn.Module):
         dim = tokens_global.shape[-1]
         visible_g = torch.gather(tokens_global, 1, order_g[:, :n_vis_g, None].expand(-1, -1, dim))
         visible_l = torch.gather(tokens_local, 1, order_l[:, :n_vis_l, None].expand(-1, -1, dim))
-        z = torch.cat([visible_g, visible_l], dim=1)
+        z = visible_g if self.single_scale else torch.cat([visible_g, visible_l], dim=1)
         for block in self.encoder:
             z = block(z)
         z = self.decoder_embed(self.encoder_norm(z))
         d = z.shape[-1]
         full_g = torch.cat([z[:, :n_vis_g], self.mask_token_global.expand(n, n_hidden_global, -1)], dim=1)
-        full_l = torch.cat([z[:, n_vis_g:], self.mask_token_local.expand(n, n_hidden_local, -1)], dim=1)
+        local_z = z[:, n_vis_g:] if not self.single_scale else z.new_zeros(n, n_vis_l, z.shape[-1])
+        full_l = torch.cat([local_z, self.mask_token_local.expand(n, n_hidden_local, -1)], dim=1)
         full_g = torch.gather(full_g, 1, torch.argsort(order_g, dim=1)[:, :, None].expand(-1, -1, d))
         full_l = torch.gather(full_l, 1, torch.argsort(order_l, dim=1)[:, :, None].expand(-1, -1, d))
         dec_anchor = torch.gather(self.decoder_pos_global.expand(n, -1, -1), 1, parent[:, :, None].expand(-1, -1, d))
         full_g = full_g + self.decoder_pos_global
         full_l = full_l + self.decoder_pos_local + dec_anchor
-        out = self.decoder_norm(self.decoder(torch.cat([full_g, full_l], dim=1)))
+        out = self.decoder_norm(self.decoder(full_g if self.single_scale else torch.cat([full_g, full_l], dim=1)))
+        if self.single_scale:  # the local outputs are those of the global tokens' heads on nothing: left out
+            out = torch.cat([out, out.new_zeros(n, n_local, d)], dim=1)
         pred_global = self.head_global(out[:, :t]).reshape(n, t, k, self.segment_len)
         pred_local = self.head_local(out[:, t:]).reshape(n, n_local, k, self.local_segment_len)
         stats_global = self.stats_global(out[:, :t]).reshape(n, t, k, 2)
@@ -248,6 +254,9 @@ class MmaeEcgModel(nn.Module):
             losses.append((((pred - target) ** 2).mean(dim=(-1, -2)) * weight).sum() / count)
             stats_losses.append((((stats - target_stats) ** 2).mean(dim=(-1, -2)) * weight).sum() / count)
         loss_g, loss_l = losses
+        if self.single_scale:
+            loss = loss_g + self.stats_weight * stats_losses[0]
+            return MmaeTrainOutput(loss, loss_g.detach(), loss_l.detach() * 0, stats_losses[0].detach())
         loss_stats = 0.5 * (stats_losses[0] + stats_losses[1])
         loss = (loss_g + self.local_weight * loss_l) / (1.0 + self.local_weight) + self.stats_weight * loss_stats
         return MmaeTrainOutput(loss, loss_g.detach(), loss_l.detach(), loss_stats.detach())
@@ -272,6 +281,8 @@ class MmaeEcgModel(nn.Module):
         err_g = self._point_errors(pred_g, stats_g, seg_g) * hid_g[:, :, None, None]
         err_g = err_g.reshape(b, p, t, k, self.segment_len).sum(1) / self.eval_count_global[None, :, None, None]
         map_g = err_g.permute(0, 2, 1, 3).reshape(b, k, q)
+        if self.single_scale:
+            return map_g
         err_l = self._point_errors(pred_l, stats_l, seg_l) * hid_l[:, :, None, None]
         err_l = err_l.reshape(b, p, self.n_local, k, self.local_segment_len)
         err_l = torch.einsum("bpjks,pjn->bnks", err_l, self.eval_scatter) / self.eval_count_local[None, :, None, None]
@@ -299,5 +310,6 @@ class MmaeEcgModel(nn.Module):
     def extra_repr(self) -> str:
         return (f"K={self.n_leads}, Q={self.length}, T={self.n_segments} x {self.segment_len}, local "
                 f"{self.n_local} x {self.local_segment_len} (window {self.local_segments} segments), "
-                f"mask_ratio={self.mask_ratio}, inference passes={self.passes}")
+                f"mask_ratio={self.mask_ratio}, inference passes={self.passes}"
+                + (", single scale" if self.single_scale else ""))
 
