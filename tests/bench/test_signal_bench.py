@@ -147,3 +147,23 @@ def test_tiny_signal_recipe_runs_through_the_cli(tmp_path: Path, capsys: pytest.
     assert "| mmae_ecg | SignalFolder | openvino-fp32 |" in markdown and "window/s bs2" in markdown
     for name in ("accuracy_vs_latency.png", "latency_by_backend.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_protocol_recipe_loads_with_baselines_and_smoothed_point_auroc() -> None:
+    from uad_plugins.bench.recipe import load_recipe, resolve_references
+    from uad_plugins.bench.runner import metrics_for
+
+    recipe = load_recipe(REPO / "configs" / "bench" / "mmae_ecg_protocol.yaml", cwd=REPO)
+    (data,) = recipe.data
+    assert data.class_path == "uad_plugins.data.signals.MitBihWindows"
+    assert [m.model for m in recipe.models] == ["plugin:mmae_ecg", "plugin:mmae_ecg", "plugin:signal_mean_distance",
+                                                "plugin:signal_std", "plugin:signal_nearest"]
+    assert recipe.models[1].init_args == {"single_scale": True}
+    fields = metrics_for("signal", recipe.metrics)
+    assert fields["point_AUROC"] == "plugin:ecg_point_auroc" and fields["sample_AUROC"] == "plugin:signal_auroc"
+    assert recipe.to_dict()["metrics"] == {"point_AUROC": "plugin:ecg_point_auroc"}
+    from uad_plugins import create_metric
+
+    assert create_metric("plugin:ecg_point_auroc").sigma == 11.0
+    if (MITBIH / "100.npz").is_file():
+        resolve_references(recipe)

@@ -62,7 +62,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 BACKBONE_WEIGHTS = ("lite0_imagenet",)
 
 _TOP_KEYS = {"name", "description", "models", "data", "trainer", "precisions", "batch_sizes", "timing", "export",
-             "seed", "threads"}
+             "seed", "threads", "metrics"}
 _MODEL_KEYS = {"name", "model", "init_args", "reference", "trainer", "image_size", "backbone_weights", "precisions",
                "ckpt_path"}
 _NOT_WITH_CKPT = ("init_args", "trainer", "image_size", "backbone_weights")
@@ -121,6 +121,8 @@ class Recipe:
     iterations: int = 20
     seed: int | None = 0
     threads: int = 2
+    #: quality field -> metric reference replacing the default one (e.g. ``point_AUROC: plugin:ecg_point_auroc``)
+    metrics: dict[str, str] = field(default_factory=dict)
     parity_samples: int = 16
     calibration_samples: int = 64
     max_metric_drop: float = 0.01
@@ -149,7 +151,7 @@ class Recipe:
             "models": [vars(m) for m in self.models], "data": [vars(d) for d in self.data],
             "trainer": self.trainer, "precisions": list(self.precisions), "batch_sizes": list(self.batch_sizes),
             "timing": {"warmup": self.warmup, "iterations": self.iterations}, "seed": self.seed,
-            "threads": self.threads,
+            "threads": self.threads, "metrics": dict(self.metrics),
             "export": {"parity_samples": self.parity_samples, "calibration_samples": self.calibration_samples,
                        "max_metric_drop": self.max_metric_drop, "timeout_s": self.timeout_s},
         }
@@ -331,6 +333,7 @@ def parse_recipe(data: Any, *, source: str = "<recipe>", name: str | None = None
         warmup=_int(timing.get("warmup", 3), _where(source, "timing.warmup"), 0),
         iterations=_int(timing.get("iterations", 20), _where(source, "timing.iterations"), 1),
         seed=seed, threads=_int(top.get("threads", 2), _where(source, "threads"), 1),
+        metrics=_metric_overrides(top.get("metrics"), source),
         parity_samples=_int(export.get("parity_samples", 16), _where(source, "export.parity_samples"), 1),
         calibration_samples=_int(export.get("calibration_samples", 64),
                                  _where(source, "export.calibration_samples"), 1),
@@ -339,6 +342,17 @@ def parse_recipe(data: Any, *, source: str = "<recipe>", name: str | None = None
         timeout_s=_number(export.get("timeout_s", 1800), _where(source, "export.timeout_s"), 1.0),
         description=description, path=None if source.startswith("<") else source, text=text,
     )
+
+
+def _metric_overrides(value: Any, source: str) -> dict[str, str]:
+    """``metrics:``: a mapping of quality field (``point_AUROC``, ...) to a metric reference (a string)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                              for k, v in value.items()):
+        raise ConfigError(f"{_where(source, 'metrics')} must map quality fields to metric references, got "
+                          f"{value!r:.120}.", hint="e.g. metrics: {point_AUROC: plugin:ecg_point_auroc}")
+    return {k: v.strip() for k, v in value.items()}
 
 
 def load_recipe(path: str | Path, *, cwd: str | Path | None = None) -> Recipe:

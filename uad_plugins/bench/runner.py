@@ -24,7 +24,7 @@ import signal
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -96,9 +96,11 @@ NOTES = [
 ]
 
 
-def metrics_for(modality: str) -> dict[str, str]:
-    """Quality field -> metric plugin for rows of a modality (images for anything unknown)."""
-    return METRICS_BY_MODALITY.get(modality, METRICS)
+def metrics_for(modality: str, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Quality field -> metric plugin for rows of a modality (images for anything unknown); a recipe's
+    ``metrics`` replace the plugin of the fields they name."""
+    base = METRICS_BY_MODALITY.get(modality, METRICS)
+    return {field: (overrides or {}).get(field, ref) for field, ref in base.items()}
 
 
 def entry_modality(entry: ModelEntry) -> str:
@@ -364,7 +366,7 @@ def _openvino_job(checkpoint: str, datamodule: Any, precision: str, bundle_dir: 
     import numpy as np
 
     quality = compute_quality(np.concatenate(scores), np.concatenate(maps), test.labels, test.masks,
-                              metrics_for(edge.modality), pred_labels=np.concatenate(decisions))
+                              metrics_for(edge.modality, recipe.metrics), pred_labels=np.concatenate(decisions))
     latency = {}
     measure.reset_peak_rss()
     before = measure.current_rss_mb()
@@ -426,7 +428,7 @@ class _Bench:
             model, weights = _build_model(model_entry)
         modality = modality_of(model)
         signal = modality == "signal"
-        quality_fields = metrics_for(modality)
+        quality_fields = metrics_for(modality, recipe.metrics)
         eager = _new_row(model_entry, data_entry, "torch-eager", "fp32", modality)
         eager["backbone_weights"] = weights
         datamodule = _build_data(data_entry)
