@@ -143,7 +143,10 @@ def run_curve(model_reference: str, model_args: Mapping[str, Any], data: Mapping
     for path in _checkpoint_files(folder):
         loaded, _ = load_checkpoint(path)
         epoch = int(path.stem.split("=")[1]) + 1
-        row = {"epoch": epoch, "checkpoint": str(path), **evaluate(loaded.to(device), val_loader, eval_batches)}
+        # off the every-N grid (a wall-clock stop) no validation loop ran at this epoch during fit: statistics a
+        # model takes from validation (OneNIP's fusion scale) are those of the last one that did
+        row = {"epoch": epoch, "in_fit_validation": epoch % every == 0, "checkpoint": str(path),
+               **evaluate(loaded.to(device), val_loader, eval_batches)}
         rows.append(row)
         log(f"epoch {epoch:5d}  validation  " + _format(row))
     last, _ = load_checkpoint(_checkpoint_files(folder)[-1])
@@ -160,7 +163,7 @@ def run_curve(model_reference: str, model_args: Mapping[str, Any], data: Mapping
 
 def _format(row: Mapping[str, Any]) -> str:
     return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
-                     if k not in ("epoch", "checkpoint"))
+                     if k not in ("epoch", "checkpoint", "in_fit_validation"))
 
 
 def quick_settings(model_reference: str) -> dict[str, Any]:

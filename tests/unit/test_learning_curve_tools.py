@@ -41,7 +41,7 @@ def test_quick_curve_checkpoints_validation_rows_and_last_test_with_onenip_maps(
     assert curve.main(["--quick", "--model", "plugin:onenip", "--output", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "curve.json").read_text())
     assert result["epochs_done"] == 2 and [row["epoch"] for row in result["validation"]] == [1, 2]
-    assert all(Path(row["checkpoint"]).is_file() for row in result["validation"])
+    assert all(Path(row["checkpoint"]).is_file() and row["in_fit_validation"] for row in result["validation"])
     assert result["test_last"]["epoch"] == 2  # the test split is scored for the last checkpoint only
     keys = {"pixel_AUROC", "pixel_AUROC_reconstruction", "pixel_AUROC_refiner", "pixel_AUROC_fused"}
     assert keys <= set(result["test_last"]) and keys <= set(result["validation"][-1])
@@ -55,7 +55,7 @@ def test_gpu_plan_is_the_papers_protocol(tools: tuple) -> None:
     runs = gpu.plan(quick=False)
     assert [r["name"] for r in runs] == ["uniad_bottle", "uniad_demo", "onenip_bottle", "onenip_demo"]
     for run in runs:
-        assert run["epochs"] == 1000 and run["every"] == 100
+        assert run["epochs"] == 1000 and run["every"] == 25
         assert run["data"]["init_args"]["train_batch_size"] == 64
         assert run["model_args"] == {"backbone": "tf_efficientnet_lite0", "pretrained": True, "image_size": 224}
     assert runs[0]["data"]["init_args"]["category"] == "bottle"
