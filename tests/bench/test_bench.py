@@ -87,6 +87,21 @@ def test_shipped_recipes_load(name: str) -> None:
         assert [(d.name, d.category) for d in recipe.data] == [("Folder", "bsdata_pitting")]
         assert {m.name for m in recipe.models} == {"padim", "patchcore", "pbas", "pradot", "hetnet", "uniad",
                                                    "onenip", "fader"}
+    if name == "hetnet_ablation":  # Padim reference + 3 HetNet variants x noise on/off, two datasets, eager only
+        assert [m.name for m in recipe.models] == ["padim", "hetnet", "hetnet_no_noise", "hetnet_cnn_only",
+                                                   "hetnet_cnn_only_no_noise", "rd4ad", "rd4ad_noise"]
+        assert recipe.models[0].reference and recipe.precisions == ()
+        assert [(d.name, d.category) for d in recipe.data] == [("MVTecAD", "bottle"), ("Folder", "bsdata_pitting")]
+        rows = {m.name: m.init_args for m in recipe.models[1:]}
+        assert {n: (a["variant"], a.get("denoise_weight", 1.0) > 0) for n, a in rows.items()} == {
+            "hetnet": ("hetnet", True), "hetnet_no_noise": ("hetnet", False), "hetnet_cnn_only": ("cnn_only", True),
+            "hetnet_cnn_only_no_noise": ("cnn_only", False), "rd4ad": ("rd4ad", False),
+            "rd4ad_noise": ("rd4ad", True)}
+        from uad_plugins.plugins.hetnet.model import HetNet
+
+        tiny = {"pretrained": False, "image_size": 64, "vit_layers": [1], "fusion_dim": 8, "embed_dim": 16}
+        for args in rows.values():  # every row's settings are accepted (tiny sizes, random weights)
+            HetNet(**{**args, **tiny})
     if name == "unified_bottle":  # benchmarked from the checkpoints of the bottle recipes
         assert all(m.ckpt_path and m.ckpt_path.endswith("latest/weights/lightning/model.ckpt") for m in recipe.models)
 

@@ -148,18 +148,19 @@ def test_losses_and_what_the_denoising_term_trains(fitted_net: HetNetModel) -> N
                 if p.requires_grad}
 
     try:
-        without, with_sd = grads(0.0), grads(1.0)
+        single, double, off = grads(1.0), grads(2.0), grads(0.0)
     finally:
         net.denoise_weight = 1.0
         net.zero_grad()
         net.eval()
-    for name in without:
+    for name in single:
         if name.startswith(("sr.", "sr_embedding.")):  # SD learns SR's output, detached: SR is trained by SR only
-            torch.testing.assert_close(with_sd[name], without[name], rtol=1e-4, atol=1e-7)
+            torch.testing.assert_close(double[name], single[name], rtol=1e-4, atol=1e-7)
         if name.startswith(("sd.", "sd_embedding.")):
-            assert float(without[name].abs().sum()) == 0 and float(with_sd[name].abs().sum()) > 0, name
-    fusion = [n for n in without if n.startswith("fusion.")]
-    assert any(not torch.allclose(with_sd[n], without[n]) for n in fusion)  # the shared fusion learns from both
+            torch.testing.assert_close(double[name], 2 * single[name], rtol=1e-4, atol=1e-7)
+            assert float(single[name].abs().sum()) > 0 and float(off[name].abs().sum()) == 0, name
+    fusion = [n for n in single if n.startswith("fusion.")]
+    assert any(not torch.allclose(double[n], single[n]) for n in fusion)  # the shared fusion learns from both
 
 
 @pytest.mark.slow
@@ -350,4 +351,53 @@ def test_lightning_fit_predict_and_checkpoint_round_trip(tmp_path: Path) -> None
     with torch.no_grad():
         want, got = model.model(x), loaded.model(x)
     torch.testing.assert_close(got.pred_score, want.pred_score)
+    torch.testing.assert_close(got.anomaly_map, want.anomaly_map)
+
+
+# ---------------------------------------------------------------------------------------------- ablation variants
+@pytest.mark.parametrize("variant", ["cnn_only", "rd4ad"])
+def test_variants_without_vit_teacher(variant: str) -> None:
+    net = tiny_net(variant=variant)
+    assert net.vit is None and not any(n.startswith("vit.") for n, _ in net.named_parameters())
+    assert (net.sd is None) == (variant == "rd4ad")
+    assert isinstance(net.hybrid, torch.nn.Identity) == (variant == "rd4ad")
+    images = textures(4)
+    net.fit_noise([images])
+    net.train()
+    out = net(images)
+    assert isinstance(out, HetNetTrainOutput) and float(out.sd_loss) > 0 and float(out.noise_fraction) > 0
+    torch.testing.assert_close(out.loss.detach(), out.sr_loss + out.sd_loss)
+    out.loss.backward()
+    assert all(p.grad is not None for n, p in net.named_parameters() if p.requires_grad), "every part trains"
+    net.eval()
+    with torch.no_grad():
+        maps = net.student_maps(images[:2])
+        pred = net(images[:2])
+    assert set(maps) == ({"sr"} if variant == "rd4ad" else {"sr", "sd"})
+    assert pred.anomaly_map.shape == (2, 1, 64, 64) and pred.pred_score.shape == (2,)
+
+
+@pytest.mark.parametrize("variant", ["hetnet", "cnn_only", "rd4ad"])
+def test_noise_off_needs_no_fit_and_trains_the_clean_path_only(variant: str) -> None:
+    net = tiny_net(variant=variant, denoise_weight=0.0, score_students="sr").train()
+    assert not net.uses_noise and not net.noise_fitted
+    out = net(textures(2))  # no fit_noise needed
+    assert float(out.sd_loss) == 0 and float(out.noise_fraction) == 0
+    torch.testing.assert_close(out.loss.detach(), out.sr_loss)
+
+
+def test_rd4ad_has_no_sd_student_to_score_with() -> None:
+    with pytest.raises(ConfigError, match="score_students"):
+        HetNet(**{**TINY, "variant": "rd4ad", "score_students": "sd"})
+    with pytest.raises(ConfigError, match="variant"):
+        HetNet(**{**TINY, "variant": "vit_only"})
+
+
+@pytest.mark.slow
+def test_rd4ad_variant_exports() -> None:
+    net = tiny_net(variant="rd4ad").eval()
+    x = textures(2)
+    exported = torch.export.export(net, (x,), strict=False)
+    with torch.no_grad():
+        want, got = net(x), exported.module()(x)
     torch.testing.assert_close(got.anomaly_map, want.anomaly_map)

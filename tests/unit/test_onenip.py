@@ -89,6 +89,25 @@ def test_eval_shapes_fusion_and_score() -> None:
     assert torch.allclose(out.pred_score, expected)
 
 
+def test_three_component_maps_and_the_fused_one_is_what_the_model_returns() -> None:
+    from uad_plugins.plugins.onenip.torch_model import COMPONENT_MAPS
+
+    net = filled_net().eval()
+    net.fusion_scale.fill_(2.5)
+    images = textures(2, seed=6)
+    with torch.no_grad():
+        maps = net.component_maps(images)
+        out = net(images)
+        rec, ref, _ = net.maps(images)
+    assert tuple(maps) == COMPONENT_MAPS == ("reconstruction", "refiner", "fused")
+    assert all(m.shape == (2, 1, 128, 128) for m in maps.values())
+    torch.testing.assert_close(maps["reconstruction"], rec)
+    torch.testing.assert_close(maps["refiner"], ref)
+    torch.testing.assert_close(maps["fused"], out.anomaly_map)  # the fused map is what forward scores
+    torch.testing.assert_close(maps["fused"], 0.5 * rec + 1.25 * ref)
+    assert not torch.allclose(maps["fused"], maps["reconstruction"])
+
+
 def test_training_needs_the_bank_and_loss_decreases() -> None:
     net = tiny_net()
     images = textures(2)

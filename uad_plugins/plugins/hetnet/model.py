@@ -17,7 +17,7 @@ from torch import nn, optim
 from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.components.settings import check_settings, positive_int
-from uad_plugins.plugins.hetnet.torch_model import SCORE_STUDENTS, HetNetModel
+from uad_plugins.plugins.hetnet.torch_model import SCORE_STUDENTS, VARIANTS, HetNetModel
 
 __all__ = ["HetNet"]
 
@@ -32,6 +32,10 @@ class HetNet(UadModule):
     plugin's README.
 
     Args:
+        variant: ``hetnet`` (CNN + ViT teachers, the paper's), ``cnn_only`` (no ViT teacher: ALGF without its
+            global branch, MHF, both students) or ``rd4ad`` (RD4AD-style single-teacher reverse distillation with
+            the same CNN teacher: local fusion, one embedding, one student). The ViT settings are unused without
+            ``hetnet``. Noise off in any variant: ``denoise_weight: 0`` (with ``score_students: sr``).
         backbone: CNN teacher (timm). The default ``tf_efficientnet_lite0`` has offline ImageNet weights; the
             paper's CNN is not named (RD4AD's ``wide_resnet50_2`` is our guess for the paper-scale config).
         layers: CNN levels, shallow to deep (``blocks.1/2/4`` = strides 4/8/16 for Lite0; ``layer1/2/3`` for ResNets).
@@ -42,7 +46,7 @@ class HetNet(UadModule):
         image_size: square input side (a multiple of the ViT patch size).
         fusion_dim: channels of the ALGF output (MHF makes three times as many).
         embed_dim: channels of each student's one-class embedding.
-        denoise_weight: weight of the denoising student's loss.
+        denoise_weight: weight of the denoising term (0 turns the noise off: nothing fitted or sampled).
         noise_synthesizer: the feature-noise synthesizer plugin (``plugin:gaussian_feature_noise``).
         noise_args: its options (over its packaged defaults), e.g. ``{covariance: diagonal}``.
         score_students: ``both`` (mean of the two students' maps), ``sr`` or ``sd``.
@@ -59,6 +63,7 @@ class HetNet(UadModule):
 
     def __init__(
         self,
+        variant: str = "hetnet",
         backbone: str = "tf_efficientnet_lite0",
         layers: Sequence[str] = ("blocks.1", "blocks.2", "blocks.4"),
         pretrained: bool | str = True,
@@ -85,7 +90,7 @@ class HetNet(UadModule):
             layers = [layers]
         if isinstance(vit_layers, int) and not isinstance(vit_layers, bool):
             vit_layers = [vit_layers]
-        _validate(layers=layers, vit_layers=vit_layers, image_size=image_size, fusion_dim=fusion_dim,
+        _validate(variant=variant, layers=layers, vit_layers=vit_layers, image_size=image_size, fusion_dim=fusion_dim,
                   embed_dim=embed_dim, denoise_weight=denoise_weight, noise_synthesizer=noise_synthesizer,
                   noise_args=noise_args, score_students=score_students, smoothing_sigma=smoothing_sigma, lr=lr,
                   weight_decay=weight_decay, max_epochs=max_epochs)
@@ -98,7 +103,7 @@ class HetNet(UadModule):
         self.weight_decay = float(weight_decay)
         self.suggested_max_epochs = int(max_epochs)
         self.model: HetNetModel = HetNetModel(
-            backbone=backbone, layers=list(layers), pretrained=pretrained, vit_backbone=vit_backbone,
+            variant=variant, backbone=backbone, layers=list(layers), pretrained=pretrained, vit_backbone=vit_backbone,
             vit_layers=list(vit_layers), vit_pretrained=vit_pretrained, image_size=self.image_size,
             fusion_dim=fusion_dim, embed_dim=embed_dim, denoise_weight=denoise_weight,
             noise_synthesizer=noise_synthesizer, noise_args=noise_args, score_students=score_students,
@@ -120,7 +125,11 @@ class HetNet(UadModule):
 
     # ------------------------------------------------------------------ training
     def on_train_start(self) -> None:
-        """Fit the per-position Gaussian statistics of the CNN levels once (they are not kept in checkpoints)."""
+        """Fit the per-position Gaussian statistics of the CNN levels once (they are not kept in checkpoints); not
+        at all when the noise is off (``denoise_weight == 0``)."""
+        if not self.model.uses_noise:
+            logger.info("hetnet: denoise_weight is 0, so no feature noise is fitted or sampled.")
+            return
         if self.model.noise_fitted:
             logger.info("hetnet: noise statistics already fitted; keeping them.")
             return
@@ -142,6 +151,7 @@ def _validate(**values: Any) -> None:
     """Raise ConfigError for settings HetNet cannot use."""
     vit_layers = values["vit_layers"]
     checks: list[tuple[str, bool, str]] = [
+        ("variant", values["variant"] in VARIANTS, f"one of {', '.join(VARIANTS)}"),
         ("layers", isinstance(values["layers"], Sequence) and len(values["layers"]) >= 1
          and all(isinstance(x, str) for x in values["layers"]),
          "a non-empty list of CNN feature layer names, shallow to deep (e.g. [blocks.1, blocks.2, blocks.4])"),
@@ -157,7 +167,9 @@ def _validate(**values: Any) -> None:
          "a synthesizer reference (plugin:gaussian_feature_noise)"),
         ("noise_args", values["noise_args"] is None or isinstance(values["noise_args"], dict),
          "null or a mapping of the noise synthesizer's options (e.g. {covariance: diagonal})"),
-        ("score_students", values["score_students"] in SCORE_STUDENTS, f"one of {', '.join(SCORE_STUDENTS)}"),
+        ("score_students", values["score_students"] in SCORE_STUDENTS
+         and not (values["variant"] == "rd4ad" and values["score_students"] == "sd"),
+         f"one of {', '.join(SCORE_STUDENTS)} (rd4ad has one student: both or sr)"),
         ("smoothing_sigma", _number(values["smoothing_sigma"]) and values["smoothing_sigma"] >= 0,
          ">= 0 (4; 0 turns smoothing off)"),
         ("lr", _number(values["lr"]) and values["lr"] > 0, "> 0 (0.005)"),

@@ -31,9 +31,11 @@ from uad_plugins.protocols import modality_of
 
 __all__ = [
     "SCORE_STUDENTS",
+    "VARIANTS",
     "GaussianBlur2d",
     "HetNetModel",
     "HetNetTrainOutput",
+    "LocalFusion",
     "LocalGlobalFusion",
     "MultiScaleHybridFusion",
     "OneClassEmbedding",
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: which students make the anomaly map
 SCORE_STUDENTS = ("both", "sr", "sd")
+#: what the network is: the paper's two teachers, the CNN teacher alone, or RD4AD-style single-teacher distillation
+VARIANTS = ("hetnet", "cnn_only", "rd4ad")
 
 
 class HetNetTrainOutput(NamedTuple):
@@ -211,6 +215,27 @@ class LocalGlobalFusion(nn.Module):
         return local + glob + hybrid
 
 
+class LocalFusion(nn.Module):
+    """The CNN levels alone, fused as ALGF fuses them (no global branch, no cross-structure attention).
+
+    The levels are average-pooled to the deepest level's grid, concatenated and brought to ``dim`` channels by a
+    ``1x1 conv - BN - ReLU``: ALGF's "size adjust" of the local features. Used by ``variant=cnn_only`` (then MHF
+    follows) and ``variant=rd4ad`` (RD4AD's multi-scale feature fusion, our reading, straight into the one-class
+    embedding). Called as ``fusion(levels, None)`` so the variants share one forward.
+    """
+
+    def __init__(self, local_channels: int, dim: int) -> None:
+        super().__init__()
+        self.local_proj = conv_bn_relu(local_channels, dim, kernel=1)
+
+    def forward(self, local_levels: Sequence[torch.Tensor], global_map: torch.Tensor | None = None) -> torch.Tensor:
+        """Fused map ``[B, dim, h, w]`` on the grid of the last (deepest) local level; ``global_map`` is ignored."""
+        del global_map
+        grid = (int(local_levels[-1].shape[-2]), int(local_levels[-1].shape[-1]))
+        pooled = [f if tuple(f.shape[-2:]) == grid else F.adaptive_avg_pool2d(f, grid) for f in local_levels]
+        return self.local_proj(torch.cat(pooled, dim=1))
+
+
 class MultiScaleHybridFusion(nn.Module):
     """MHF: identity, one ``3x3`` conv and two ``3x3`` convs in parallel, concatenated (``3 * dim`` channels)."""
 
@@ -277,7 +302,20 @@ class HetNetModel(nn.Module):
     CNN levels had random boxes replaced by local multivariate Gaussian noise (distilled from Student-SR's clean
     output). Each student has its own one-class embedding (OCE).
 
+    ``variant`` gives the ablation rows that say what the offline HetNet is (the ViT teacher is random offline):
+
+    * ``hetnet``: the above.
+    * ``cnn_only``: no ViT teacher at all; the CNN levels are fused as ALGF fuses them without its global branch
+      (:class:`LocalFusion`), then MHF, OCE and the two students as above (the paper's "CNN teacher only" row).
+    * ``rd4ad``: RD4AD-style single-teacher reverse distillation with the same CNN teacher: :class:`LocalFusion` to
+      ``3 * fusion_dim`` channels (no MHF), one OCE, one student distilled from the CNN teacher. With noise
+      (``denoise_weight > 0``) the same student also decodes the noised levels back to the clean teacher.
+
+    ``denoise_weight == 0`` turns the noise off in every variant: no noise is fitted or sampled, only the clean
+    path is trained (score with ``score_students=sr`` then: Student-SD stays untrained).
+
     Args:
+        variant: ``hetnet``, ``cnn_only`` or ``rd4ad`` (see above); the ViT settings are unused without ``hetnet``.
         backbone: timm CNN teacher; layers: its levels, shallow to deep (strides must not decrease).
         pretrained: CNN teacher weights, ``True``/``False``/a local file (see ``components.backbones``).
         vit_backbone: timm ViT teacher; vit_layers: its blocks whose tokens are used.
@@ -297,6 +335,7 @@ class HetNetModel(nn.Module):
 
     def __init__(
         self,
+        variant: str = "hetnet",
         backbone: str = "tf_efficientnet_lite0",
         layers: Sequence[str] = ("blocks.1", "blocks.2", "blocks.4"),
         pretrained: bool | str = True,
@@ -316,6 +355,13 @@ class HetNetModel(nn.Module):
         if score_students not in SCORE_STUDENTS:
             raise ConfigError(f"hetnet: score_students={score_students!r} is not usable; it must be one of "
                               f"{', '.join(SCORE_STUDENTS)}.", hint="Fix --model.score_students.")
+        if variant not in VARIANTS:
+            raise ConfigError(f"hetnet: variant={variant!r} is not usable; it must be one of {', '.join(VARIANTS)}.",
+                              hint="Fix --model.variant.")
+        if variant == "rd4ad" and score_students == "sd":
+            raise ConfigError("hetnet: variant=rd4ad has one student; score_students=sd does not exist there.",
+                              hint="Use --model.score_students both (or sr): the one student makes the map.")
+        self.variant = variant
         self.layers = list(layers)
         self.image_size = int(image_size)
         self.denoise_weight = float(denoise_weight)
@@ -323,7 +369,9 @@ class HetNetModel(nn.Module):
         self.noise_synthesizer = noise_synthesizer
         self.noise = [self._make_noise(noise_synthesizer, noise_args) for _ in self.layers]  # one per CNN level
         mean, std = backbone_normalization(backbone)  # the ViT is built first: its settings fail fast
-        self.vit = ViTTeacher(vit_backbone, vit_layers, self.image_size, vit_pretrained, mean, std)
+        self.vit: ViTTeacher | None = None
+        if variant == "hetnet":
+            self.vit = ViTTeacher(vit_backbone, vit_layers, self.image_size, vit_pretrained, mean, std)
         self.cnn = create_feature_extractor(backbone, self.layers, pretrained)
         if any(b < a for a, b in zip(self.cnn.reductions, self.cnn.reductions[1:], strict=False)):
             raise ConfigError(f"hetnet: layers {self.layers} have strides {self.cnn.reductions}; they must be "
@@ -332,12 +380,24 @@ class HetNetModel(nn.Module):
         maps = self.cnn.probe(self.image_size, owner="hetnet", hint="Use a larger --model.image_size (224 or 256).")
         self.level_sizes: list[tuple[int, int]] = [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]
         channels = list(self.cnn.channels)
-        self.fusion = LocalGlobalFusion(sum(channels), self.vit.channels, fusion_dim)
-        self.hybrid = MultiScaleHybridFusion(fusion_dim)
+        self.fusion: nn.Module
+        self.hybrid: nn.Module
+        if self.vit is not None:
+            self.fusion = LocalGlobalFusion(sum(channels), self.vit.channels, fusion_dim)
+            self.hybrid = MultiScaleHybridFusion(fusion_dim)
+        elif variant == "cnn_only":
+            self.fusion = LocalFusion(sum(channels), fusion_dim)
+            self.hybrid = MultiScaleHybridFusion(fusion_dim)
+        else:  # rd4ad: the fused local map goes straight to the one-class embedding
+            self.fusion = LocalFusion(sum(channels), 3 * fusion_dim)
+            self.hybrid = nn.Identity()
         self.sr_embedding = OneClassEmbedding(3 * fusion_dim, embed_dim)
-        self.sd_embedding = OneClassEmbedding(3 * fusion_dim, embed_dim)
         self.sr = StudentDecoder(embed_dim, channels)
-        self.sd = StudentDecoder(embed_dim, channels)
+        self.sd_embedding: OneClassEmbedding | None = None
+        self.sd: StudentDecoder | None = None
+        if variant != "rd4ad":
+            self.sd_embedding = OneClassEmbedding(3 * fusion_dim, embed_dim)
+            self.sd = StudentDecoder(embed_dim, channels)
         self.blur = GaussianBlur2d(smoothing_sigma)
 
     @staticmethod
@@ -355,6 +415,11 @@ class HetNetModel(nn.Module):
         return synth
 
     # ------------------------------------------------------------------ noise statistics
+    @property
+    def uses_noise(self) -> bool:
+        """Whether training samples feature noise (``denoise_weight > 0``)."""
+        return self.denoise_weight > 0
+
     @property
     def noise_fitted(self) -> bool:
         """Whether every level's noise synthesizer can sample."""
@@ -381,13 +446,13 @@ class HetNetModel(nn.Module):
             raise DataError("hetnet: the noise synthesizer is still not fitted after a pass over the data.")
 
     # ------------------------------------------------------------------ forward
-    def teachers(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Frozen teacher features: the CNN levels and the ViT map."""
+    def teachers(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Frozen teacher features: the CNN levels and the ViT map (``None`` without a ViT teacher)."""
         with torch.no_grad():
-            return list(self.cnn(images)), self.vit(images)
+            return list(self.cnn(images)), (self.vit(images) if self.vit is not None else None)
 
-    def fuse(self, local_levels: Sequence[torch.Tensor], global_map: torch.Tensor) -> torch.Tensor:
-        """ALGF then MHF: ``[B, 3 * fusion_dim, h, w]``."""
+    def fuse(self, local_levels: Sequence[torch.Tensor], global_map: torch.Tensor | None) -> torch.Tensor:
+        """ALGF (or the local fusion) then MHF (none for ``rd4ad``): ``[B, 3 * fusion_dim, h, w]``."""
         return self.hybrid(self.fusion(local_levels, global_map))
 
     def add_noise(self, levels: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -401,17 +466,31 @@ class HetNetModel(nn.Module):
         return noisy, torch.stack(masks).mean()
 
     def training_losses(self, images: torch.Tensor) -> HetNetTrainOutput:
-        """SR: ``1 - cos`` to the CNN teacher per level; SD (noisy input): ``1 - cos`` to SR's clean output."""
-        if not self.noise_fitted:
+        """SR: ``1 - cos`` to the CNN teacher per level; SD (noisy input): ``1 - cos`` to SR's clean output
+        (``rd4ad``: the one student on the noisy input, ``1 - cos`` to the CNN teacher). Without noise
+        (``denoise_weight == 0``) only the clean term is computed."""
+        if self.uses_noise and not self.noise_fitted:
             raise RuntimeError("HetNetModel.fit_noise() must run before training.")
         local, glob = self.teachers(images)
-        noisy, fraction = self.add_noise(local)
+        sizes = self.level_sizes_of(local)
         batch = images.shape[0]
-        fused = self.fuse([torch.cat([c, n]) for c, n in zip(local, noisy, strict=True)], torch.cat([glob, glob]))
-        sr = self.sr(self.sr_embedding(fused[:batch]), self.level_sizes_of(local))
-        sd = self.sd(self.sd_embedding(fused[batch:]), self.level_sizes_of(local))
-        sr_loss = torch.stack([cosine_distance(t, s).mean() for t, s in zip(local, sr, strict=True)]).sum()
-        sd_loss = torch.stack([cosine_distance(r.detach(), d).mean() for r, d in zip(sr, sd, strict=True)]).sum()
+        if not self.uses_noise:
+            sr = self.sr(self.sr_embedding(self.fuse(local, glob)), sizes)
+            sr_loss = _distillation_loss(local, sr)
+            zero = sr_loss.new_zeros(())
+            return HetNetTrainOutput(sr_loss, sr_loss.detach(), zero, zero)
+        noisy, fraction = self.add_noise(local)
+        both_glob = torch.cat([glob, glob]) if glob is not None else None
+        fused = self.fuse([torch.cat([c, n]) for c, n in zip(local, noisy, strict=True)], both_glob)
+        if self.sd is None or self.sd_embedding is None:  # rd4ad: one student, both inputs back to the teacher
+            predicted = self.sr(self.sr_embedding(fused), sizes)
+            sr_loss = _distillation_loss(local, [p[:batch] for p in predicted])
+            sd_loss = _distillation_loss(local, [p[batch:] for p in predicted])
+        else:
+            sr = self.sr(self.sr_embedding(fused[:batch]), sizes)
+            sd = self.sd(self.sd_embedding(fused[batch:]), sizes)
+            sr_loss = _distillation_loss(local, sr)
+            sd_loss = _distillation_loss([r.detach() for r in sr], sd)
         loss = sr_loss + self.denoise_weight * sd_loss
         return HetNetTrainOutput(loss, sr_loss.detach(), sd_loss.detach(), fraction.detach())
 
@@ -427,10 +506,14 @@ class HetNetModel(nn.Module):
         size = (int(images.shape[-2]), int(images.shape[-1]))
         sizes = self.level_sizes_of(local)
         students = {"sr": (self.sr_embedding, self.sr), "sd": (self.sd_embedding, self.sd)}
-        wanted = ("sr", "sd") if self.score_students == "both" else (self.score_students,)
+        if self.sd is None:  # rd4ad: one student
+            wanted: tuple[str, ...] = ("sr",)
+        else:
+            wanted = ("sr", "sd") if self.score_students == "both" else (self.score_students,)
         maps = {}
         for name in wanted:
             embedding, decoder = students[name]
+            assert embedding is not None and decoder is not None
             predicted = decoder(embedding(fused), sizes)
             levels = [F.interpolate(cosine_distance(teacher, student), size=size, mode="bilinear",
                                     align_corners=False) for teacher, student in zip(local, predicted, strict=True)]
@@ -448,3 +531,8 @@ class HetNetModel(nn.Module):
         if self.training:
             return self.training_losses(images)
         return self.predict(images)
+
+
+def _distillation_loss(targets: Sequence[torch.Tensor], predictions: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Sum over levels of the mean ``1 - cos`` between target and predicted features."""
+    return torch.stack([cosine_distance(t, p).mean() for t, p in zip(targets, predictions, strict=True)]).sum()

@@ -22,7 +22,11 @@ from uad_plugins.components.transformer import (
 )
 from uad_plugins.errors import DataError
 
-__all__ = ["OnenipModel", "OnenipTrainOutput", "RefinerHead", "TwoWayDecoderLayer", "dice_loss"]
+__all__ = ["COMPONENT_MAPS", "OnenipModel", "OnenipTrainOutput", "RefinerHead", "TwoWayDecoderLayer", "dice_loss"]
+
+
+#: the maps :meth:`OnenipModel.component_maps` returns; the last (``fused``) is the one ``forward`` scores
+COMPONENT_MAPS = ("reconstruction", "refiner", "fused")
 
 
 class OnenipTrainOutput(NamedTuple):
@@ -251,9 +255,20 @@ class OnenipModel(FeatureTokenEncoder):
         ref_map = torch.sigmoid(self.refine(reconstruction, features, size))
         return rec_map, ref_map, index
 
+    def fuse(self, rec_map: torch.Tensor, ref_map: torch.Tensor) -> torch.Tensor:
+        """The fused map ``0.5 rec + 0.5 fusion_scale ref`` (``[B, 1, H, W]``)."""
+        return 0.5 * rec_map + 0.5 * self.fusion_scale * ref_map
+
+    def component_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The three maps of one forward, keyed by :data:`COMPONENT_MAPS`: reconstruction only (``|f - f_hat|``
+        map), refiner only (its probability) and fused (what :meth:`forward` returns), each ``[B, 1, H, W]``.
+        Lets one checkpoint show the refiner's share (``tools/learning_curve.py`` reports all three)."""
+        rec_map, ref_map, _ = self.maps(images)
+        return {"reconstruction": rec_map, "refiner": ref_map, "fused": self.fuse(rec_map, ref_map)}
+
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Eval: fused map ``0.5 rec + 0.5 fusion_scale ref``; score = max of its average-pooled map."""
         rec_map, ref_map, _ = self.maps(images)
-        anomaly_map = 0.5 * rec_map + 0.5 * self.fusion_scale * ref_map
+        anomaly_map = self.fuse(rec_map, ref_map)
         pred_score = max_avgpool_score(anomaly_map, self.pool_size)
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)

@@ -1,0 +1,74 @@
+"""tools/learning_curve.py and tools/unified_paper_gpu.py: tiny CPU runs (--quick) on the demo data, and the plan
+the GPU command would run."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def tools() -> tuple:
+    sys.path.insert(0, str(TOOLS))
+    try:
+        return importlib.import_module("learning_curve"), importlib.import_module("unified_paper_gpu")
+    finally:
+        sys.path.remove(str(TOOLS))
+
+
+def test_auroc_on_raw_scores(tools: tuple) -> None:
+    curve, _ = tools
+    assert curve.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+    assert curve.auroc([5.0, 5.0], [0, 1]) == 0.5  # ties count half
+    assert curve.auroc([1.0, 2.0], [1, 1]) is None  # one class only: undefined
+
+
+@pytest.mark.slow
+def test_quick_curve_checkpoints_validation_rows_and_last_test_with_onenip_maps(tools: tuple, tmp_path: Path) -> None:
+    curve, _ = tools
+    assert curve.main(["--quick", "--model", "plugin:onenip", "--output", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "curve.json").read_text())
+    assert result["epochs_done"] == 2 and [row["epoch"] for row in result["validation"]] == [1, 2]
+    assert all(Path(row["checkpoint"]).is_file() and row["in_fit_validation"] for row in result["validation"])
+    assert result["test_last"]["epoch"] == 2  # the test split is scored for the last checkpoint only
+    keys = {"pixel_AUROC", "pixel_AUROC_reconstruction", "pixel_AUROC_refiner", "pixel_AUROC_fused"}
+    assert keys <= set(result["test_last"]) and keys <= set(result["validation"][-1])
+    test = result["test_last"]
+    assert test["pixel_AUROC_fused"] == test["pixel_AUROC"]  # the fused map is the model's map
+    assert all(isinstance(test[k], float) and 0 <= test[k] <= 1 for k in keys)
+
+
+def test_gpu_plan_is_the_papers_protocol(tools: tuple) -> None:
+    _, gpu = tools
+    runs = gpu.plan(quick=False)
+    assert [r["name"] for r in runs] == ["uniad_bottle", "uniad_demo", "onenip_bottle", "onenip_demo"]
+    for run in runs:
+        assert run["epochs"] == 1000 and run["every"] == 25
+        assert run["data"]["init_args"]["train_batch_size"] == 64
+        assert run["model_args"] == {"backbone": "tf_efficientnet_lite0", "pretrained": True, "image_size": 224}
+    assert runs[0]["data"]["init_args"]["category"] == "bottle"
+    assert runs[1]["data"] == {"class_path": "UnifiedUadDemo", "init_args": {
+        "categories": "all", "train_batch_size": 64, "eval_batch_size": 32, "num_workers": 8}}
+    assert gpu._time_cap(0.7 * 9 * 60 / 4) == "00:00:01:34"
+
+
+@pytest.mark.slow
+def test_gpu_command_runs_tiny_on_cpu(tools: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, gpu = tools
+    monkeypatch.setattr(gpu, "MODELS", ("plugin:uniad",))  # one tiny run keeps this test short
+    assert gpu.main(["--quick", "--output", str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| uniad_quick | 1 |" in summary
+    assert (tmp_path / "uniad_quick" / "curve.json").is_file()
