@@ -137,6 +137,13 @@ def test_ckpt_from_and_overrides_parse_and_seed_replaces_the_recipe_seed() -> No
     assert recipe.with_seed(2).seed == 2 and recipe.with_seed(2).models == recipe.models
 
 
+def test_a_bad_seed_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = _write(tmp_path / "r.yaml", TINY_RECIPE)
+    code = main(["bench", "--recipe", str(recipe), "--seed", "-1", "--output", str(tmp_path / "out")])
+    assert code == 2 and "--seed must be an integer >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_overrides_are_written_over_a_checkpoints_hyper_parameters(tmp_path: Path) -> None:
     import torch
 
