@@ -66,7 +66,8 @@ SHIPPED_RECIPES = sorted(path.stem for path in (REPO / "configs" / "bench").glob
 
 def test_the_usual_recipes_ship() -> None:
     assert {"pbas_bottle", "demo_quick", "unified_bottle", "pradot_hetnet_fader_bottle_ckpt", "mmae_ecg_mitbih",
-            "hetnet_noise_ablation_bottle", "image_models_bsdata", "image_models_bottle"} <= set(SHIPPED_RECIPES)
+            "hetnet_noise_ablation_bottle", "image_models_bsdata", "image_models_bottle", "fader_gates"} <= \
+        set(SHIPPED_RECIPES)
 
 
 @pytest.mark.parametrize("name", SHIPPED_RECIPES)
@@ -102,6 +103,11 @@ def test_shipped_recipes_load(name: str) -> None:
         tiny = {"pretrained": False, "image_size": 64, "vit_layers": [1], "fusion_dim": 8, "embed_dim": 16}
         for args in rows.values():  # every row's settings are accepted (tiny sizes, random weights)
             HetNet(**{**args, **tiny})
+    if name == "fader_gates":  # one trained checkpoint per dataset, scored with FADeR's gates on and off
+        fader, off = recipe.models
+        assert fader.init_args["fader_epochs"] == 5 and not fader.trainer
+        assert off.ckpt_from == "fader" and off.overrides == {"gates": False}
+        assert [d.category for d in recipe.data] == ["bottle", "bsdata_pitting", "weave"]
     if name == "unified_bottle":  # benchmarked from the checkpoints of the bottle recipes
         assert all(m.ckpt_path and m.ckpt_path.endswith("latest/weights/lightning/model.ckpt") for m in recipe.models)
 
@@ -114,6 +120,16 @@ def test_shipped_recipes_load(name: str) -> None:
     ({"models": [{"model": "plugin:pbas", "ckpt_path": "missing/model.ckpt"}]}, "does not exist"),
     ({"models": [{"model": "plugin:pbas", "ckpt_path": "m.ckpt", "init_args": {"image_size": 64}}]},
      "a checkpoint already fixes the model"),
+    ({"models": [{"model": "plugin:fader", "overrides": {"gates": False}}]}, "'overrides' without a checkpoint"),
+    ({"models": [{"name": "a", "model": "plugin:fader", "ckpt_from": "b"}]}, "not an earlier model entry"),
+    ({"models": [{"name": "a", "model": "plugin:pbas"}, {"name": "b", "model": "plugin:fader", "ckpt_from": "a"}]},
+     "Give both entries the same 'model'"),
+    ({"models": [{"name": "a", "model": "plugin:fader"},
+                 {"name": "b", "model": "plugin:fader", "ckpt_from": "a", "overrides": {"gate": False}}]},
+     "has no init argument 'gate'"),
+    ({"models": [{"name": "a", "model": "plugin:fader"},
+                 {"name": "b", "model": "plugin:fader", "ckpt_from": "a", "trainer": {"max_epochs": 1}}]},
+     "Change a checkpoint model's init args with 'overrides'"),
 ])
 def test_bad_recipe_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict,
                                       expected: str) -> None:
@@ -122,6 +138,40 @@ def test_bad_recipe_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert code == 2 and expected in err
     assert not (tmp_path / "out").exists()
+
+
+def test_ckpt_from_and_overrides_parse_and_seed_replaces_the_recipe_seed() -> None:
+    from uad_plugins.bench.recipe import parse_recipe
+
+    recipe = parse_recipe({**TINY_RECIPE, "models": [
+        {"name": "fader", "model": "plugin:fader"},
+        {"name": "fader_gates_off", "model": "plugin:fader", "ckpt_from": "fader", "overrides": {"gates": False},
+         "precisions": []}]})
+    off = recipe.models[1]
+    assert off.ckpt_from == "fader" and off.overrides == {"gates": False} and off.ckpt_path is None
+    assert recipe.with_seed(2).seed == 2 and recipe.with_seed(2).models == recipe.models
+
+
+def test_a_bad_seed_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = _write(tmp_path / "r.yaml", TINY_RECIPE)
+    code = main(["bench", "--recipe", str(recipe), "--seed", "-1", "--output", str(tmp_path / "out")])
+    assert code == 2 and "--seed must be an integer >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_overrides_are_written_over_a_checkpoints_hyper_parameters(tmp_path: Path) -> None:
+    import torch
+
+    from uad_plugins.bench.runner import _checkpoint_with_overrides
+
+    source = tmp_path / "model.ckpt"
+    weights = {"model.w": torch.arange(3.0)}
+    torch.save({"state_dict": weights, "hyper_parameters": {"gates": True, "lr": 0.1}, "uad": {"seed": 3}}, source)
+    copy = _checkpoint_with_overrides(str(source), {"gates": False}, tmp_path / "out" / "model.ckpt")
+    loaded = torch.load(copy, weights_only=True)
+    assert loaded["hyper_parameters"] == {"gates": False, "lr": 0.1}
+    assert loaded["uad"] == {"seed": 3} and torch.equal(loaded["state_dict"]["model.w"], weights["model.w"])
+    assert torch.load(source, weights_only=True)["hyper_parameters"]["gates"] is True  # the source is untouched
 
 
 def test_report_renders_without_running(tmp_path: Path) -> None:

@@ -15,6 +15,10 @@ A recipe looks like::
       - name: uniad
         model: plugin:uniad
         ckpt_path: results/Uniad/MVTecAD/bottle/v0/weights/lightning/model.ckpt   # benchmark a trained model
+      - name: uniad_other
+        model: plugin:uniad
+        ckpt_from: uniad         # the checkpoint an earlier entry trained or loaded in this run, on the same data
+        overrides: {some_init_arg: value}   # init args changed on a checkpoint model when it is rebuilt
     data:
       - class_path: MVTecAD      # short anomalib names, UadDemo, or a dotted path
         init_args: {root: ../shared/data/mvtec_ad_256, category: bottle}
@@ -37,7 +41,12 @@ models only.
 
 A model with ``ckpt_path`` is not trained: the checkpoint (written by ``uad fit``) is loaded, so it takes no
 ``init_args``, ``trainer``, ``image_size`` or ``backbone_weights``. Relative data roots and checkpoint paths are
-resolved against the current working directory when the recipe is loaded. This module
+resolved against the current working directory when the recipe is loaded. ``ckpt_from`` is the same for the
+checkpoint that an earlier entry (same model) produced on each dataset in this run, so one recipe can train a model
+and score its checkpoint again with other settings. ``overrides`` (only with ``ckpt_path`` or ``ckpt_from``) are
+init args written over the checkpoint's hyper-parameters before the model is rebuilt (into a copy under
+``<output>/checkpoints``, which the OpenVINO rows export too), for switches that leave the weights valid, such as
+``plugin:fader``'s ``gates``. This module
 imports only the standard library and PyYAML; :func:`resolve_references` imports the model and data classes.
 """
 
@@ -64,7 +73,7 @@ BACKBONE_WEIGHTS = ("lite0_imagenet",)
 _TOP_KEYS = {"name", "description", "models", "data", "trainer", "precisions", "batch_sizes", "timing", "export",
              "seed", "threads", "metrics"}
 _MODEL_KEYS = {"name", "model", "init_args", "reference", "trainer", "image_size", "backbone_weights", "precisions",
-               "ckpt_path"}
+               "ckpt_path", "ckpt_from", "overrides"}
 _NOT_WITH_CKPT = ("init_args", "trainer", "image_size", "backbone_weights")
 _DATA_KEYS = {"name", "class_path", "init_args"}
 _TIMING_KEYS = {"warmup", "iterations"}
@@ -90,6 +99,8 @@ class ModelEntry:
     backbone_weights: str | None = None
     precisions: tuple[str, ...] | None = None
     ckpt_path: str | None = None
+    ckpt_from: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,10 @@ class Recipe:
     def quick(self) -> Recipe:
         """The same recipe with at most 1 warm-up and 3 timed iterations (a smoke run, not a measurement)."""
         return replace(self, warmup=min(self.warmup, 1), iterations=min(self.iterations, 3))
+
+    def with_seed(self, seed: int) -> Recipe:
+        """The same recipe with another seed (``uad bench --seed``: one run per seed, same models and data)."""
+        return replace(self, seed=_int(seed, "--seed", 0))
 
     def precisions_for(self, model: ModelEntry) -> tuple[str, ...]:
         """The OpenVINO precisions benchmarked for one model (its own list, else the recipe's)."""
@@ -228,9 +243,26 @@ def _model_entry(raw: Any, index: int, source: str, cwd: Path) -> ModelEntry:
         path = Path(ckpt_path).expanduser()
         # lexical normalisation only: a 'latest' link must be followed when the benchmark runs, not now
         ckpt_path = os.path.normpath(path if path.is_absolute() else cwd.absolute() / path)
+    ckpt_from = item.get("ckpt_from")
+    if ckpt_from is not None:
+        if not isinstance(ckpt_from, str) or not ckpt_from.strip():
+            raise ConfigError(f"{where}: 'ckpt_from' must be the name of an earlier model entry, got {ckpt_from!r}.")
+        if ckpt_path is not None:
+            raise ConfigError(f"{where} gives both 'ckpt_path' and 'ckpt_from'.", hint="Keep one of them.")
+        clash = [k for k in _NOT_WITH_CKPT if item.get(k)]
+        if clash:
+            raise ConfigError(f"{where} gives 'ckpt_from' and {', '.join(repr(c) for c in clash)}: the checkpoint "
+                              "already fixes the model and how it was trained.",
+                              hint="Change a checkpoint model's init args with 'overrides'.")
+    overrides = _mapping(item.get("overrides"), f"{where}: 'overrides'")
+    if overrides and ckpt_path is None and ckpt_from is None:
+        raise ConfigError(f"{where} gives 'overrides' without a checkpoint.",
+                          hint="'overrides' changes init args of a checkpoint model ('ckpt_path' or 'ckpt_from'); a "
+                          "model trained here takes its settings from 'init_args'.")
     return ModelEntry(name=name, model=ref, init_args=_mapping(item.get("init_args"), f"{where}: 'init_args'"),
                       reference=reference, trainer=_mapping(item.get("trainer"), f"{where}: 'trainer'"),
-                      image_size=image_size, backbone_weights=weights, precisions=precisions, ckpt_path=ckpt_path)
+                      image_size=image_size, backbone_weights=weights, precisions=precisions, ckpt_path=ckpt_path,
+                      ckpt_from=ckpt_from.strip() if ckpt_from else None, overrides=overrides)
 
 
 def _precisions(value: Any, where: str) -> tuple[str, ...]:
@@ -288,6 +320,18 @@ def parse_recipe(data: Any, *, source: str = "<recipe>", name: str | None = None
     if duplicates:
         raise ConfigError(f"recipe {source}: model names must be unique; repeated: {', '.join(duplicates)}.",
                           hint="Give each entry its own 'name:'.")
+    for index, entry in enumerate(models):
+        if entry.ckpt_from is None:
+            continue
+        earlier = {m.name: m for m in models[:index]}
+        if entry.ckpt_from not in earlier:
+            raise ConfigError(f"recipe {source}: model '{entry.name}' takes its checkpoint from '{entry.ckpt_from}', "
+                              "which is not an earlier model entry.",
+                              hint=f"Name one of the entries above it: {', '.join(earlier) or '(none)'}.")
+        if earlier[entry.ckpt_from].model != entry.model:
+            raise ConfigError(f"recipe {source}: model '{entry.name}' ({entry.model}) takes its checkpoint from "
+                              f"'{entry.ckpt_from}', a {earlier[entry.ckpt_from].model}.",
+                              hint="Give both entries the same 'model'.")
     data_raw = top.get("data")
     if not isinstance(data_raw, list) or not data_raw:
         raise ConfigError(f"{_where(source, 'data')} must be a non-empty list of datamodules.",
@@ -411,7 +455,7 @@ def resolve_references(recipe: Recipe) -> None:
         cls = model_class(entry)
         params = inspect.signature(cls.__init__).parameters
         accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        unknown = [k for k in entry.init_args if k not in params and not accepts_any]
+        unknown = [k for k in (*entry.init_args, *entry.overrides) if k not in params and not accepts_any]
         if unknown:
             near = close_matches(unknown[0], [p for p in params if p != "self"])
             raise ConfigError(f"model '{entry.name}' ({entry.model}) has no init argument "

@@ -233,6 +233,23 @@ def _build_model(entry: ModelEntry) -> tuple[Any, dict[str, Any] | None]:
     return model, weights
 
 
+def _checkpoint_with_overrides(source: str, overrides: dict[str, Any], target: Path) -> str:
+    """A copy of the checkpoint ``source`` at ``target`` whose hyper-parameters carry ``overrides`` (weights and run
+    record unchanged), so the model rebuilt from it, in this process and in the export child, uses them."""
+    import torch
+    from anomalib.utils.serialization import anomalib_safe_globals
+
+    from uad_plugins.engine.checkpoint import read_checkpoint_metadata
+
+    read_checkpoint_metadata(source)  # clear errors for a missing or unreadable file
+    with anomalib_safe_globals():
+        payload = torch.load(source, map_location="cpu", weights_only=True)
+    payload["hyper_parameters"] = {**(payload.get("hyper_parameters") or {}), **copy_args(overrides)}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, target)
+    return str(target)
+
+
 def _training_of_checkpoint(path: str) -> dict[str, Any]:
     """How a benchmarked checkpoint was trained: its run's metrics.json (when beside it) and the checkpoint's data."""
     from uad_plugins.engine.checkpoint import read_checkpoint_metadata
@@ -393,6 +410,8 @@ class _Bench:
         self.recipe, self.output, self.quick, self.progress = recipe, output, quick, progress
         self.rows: list[dict[str, Any]] = []
         self.report: dict[str, Any] = {}
+        #: (model name, data slug) -> the checkpoint that entry trained or loaded (for later ``ckpt_from`` entries)
+        self.checkpoints: dict[tuple[str, str], str] = {}
 
     def save(self, complete: bool) -> None:
         self.report["rows"] = self.rows
@@ -416,11 +435,17 @@ class _Bench:
             seed_everything(recipe.seed, workers=True, verbose=False)
         synthesizer, validation_ratio = None, 0.2
         seed = recipe.seed
-        if model_entry.ckpt_path:
+        data_slug = _slug(data_entry.name, data_entry.category)
+        source_ckpt = self._source_checkpoint(model_entry, data_slug)
+        ckpt = source_ckpt
+        if source_ckpt is not None and model_entry.overrides:
+            ckpt = _checkpoint_with_overrides(source_ckpt, model_entry.overrides,
+                                              self.output / "checkpoints" / slug / "model.ckpt")
+        if ckpt is not None:
             from uad_plugins.engine.checkpoint import load_checkpoint
 
             # what the checkpoint names (model class, validation synthesizer) is checked before it is built
-            model, record = load_checkpoint(model_entry.ckpt_path)
+            model, record = load_checkpoint(ckpt)
             weights = {"source": "checkpoint"}
             synthesizer, validation_ratio = record.validation_synthesizer, record.validation_ratio
             seed = record.seed if record.seed is not None else recipe.seed
@@ -448,13 +473,15 @@ class _Bench:
                            **{**_DEFAULT_TRAINER, **recipe.trainer_for(model_entry)})
         engine.open_run(model, datamodule, run_dir=run_dir)
 
-        if model_entry.ckpt_path:
+        if source_ckpt is not None:
             engine.prepare_data(datamodule, "fit")
-            eager["training"] = _training_of_checkpoint(model_entry.ckpt_path)
+            eager["training"] = _training_of_checkpoint(source_ckpt)
             eager["training"]["validation_rebuilt"] = (engine.run_info.get("validation") or {}).get("mode")
+            eager["training"]["overrides"] = dict(model_entry.overrides) or None
             eager["memory"]["fit_peak_rss_mb"] = None
-            say(f"[bench] {label}: loaded {model_entry.ckpt_path} (trained "
-                f"{eager['training'].get('epochs')} epochs); testing")
+            say(f"[bench] {label}: loaded {source_ckpt}"
+                + (f" with {model_entry.overrides}" if model_entry.overrides else "")
+                + f" (trained {eager['training'].get('epochs')} epochs); testing")
         else:
             say(f"[bench] {label}: fitting")
             measure.reset_peak_rss()
@@ -506,7 +533,9 @@ class _Bench:
 
         shared = {k: eager[k] for k in ("parameters", "buffers", "flops_per_image", "input_size", "training",
                                         "backbone_weights")}
-        checkpoint = str(model_entry.ckpt_path or eager["training"].get("checkpoint") or "")
+        checkpoint = str(ckpt or eager["training"].get("checkpoint") or "")
+        if checkpoint:
+            self.checkpoints[(model_entry.name, data_slug)] = str(source_ckpt or checkpoint)
         provenance = {"benchmark": self.recipe.name,
                       "data": {"class_path": data_entry.class_path, "init_args": data_entry.init_args}}
         for precision in precisions:
@@ -539,6 +568,17 @@ class _Bench:
                 self._say_row(label, row)
             rows.append(row)
         return rows
+
+    def _source_checkpoint(self, entry: ModelEntry, data_slug: str) -> str | None:
+        """The checkpoint an entry loads: its ``ckpt_path``, or what the entry named by ``ckpt_from`` trained or
+        loaded on this dataset (``None``: the entry is trained here)."""
+        if entry.ckpt_from is None:
+            return entry.ckpt_path
+        found = self.checkpoints.get((entry.ckpt_from, data_slug))
+        if found is None:
+            raise ConfigError(f"model '{entry.name}': model '{entry.ckpt_from}' left no checkpoint on this dataset "
+                              "(it failed earlier in this run).", hint="See that model's error row.")
+        return found
 
     def _say_row(self, label: str, row: dict[str, Any]) -> None:
         field = next(iter(metrics_for(row.get("modality") or "image")))  # image_AUROC / sample_AUROC

@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
         "uad bench --recipe configs/bench/mmae_ecg_mitbih.yaml (signals: sample/point AUROC columns)")
     parser.add_argument("--recipe", required=True, help="YAML recipe, e.g. configs/bench/pbas_bottle.yaml")
     parser.add_argument("--output", default=None, help="output folder (default: bench_results/<recipe stem>)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="run with this seed instead of the recipe's (default output gets a _seed<N> suffix); "
+                        "repeat the command per seed for a seed spread")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: at most 1 warm-up and 3 timed iterations (latencies are indicative only)")
     return parser
@@ -29,7 +32,11 @@ def bench(argv: list[str]) -> int:
     from uad_plugins.bench.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
-    output = Path(args.output) if args.output else Path("bench_results") / Path(args.recipe).stem
+    stem = Path(args.recipe).stem
+    if args.seed is not None:
+        recipe = recipe.with_seed(args.seed)
+        stem = f"{stem}_seed{args.seed}"
+    output = Path(args.output) if args.output else Path("bench_results") / stem
 
     from uad_plugins.cli.quiet import quiet_imports
 

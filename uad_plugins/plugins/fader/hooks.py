@@ -11,10 +11,10 @@ def uad_register_models():
         summary="FADeR on EAR: one deterministic attention mask, mosaic hint, U-Net inpainting, gated skips.",
         config="uad_plugins.plugins.fader:config.yaml",
         # tiny settings for the contract test: the default saliency mask on a random Lite0, 64 px, 8x8 patch grid,
-        # 3-level U-Net of width 8; half of the contract's two steps train the base, half FADeR
+        # 3-level U-Net of width 8; of the contract's one epoch of two batches, one trains the base, one FADeR
         test_config={"pretrained": False, "image_size": 64, "patch_size": 8,
                      "mosaic_size": 4, "base_channels": 8, "depth": 3, "attenuation_hidden": 16,
-                     "fader_fraction": 0.5},
+                     "fader_epochs": 0.5},
         tags=("image", "exportable"),
         paper="Park et al., Feature Attenuation of Defective Representation Can Resolve Incomplete Masking on "
         "Anomaly Detection, arXiv 2407.04597 (CVPR 2025 VAND 3.0 workshop); base: Park et al., Visual defect "

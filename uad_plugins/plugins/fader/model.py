@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.pre_processing import PreProcessor
@@ -40,8 +41,15 @@ class Fader(UadModule):
     map. FADeR adds two per-patch linear layers whose sigmoid gates attenuate the U-Net's skip connections, trained
     after the base on targets derived from the base's reconstruction error. ``attenuation=False`` is the plain base.
 
-    Training runs in two stages within one fit: the first ``1 - fader_fraction`` of the training batches train the
-    base (U-Net), the rest train only FADeR's layers with the base frozen.
+    Training runs in two stages within one fit. Stage 1 trains the base U-Net for ``max_epochs`` epochs, exactly as
+    ``attenuation=False`` does (same initialisation, same batches). Stage 2 is the last ``fader_epochs`` epochs: it
+    starts with one pass over the training images that measures the frozen base's error on unmasked patches
+    (the statistics the gate targets are scaled by), copies the base decoder, and then trains FADeR's layers and the
+    decoder copy on synthetically corrupted normal images; the base U-Net is never changed, so ``gates=False``
+    scores the same checkpoint as the plain base.
+
+    Stage lengths: left alone, the trainer runs ``max_epochs + ceil(fader_epochs)`` epochs. A ``--trainer.max_epochs
+    T`` wins: the FADeR stage stays the last ``fader_epochs`` epochs and the base gets ``T - fader_epochs``.
 
     Args:
         mask_source: ``"saliency"`` (the default; our offline addition: CNN feature deviation with the
@@ -62,13 +70,17 @@ class Fader(UadModule):
         attenuation: ``True`` = FADeR; ``False`` = the plain EAR base.
         attenuation_hidden: hidden width of FADeR's two-layer MLP (64).
         attenuation_weight: weight of the gate-target BCE in the FADeR stage (1.0).
-        fader_fraction: share of the training batches (the last ones) that train FADeR (0.25).
+        fader_epochs: length of the FADeR stage in epochs, at the end of the fit (5; a fraction counts batches).
+        gates: score with FADeR's gates (``True``) or with the base alone (``False``, the same checkpoint's base);
+            an inference switch only: ``uad bench`` model entries set it with ``overrides: {gates: false}``.
+        corruption_rate: share of patches given a synthetic defect in the FADeR stage (0.05, ours).
+        target_quantile: quantile of the normal base error up to which the gate target stays 1 (0.99, ours).
         anomaly_map: ``"msgms"`` (1 - multi-scale gradient-magnitude similarity) or ``"l2"``.
         smoothing_sigma: Gaussian sigma of the anomaly map in pixels (4; 0 = none).
         lr: Adam learning rate of the U-Net (1e-3: our CPU default for short schedules; RIAD uses 1e-4).
-        fader_lr: Adam learning rate of FADeR's layers (1e-3).
+        fader_lr: Adam learning rate of FADeR's layers and the gated decoder copy (1e-3).
         weight_decay: Adam weight decay of both (0).
-        max_epochs: suggested training length (20; any ``--trainer.max_epochs`` wins).
+        max_epochs: suggested length of the base stage (20; ``--trainer.max_epochs`` wins, see above).
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
 
@@ -88,7 +100,10 @@ class Fader(UadModule):
         attenuation: bool = True,
         attenuation_hidden: int = 64,
         attenuation_weight: float = 1.0,
-        fader_fraction: float = 0.25,
+        fader_epochs: float = 5,
+        gates: bool = True,
+        corruption_rate: float = 0.05,
+        target_quantile: float = 0.99,
         anomaly_map: str = "msgms",
         smoothing_sigma: float = 4.0,
         lr: float = 1e-3,
@@ -105,7 +120,8 @@ class Fader(UadModule):
         _validate(mask_source=mask_source, image_size=image_size, patch_size=patch_size, mask_ratio=mask_ratio,
                   hint=hint, mosaic_size=mosaic_size, base_channels=base_channels, depth=depth,
                   attenuation=attenuation, attenuation_hidden=attenuation_hidden,
-                  attenuation_weight=attenuation_weight, fader_fraction=fader_fraction, anomaly_map=anomaly_map,
+                  attenuation_weight=attenuation_weight, fader_epochs=fader_epochs, gates=gates,
+                  corruption_rate=corruption_rate, target_quantile=target_quantile, anomaly_map=anomaly_map,
                   smoothing_sigma=smoothing_sigma, lr=lr, fader_lr=fader_lr, weight_decay=weight_decay,
                   max_epochs=max_epochs)
         if pre_processor is True:
@@ -115,16 +131,17 @@ class Fader(UadModule):
         self.image_size = int(image_size)
         self.attenuation = bool(attenuation)
         self.attenuation_weight = float(attenuation_weight)
-        self.fader_fraction = float(fader_fraction)
+        self.fader_epochs = float(fader_epochs)
         self.lr = float(lr)
         self.fader_lr = float(fader_lr)
         self.weight_decay = float(weight_decay)
-        self.suggested_max_epochs = int(max_epochs)
+        self.suggested_max_epochs = int(max_epochs) + (math.ceil(self.fader_epochs) if self.attenuation else 0)
         self.model: FaderModel = FaderModel(
             mask_source=mask_source, backbone=backbone or DEFAULT_BACKBONES[mask_source], layers=list(layers),
             pretrained=pretrained, image_size=self.image_size, patch_size=patch_size, mask_ratio=mask_ratio,
             hint=hint, mosaic_size=mosaic_size, base_channels=base_channels, depth=depth, attenuation=attenuation,
-            attenuation_hidden=attenuation_hidden, anomaly_map=anomaly_map, smoothing_sigma=smoothing_sigma,
+            attenuation_hidden=attenuation_hidden, gates=gates, corruption_rate=corruption_rate,
+            target_quantile=target_quantile, anomaly_map=anomaly_map, smoothing_sigma=smoothing_sigma,
         )
         self.automatic_optimization = False
         self._fader_start: int | None = None
@@ -146,26 +163,32 @@ class Fader(UadModule):
         return PreProcessor(transform=Compose([Resize(size, antialias=True)]))
 
     def configure_optimizers(self) -> list[optim.Optimizer]:
-        """Adam for the U-Net (stage 1) and, with attenuation, Adam for FADeR's layers (stage 2)."""
+        """Adam for the base U-Net (stage 1) and, with attenuation, Adam for FADeR's layers and the gated decoder
+        copy (stage 2)."""
         optimizers = [optim.Adam(self.model.unet.parameters(), lr=self.lr, weight_decay=self.weight_decay)]
-        if self.model.attenuator is not None:
-            optimizers.append(optim.Adam(self.model.attenuator.parameters(), lr=self.fader_lr,
-                                         weight_decay=self.weight_decay))
+        if self.model.attenuator is not None and self.model.gated_decoder is not None:
+            params = [*self.model.attenuator.parameters(), *self.model.gated_decoder.parameters()]
+            optimizers.append(optim.Adam(params, lr=self.fader_lr, weight_decay=self.weight_decay))
         return optimizers
 
     # ------------------------------------------------------------------ the two stages
     def fader_start(self) -> int:
-        """Index (over the whole fit) of the first training batch of the FADeR stage."""
+        """Index (over the whole fit) of the first training batch of the FADeR stage: the last ``fader_epochs``
+        epochs' batches train FADeR, the ones before train the base."""
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise ConfigError("fader: the training length is unbounded, so the FADeR stage cannot be placed.",
                               hint="Set --trainer.max_epochs or --trainer.max_steps.")
         total = int(total)
-        if total < 2:
-            logger.warning("fader: a single training batch trains only the base; FADeR stays untrained (its gates "
-                           "are not applied).")
-            return total
-        return min(max(round((1.0 - self.fader_fraction) * total), 1), total - 1)
+        per_epoch = max(int(self.trainer.num_training_batches), 1)
+        fader = max(round(self.fader_epochs * per_epoch), 1)
+        if total - fader < 1:
+            raise ConfigError(
+                f"fader: the fit has {total} training batches and the FADeR stage takes {fader} "
+                f"(fader_epochs={self.fader_epochs:g} x {per_epoch} per epoch): no batch is left for the base.",
+                hint="Leave --trainer.max_epochs out (the base then gets --model.max_epochs epochs and FADeR "
+                "--model.fader_epochs more), raise it, or lower --model.fader_epochs.")
+        return total - fader
 
     def on_train_start(self) -> None:
         """Place the stage switch (and say where it is)."""
@@ -173,6 +196,11 @@ class Fader(UadModule):
             self._fader_start = self.fader_start()
             logger.info("fader: batches 0-%d train the EAR base, batches %d-%d train FADeR (base frozen).",
                         self._fader_start - 1, self._fader_start, int(self.trainer.estimated_stepping_batches) - 1)
+
+    def on_train_end(self) -> None:
+        """Say so when the fit ended before the FADeR stage (the gates are then never applied)."""
+        if self.attenuation and not self.model.ready:
+            logger.warning("fader: the fit ended before the FADeR stage; this model scores as the plain base.")
 
     def stage(self, batch_idx: int) -> str:
         """``"base"`` or ``"fader"`` for this training batch."""
@@ -183,9 +211,28 @@ class Fader(UadModule):
         done = self.current_epoch * int(self.trainer.num_training_batches) + batch_idx
         return "fader" if done >= self._fader_start else "base"
 
+    def _normal_errors(self) -> torch.Tensor:
+        """The frozen base's per-patch errors on the unmasked patches of every training image (all normal)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        loader = datamodule.train_dataloader() if datamodule is not None else self.trainer.train_dataloader
+        self.model.unet.eval()
+        errors = [self.model.unmasked_base_errors(images) for images in self.preprocessed_images(loader)]
+        return torch.cat(errors)
+
+    def start_fader_stage(self) -> None:
+        """Freeze the base, gather the normal error statistics, copy the decoder (see ``FaderModel.start_fader``)."""
+        self.model.unet.eval().requires_grad_(False)
+        errors = self._normal_errors()
+        self.model.start_fader(errors)
+        logger.info("fader: FADeR stage: base error on %d unmasked normal patches: median %.4g, q%g %.4g; "
+                    "gate targets fall from 1 to 0 between %.4g and %.4g.", errors.numel(),
+                    float(self.model.error_median), self.model.target_quantile * 100, float(self.model.error_high),
+                    *(float(v) for v in self.model.target_bounds()))
+
     def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
-        """Stage 1: one Adam step of the U-Net on RIAD's loss. Stage 2: the U-Net frozen (eval-mode BatchNorm, no
-        gradients), one Adam step of FADeR's layers on reconstruction loss + weighted gate BCE."""
+        """Stage 1: one Adam step of the U-Net on RIAD's loss. Stage 2: the base frozen (eval-mode BatchNorm, no
+        gradients), one Adam step of FADeR's layers and the gated decoder copy on reconstruction loss + weighted
+        gate BCE (the first stage-2 batch first runs :meth:`start_fader_stage`)."""
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         stage = self.stage(batch_idx)
@@ -196,10 +243,11 @@ class Fader(UadModule):
             optimizer.zero_grad()
             output: FaderTrainOutput = self.model.base_losses(batch.image)
         else:
+            if not self.model.ready:
+                self.start_fader_stage()
             optimizer = optimizers[1]
             self.model.unet.eval()
             self.model.unet.requires_grad_(False)
-            self.model.fader_ready.fill_(1.0)
             optimizer.zero_grad()
             output = self.model.fader_losses(batch.image, self.attenuation_weight)
         self.manual_backward(output.loss)
@@ -216,6 +264,10 @@ class Fader(UadModule):
 
 def _power_of_two(value: Any) -> bool:
     return positive_int(value) and value & (value - 1) == 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _validate(**values: Any) -> None:
@@ -243,8 +295,13 @@ def _validate(**values: Any) -> None:
         ("base_channels", positive_int(values["base_channels"]), "a positive integer (16)"),
         ("attenuation_hidden", positive_int(values["attenuation_hidden"]), "a positive integer (64)"),
         ("attenuation_weight", values["attenuation_weight"] > 0, "> 0 (1.0)"),
-        ("fader_fraction", 0 < values["fader_fraction"] < 1,
-         "in (0, 1): the share of training batches, at the end, that train FADeR (0.25)"),
+        ("fader_epochs", _number(values["fader_epochs"]) and values["fader_epochs"] > 0,
+         "> 0: epochs of the FADeR stage after the base (5; a fraction counts batches)"),
+        ("gates", isinstance(values["gates"], bool), "true (score with FADeR's gates) or false (the base alone)"),
+        ("corruption_rate", isinstance(values["corruption_rate"], int | float) and 0 < values["corruption_rate"] < 1,
+         "in (0, 1): the share of patches given a synthetic defect in the FADeR stage (0.05)"),
+        ("target_quantile", isinstance(values["target_quantile"], int | float) and 0.5 < values["target_quantile"] < 1,
+         "in (0.5, 1): the normal-error quantile up to which a gate target stays 1 (0.99)"),
         ("smoothing_sigma", values["smoothing_sigma"] >= 0, ">= 0 (4; 0 turns smoothing off)"),
         ("lr", values["lr"] > 0, "> 0 (1e-3)"),
         ("fader_lr", values["fader_lr"] > 0, "> 0 (1e-3)"),

@@ -9,7 +9,15 @@ The pieces, in the order an image meets them:
 3. the excised patches get a **mosaic hint** (pixelated copy) instead of being blanked (:func:`hint_images`);
 4. a **U-Net** reconstructs the image (:class:`UNet`);
 5. **FADeR** (:class:`AttenuationMLP`): two per-patch linear layers read the encoder features and give one soft gate
-   per patch and skip level that multiplies the skip connection before the decoder sees it.
+   per patch and skip level that multiplies the skip connection before a fine-tuned copy of the decoder sees it
+   (gates held at 1 on excised patches, upsampled bilinearly).
+
+Training has two stages (:mod:`uad_plugins.plugins.fader.model` schedules them): the base U-Net alone
+(:meth:`FaderModel.base_losses`), then, with the base frozen, statistics of the base's error on the unmasked patches
+of normal training images (:meth:`FaderModel.error_statistics`) and the FADeR stage (:meth:`FaderModel.fader_losses`):
+the gate layers and the gated decoder copy learn on normal images with synthetic corruptions, the gate targets
+coming from the frozen base's error against the clean image. The base U-Net is kept unchanged, so the same
+checkpoint scores with the gates on (``gates=True``) or off (the base exactly).
 
 The anomaly map is the reconstruction error (multi-scale gradient-magnitude similarity by default, as in RIAD, the
 U-Net inpainting method EAR builds on), Gaussian smoothed; the image score is its maximum. No Lightning here (see
@@ -18,6 +26,7 @@ U-Net inpainting method EAR builds on), Gaussian smoothed; the image score is it
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Sequence
@@ -51,6 +60,8 @@ __all__ = [
     "FaderTrainOutput",
     "FeatureSaliency",
     "UNet",
+    "attenuation_targets",
+    "corrupt_patches",
     "create_vit",
     "describe",
     "hint_images",
@@ -78,7 +89,7 @@ class FaderOutput(NamedTuple):
     reconstruction: torch.Tensor  # [B, 3, H, W] in [0, 1]
     hinted: torch.Tensor  # [B, 3, H, W]: the image with the excised patches mosaiced (or blanked)
     mask: torch.Tensor  # [B, 1, gh, gw]: 1 = excised patch
-    gates: torch.Tensor | None  # [B, L, gh, gw]: FADeR's attenuation per patch and skip level (None = no FADeR)
+    gates: torch.Tensor | None  # [B, L, gh, gw]: FADeR's gates per patch and level, 1 on excised patches (None: off)
 
 
 class FaderTrainOutput(NamedTuple):
@@ -185,9 +196,33 @@ def msgms_loss(images: torch.Tensor, reconstruction: torch.Tensor, scales: int =
 
 def ssim_loss(images: torch.Tensor, reconstruction: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """``1 - SSIM`` (Gaussian window 11, sigma 1.5, data range 1, per channel, zero padding)."""
+    return ssim_map(images, reconstruction, window, sigma).mean()
+
+
+def reconstruction_loss(images: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """RIAD's reconstruction loss, which EAR trains with: ``L2 + MSGMS + (1 - SSIM)`` with unit weights."""
+    return (F.mse_loss(reconstruction, images) + msgms_loss(images, reconstruction)
+            + ssim_loss(images, reconstruction))
+
+
+def masked_reconstruction_loss(images: torch.Tensor, reconstruction: torch.Tensor,
+                               weight: torch.Tensor) -> torch.Tensor:
+    """:func:`reconstruction_loss` with the per-pixel terms averaged over ``weight`` ``[B, 1, H, W]`` only (the
+    multi-scale GMS term as the mean of :func:`msgms_map`, the SSIM term on the per-pixel SSIM map)."""
+    total = weight.sum().clamp_min(1.0)
+
+    def mean(values: torch.Tensor) -> torch.Tensor:
+        return (values * weight).sum() / total
+
+    squared = ((images - reconstruction) ** 2).mean(dim=1, keepdim=True)
+    return mean(squared) + mean(msgms_map(images, reconstruction)) + mean(ssim_map(images, reconstruction))
+
+
+def ssim_map(images: torch.Tensor, reconstruction: torch.Tensor, window: int = 11,
+             sigma: float = 1.5) -> torch.Tensor:
+    """Per-pixel ``1 - SSIM`` averaged over the channels (``[B, 1, H, W]``; settings as :func:`ssim_loss`)."""
     channels = images.shape[1]
-    kernel = _gaussian_window(window, sigma).to(images.device, images.dtype)
-    kernel = kernel.expand(channels, 1, window, window)
+    kernel = _gaussian_window(window, sigma).to(images.device, images.dtype).expand(channels, 1, window, window)
     pad = window // 2
 
     def blur(x: torch.Tensor) -> torch.Tensor:
@@ -199,13 +234,41 @@ def ssim_loss(images: torch.Tensor, reconstruction: torch.Tensor, window: int = 
     var_b = blur(reconstruction * reconstruction) - mu_b**2
     cov = blur(images * reconstruction) - mu_a * mu_b
     ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return 1.0 - ssim.mean()
+    return (1.0 - ssim).mean(dim=1, keepdim=True)
 
 
-def reconstruction_loss(images: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    """RIAD's reconstruction loss, which EAR trains with: ``L2 + MSGMS + (1 - SSIM)`` with unit weights."""
-    return (F.mse_loss(reconstruction, images) + msgms_loss(images, reconstruction)
-            + ssim_loss(images, reconstruction))
+def corrupt_patches(images: torch.Tensor, patch_size: int, rate: float,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic defects for the FADeR stage (ours): ``(corrupted images, patch mask [B, 1, gh, gw])``.
+
+    Each patch is corrupted with probability ``rate`` (at least one per image): its pixels are replaced by another
+    image's content (the batch rolled by one, shifted by a random number of patches), scaled and offset by a random
+    colour change, with Gaussian noise on half the images. The clean image stays the reconstruction target.
+    """
+    batch, _, height, width = images.shape
+    gh, gw = height // patch_size, width // patch_size
+    device = images.device
+    chosen = (torch.rand(batch, 1, gh, gw, generator=generator) < rate).float()
+    first = torch.randint(gh * gw, (batch,), generator=generator)
+    chosen.view(batch, -1)[torch.arange(batch), first] = 1.0
+    shift = (int(torch.randint(1, gh, (1,), generator=generator)) * patch_size,
+             int(torch.randint(1, gw, (1,), generator=generator)) * patch_size)
+    source = torch.roll(images.roll(1, dims=0), shifts=shift, dims=(2, 3))
+    scale = 0.6 + 0.8 * torch.rand(batch, 3, 1, 1, generator=generator)
+    offset = 0.3 * (torch.rand(batch, 3, 1, 1, generator=generator) - 0.5)
+    noisy = (torch.rand(batch, 1, 1, 1, generator=generator) < 0.5).float()
+    noise = 0.1 * torch.randn(images.shape, generator=generator) * noisy
+    fake = (source * scale.to(device) + offset.to(device) + noise.to(device)).clamp(0.0, 1.0)
+    pixel_mask = F.interpolate(chosen.to(device), scale_factor=patch_size, mode="nearest")
+    return images * (1.0 - pixel_mask) + fake * pixel_mask, chosen.to(device)
+
+
+def attenuation_targets(patch_errors: torch.Tensor, low: torch.Tensor | float,
+                        high: torch.Tensor | float) -> torch.Tensor:
+    """Gate targets in [0, 1] from per-patch errors, scaled against the normal training errors: 1 (open) up to
+    ``low``, 0 (shut) from ``high`` on, linear in between."""
+    span = torch.as_tensor(high) - torch.as_tensor(low)
+    return ((high - patch_errors) / span.clamp_min(1e-8)).clamp(0.0, 1.0)
 
 
 def error_map(images: torch.Tensor, reconstruction: torch.Tensor, metric: str) -> torch.Tensor:
@@ -394,13 +457,20 @@ class UNet(nn.Module):
             features.append(x)
         return features
 
-    def decode(self, features: Sequence[torch.Tensor], gates: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        """Reconstruction from the encoder features; ``gates[i]`` (broadcastable) multiplies skip ``i``."""
+    def decoder(self) -> nn.ModuleDict:
+        """The decoder's modules (``up``, ``fuse``, ``head``) as one module, e.g. to copy them."""
+        return nn.ModuleDict({"up": self.up, "fuse": self.fuse, "head": self.head})
+
+    def decode(self, features: Sequence[torch.Tensor], gates: Sequence[torch.Tensor] | None = None,
+               decoder: nn.Module | None = None) -> torch.Tensor:
+        """Reconstruction from the encoder features; ``gates[i]`` (broadcastable) multiplies skip ``i``;
+        ``decoder``: another module with ``up``, ``fuse`` and ``head`` of the same shapes (default: this one's)."""
+        parts = self if decoder is None else decoder
         x = features[-1]
-        for i in reversed(range(len(self.up))):
+        for i in reversed(range(len(parts.up))):
             skip = features[i] if gates is None else features[i] * gates[i]
-            x = self.fuse[i](torch.cat([self.up[i](x), skip], dim=1))
-        return torch.sigmoid(self.head(x))
+            x = parts.fuse[i](torch.cat([parts.up[i](x), skip], dim=1))
+        return torch.sigmoid(parts.head(x))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(images))
@@ -410,15 +480,19 @@ class AttenuationMLP(nn.Module):
     """FADeR: two per-patch linear layers (``Linear(C, hidden) - ReLU - Linear(hidden, L)``, as 1x1 convolutions on
     the patch grid) giving one gate logit per patch and attenuated skip level.
 
-    The last bias starts at ``init_bias`` (sigmoid 0.95 for 3) so the gates start almost open.
+    The last bias starts at ``init_bias`` (sigmoid 0.95 for 3) so the gates start almost open; the weights are drawn
+    from a private generator (``seed``), so building FADeR does not move the global random state (a base trained
+    with and without FADeR sees the same initialisation and the same batches).
     """
 
-    def __init__(self, in_channels: int, hidden: int, levels: int, init_bias: float = 3.0) -> None:
+    def __init__(self, in_channels: int, hidden: int, levels: int, init_bias: float = 3.0, seed: int = 0) -> None:
         super().__init__()
-        self.fc1 = nn.Conv2d(in_channels, hidden, 1)
-        self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(hidden, levels, 1)
-        nn.init.normal_(self.fc2.weight, std=0.01)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.fc1 = nn.Conv2d(in_channels, hidden, 1)
+            self.act = nn.ReLU(inplace=True)
+            self.fc2 = nn.Conv2d(hidden, levels, 1)
+            nn.init.normal_(self.fc2.weight, std=0.01)
         nn.init.constant_(self.fc2.bias, init_bias)
 
     def forward(self, descriptors: torch.Tensor) -> torch.Tensor:
@@ -444,11 +518,19 @@ class FaderModel(nn.Module):
         base_channels, depth: U-Net width and number of levels.
         attenuation: ``False`` builds the plain EAR base (no FADeR module).
         attenuation_hidden: hidden width of FADeR's MLP.
+        gates: apply FADeR at inference (``False`` scores with the base U-Net alone; only read once FADeR has been
+            trained). A plain attribute, :attr:`gates`, so one trained model can be scored both ways.
+        corruption_rate: share of patches given a synthetic defect in the FADeR stage (:func:`corrupt_patches`).
+        target_quantile: the gate target is 1 up to this quantile of the base's error on unmasked patches of normal
+            training images and falls linearly to 0 at ``2 * q - median`` (:func:`attenuation_targets`).
         anomaly_map: ``"msgms"`` (1 - multi-scale GMS) or ``"l2"``.
         smoothing_sigma: Gaussian sigma of the anomaly map (0 = none).
 
+    Parts: ``unet`` is the base (trained in stage 1, then frozen and never changed); ``gated_decoder`` is a copy of
+    its decoder, made when the FADeR stage starts and fine-tuned there with the gates; ``attenuator`` is FADeR.
+
     Eval mode: ``forward(images) -> InferenceBatch(pred_score [B], anomaly_map [B, 1, H, W])``. Training goes through
-    :meth:`base_losses` (stage 1) and :meth:`fader_losses` (stage 2).
+    :meth:`base_losses` (stage 1), :meth:`start_fader` with :meth:`error_statistics`, and :meth:`fader_losses`.
     """
 
     def __init__(
@@ -466,6 +548,9 @@ class FaderModel(nn.Module):
         depth: int = 4,
         attenuation: bool = True,
         attenuation_hidden: int = 64,
+        gates: bool = True,
+        corruption_rate: float = 0.05,
+        target_quantile: float = 0.99,
         anomaly_map: str = "msgms",
         smoothing_sigma: float = 4.0,
     ) -> None:
@@ -491,6 +576,9 @@ class FaderModel(nn.Module):
         self.mosaic_size = int(mosaic_size)
         self.anomaly_map_metric = anomaly_map
         self.attenuation = bool(attenuation)
+        self.gates = bool(gates)
+        self.corruption_rate = float(corruption_rate)
+        self.target_quantile = float(target_quantile)
 
         if mask_source == "attention":
             self.mask_source: nn.Module = AttentionSaliency(self.backbone, pretrained)
@@ -500,12 +588,33 @@ class FaderModel(nn.Module):
         self.unet = UNet(base_channels, depth)
         self.skip_strides = [2**i for i in range(depth - 1)]
         self.attenuator: AttenuationMLP | None = None
+        self.gated_decoder: nn.ModuleDict | None = None
         if self.attenuation:
             self.attenuator = AttenuationMLP(sum(self.unet.channels), attenuation_hidden, depth - 1)
-        # 1 once FADeR has been trained: before that the (untrained) gates are not applied, also in eval and export
+            self.gated_decoder = copy.deepcopy(self.unet.decoder())  # refreshed from the base by start_fader
+        # 1 once the FADeR stage has started (statistics gathered, decoder copied); until then the gated path is not
+        # used, also in eval and export. ``ready`` mirrors it as a Python bool, so the traced graph has no branch.
         self.register_buffer("fader_ready", torch.tensor(0.0))
+        # the base's per-patch error on unmasked patches of normal training images: target_quantile and median
+        self.register_buffer("error_high", torch.tensor(1.0))
+        self.register_buffer("error_median", torch.tensor(0.0))
+        self.ready = False
+        self._register_load_state_dict_pre_hook(self._fill_old_keys)
+        self.register_load_state_dict_post_hook(_sync_ready)
         self.blur: nn.Module = GaussianBlur2d(sigma=smoothing_sigma, channels=1) if smoothing_sigma > 0 \
             else nn.Identity()
+
+    def _fill_old_keys(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Checkpoints written before the gated decoder existed: its weights are the base decoder's (what FADeR
+        then decoded with) and the error statistics keep their defaults."""
+        if self.gated_decoder is None:
+            return
+        for key in self.gated_decoder.state_dict():
+            name = f"{prefix}gated_decoder.{key}"
+            if name not in state_dict and f"{prefix}unet.{key}" in state_dict:
+                state_dict[name] = state_dict[f"{prefix}unet.{key}"]
+        for name in ("error_high", "error_median"):
+            state_dict.setdefault(f"{prefix}{name}", getattr(self, name))
 
     # ------------------------------------------------------------------ mask and hint
     def patch_mask(self, images: torch.Tensor) -> torch.Tensor:
@@ -531,26 +640,33 @@ class FaderModel(nn.Module):
             raise RuntimeError("this model was built with attenuation=False (no FADeR module).")
         return self.attenuator(self.descriptors(features))
 
+    @staticmethod
+    def hold_excised(gates: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Gates with the excised patches held at 1: the mosaic hint there is EAR's, not a leaked defect."""
+        return gates * (1.0 - mask) + mask
+
     def level_gates(self, gates: torch.Tensor) -> list[torch.Tensor]:
-        """Patch gates repeated to each skip level's resolution (``[B, 1, H/s, W/s]`` per level)."""
+        """Patch gates resampled bilinearly to each skip level's resolution (``[B, 1, H/s, W/s]`` per level), so a
+        gate fades across patch borders instead of stepping at them."""
         out = []
         for level, stride in enumerate(self.skip_strides):
-            factor = self.patch_size // stride
+            size = (self.image_size // stride, self.image_size // stride)
             gate = gates[:, level:level + 1]
-            out.append(F.interpolate(gate, scale_factor=factor, mode="nearest") if factor > 1 else gate)
+            out.append(F.interpolate(gate, size=size, mode="bilinear", align_corners=False))
         return out
 
     # ------------------------------------------------------------------ forward passes
-    def reconstruct(self, images: torch.Tensor, attenuate: bool = True) -> FaderOutput:
-        """Mask, hint and reconstruct; with ``attenuate`` and a FADeR module, gate the skips (the gates are
-        blended to 1 until FADeR has been trained, see ``fader_ready``)."""
+    def reconstruct(self, images: torch.Tensor, attenuate: bool | None = None) -> FaderOutput:
+        """Mask, hint and reconstruct. With the gates (``attenuate``, default :attr:`gates`), a FADeR module and
+        the FADeR stage reached, the gated skips go through the fine-tuned decoder; otherwise the base decodes."""
+        attenuate = self.gates if attenuate is None else attenuate
         hinted, mask = self.excise(images)
         features = self.unet.encode(hinted)
-        if not (attenuate and self.attenuator is not None):
+        if not (attenuate and self.attenuator is not None and self.ready):
             return FaderOutput(self.unet.decode(features), hinted, mask, None)
-        gates = torch.sigmoid(self.gate_logits(features))
-        gates = gates * self.fader_ready + (1.0 - self.fader_ready)
-        return FaderOutput(self.unet.decode(features, self.level_gates(gates)), hinted, mask, gates)
+        gates = self.hold_excised(torch.sigmoid(self.gate_logits(features)), mask)
+        reconstruction = self.unet.decode(features, self.level_gates(gates), self.gated_decoder)
+        return FaderOutput(reconstruction, hinted, mask, gates)
 
     def raw_map(self, images: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         """Unsmoothed per-pixel error ``[B, 1, H, W]``."""
@@ -569,31 +685,72 @@ class FaderModel(nn.Module):
         zero = loss.new_zeros(())
         return FaderTrainOutput(loss, loss.detach(), zero, zero, zero)
 
-    def attenuation_targets(self, images: torch.Tensor, base_reconstruction: torch.Tensor) -> torch.Tensor:
-        """Per-patch targets ``[B, 1, gh, gw]`` in [0, 1] from the base's error (our reading of the paper's
-        error-derived supervision): ``1 - minmax(mean error in the patch)`` per image, so the worst-reconstructed
-        patch of each image should be shut (0) and well-reconstructed ones left open (1)."""
-        errors = F.avg_pool2d(self.raw_map(images, base_reconstruction), self.patch_size)
-        low = errors.amin(dim=(2, 3), keepdim=True)
-        high = errors.amax(dim=(2, 3), keepdim=True)
-        return 1.0 - (errors - low) / (high - low).clamp_min(1e-8)
+    def patch_errors(self, images: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """Mean error per patch ``[B, 1, gh, gw]`` (unsmoothed map)."""
+        return F.avg_pool2d(self.raw_map(images, reconstruction), self.patch_size)
 
-    def fader_losses(self, images: torch.Tensor, attenuation_weight: float = 1.0) -> FaderTrainOutput:
-        """Stage 2 (FADeR): with the base frozen, train the gates on
-        ``reconstruction loss (gated skips) + attenuation_weight * BCE(gates, error-derived targets)``."""
-        if self.attenuator is None:
+    @torch.no_grad()
+    def unmasked_base_errors(self, images: torch.Tensor) -> torch.Tensor:
+        """The base's per-patch errors on the unmasked patches of (normal) ``images``, flat."""
+        out = self.reconstruct(images, attenuate=False)
+        errors = self.patch_errors(images, out.reconstruction)
+        return errors[out.mask == 0]
+
+    @torch.no_grad()
+    def start_fader(self, normal_errors: torch.Tensor) -> None:
+        """Begin the FADeR stage: store the statistics of ``normal_errors`` (:meth:`unmasked_base_errors` over the
+        normal training images), copy the base decoder into :attr:`gated_decoder`, mark FADeR ready."""
+        if self.attenuator is None or self.gated_decoder is None:
             raise RuntimeError("this model was built with attenuation=False (no FADeR module).")
+        errors = normal_errors.detach().float().flatten().cpu()
+        if errors.numel() == 0:
+            raise ValueError("no base errors to take statistics from.")
+        self.error_high.fill_(float(torch.quantile(errors, self.target_quantile)))
+        self.error_median.fill_(float(errors.median()))
+        self.gated_decoder.load_state_dict(self.unet.decoder().state_dict())
+        self.fader_ready.fill_(1.0)
+        self.ready = True
+
+    def target_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(low, high)`` of :func:`attenuation_targets`: open up to the normal ``target_quantile``, shut from
+        ``2 * quantile - median`` on."""
+        spread = (self.error_high - self.error_median).clamp_min(1e-6)
+        return self.error_high, self.error_high + spread
+
+    def fader_losses(self, images: torch.Tensor, attenuation_weight: float = 1.0,
+                     generator: torch.Generator | None = None) -> FaderTrainOutput:
+        """Stage 2 (FADeR), after :meth:`start_fader`, with the base frozen:
+
+        1. synthetic defects on a few patches (:func:`corrupt_patches`); the mask is taken from the corrupted image,
+           so some defects are excised and others leak, as at test time;
+        2. targets: the frozen base's error **against the clean image** per patch, scaled by the normal statistics
+           (:func:`attenuation_targets`), so a defect the base copies through its skips asks for a shut gate;
+        3. loss = reconstruction loss of the clean image through the gated skips and the fine-tuned decoder copy +
+           ``attenuation_weight`` x BCE(gate logits, targets) on the unmasked patches only (excised patches hold
+           their gate at 1 and have no target).
+        """
+        if self.attenuator is None or self.gated_decoder is None:
+            raise RuntimeError("this model was built with attenuation=False (no FADeR module).")
+        if not self.ready:
+            raise RuntimeError("FADeR's stage has not started: call start_fader with the normal error statistics.")
+        corrupted, _ = corrupt_patches(images, self.patch_size, self.corruption_rate, generator)
         with torch.no_grad():
-            hinted, _ = self.excise(images)
+            hinted, mask = self.excise(corrupted)
             features = self.unet.encode(hinted)
-            targets = self.attenuation_targets(images, self.unet.decode(features))
+            base = self.unet.decode(features)
+            low, high = self.target_bounds()
+            targets = attenuation_targets(self.patch_errors(images, base), low, high)
         logits = self.gate_logits(features)
-        gates = torch.sigmoid(logits)
-        reconstruction = self.unet.decode(features, self.level_gates(gates))
+        gates = self.hold_excised(torch.sigmoid(logits), mask)
+        reconstruction = self.unet.decode(features, self.level_gates(gates), self.gated_decoder)
         rec_loss = reconstruction_loss(images, reconstruction)
-        bce = F.binary_cross_entropy_with_logits(logits, targets.expand_as(logits))
+        visible = (1.0 - mask).expand_as(logits)
+        bce = F.binary_cross_entropy_with_logits(logits, targets.expand_as(logits), weight=visible, reduction="sum")
+        bce = bce / visible.sum().clamp_min(1.0)
         loss = rec_loss + attenuation_weight * bce
-        return FaderTrainOutput(loss, rec_loss.detach(), bce.detach(), gates.detach().mean(), targets.mean())
+        open_gates = (torch.sigmoid(logits.detach()) * visible).sum() / visible.sum().clamp_min(1.0)
+        target_mean = (targets * (1.0 - mask)).sum() / (1.0 - mask).sum().clamp_min(1.0)
+        return FaderTrainOutput(loss, rec_loss.detach(), bce.detach(), open_gates, target_mean)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch | FaderOutput:
         """Eval: ``InferenceBatch``; training: the :class:`FaderOutput` of the full (gated) pass."""
@@ -603,11 +760,20 @@ class FaderModel(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"mask_source={self.mask_source_name!r}, backbone={self.backbone!r}, grid={self.grid}, "
-                f"num_masked={self.num_masked}, hint={self.hint!r}, attenuation={self.attenuation}")
+                f"num_masked={self.num_masked}, hint={self.hint!r}, attenuation={self.attenuation}, "
+                f"gates={self.gates}")
+
+
+def _sync_ready(module: nn.Module, incompatible_keys: Any) -> None:
+    """After loading a state dict: the Python flag follows the loaded ``fader_ready`` buffer."""
+    del incompatible_keys
+    module.ready = bool(module.fader_ready.item() > 0.5)
 
 
 def describe(model: FaderModel) -> dict[str, Any]:
     """A short summary for logs: sizes of the trainable parts."""
     unet = sum(p.numel() for p in model.unet.parameters())
     mlp = sum(p.numel() for p in model.attenuator.parameters()) if model.attenuator is not None else 0
-    return {"unet_parameters": unet, "fader_parameters": mlp, "grid": model.grid, "num_masked": model.num_masked}
+    decoder = sum(p.numel() for p in model.gated_decoder.parameters()) if model.gated_decoder is not None else 0
+    return {"unet_parameters": unet, "fader_parameters": mlp, "gated_decoder_parameters": decoder,
+            "grid": model.grid, "num_masked": model.num_masked}
