@@ -159,6 +159,22 @@ def test_a_bad_seed_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixt
     assert not (tmp_path / "out").exists()
 
 
+def test_models_selects_entries_and_the_checkpoints_they_need(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from uad_plugins.bench.recipe import parse_recipe
+
+    recipe = parse_recipe({**TINY_RECIPE, "models": [
+        {"name": "pbas", "model": "plugin:pbas"},
+        {"name": "fader", "model": "plugin:fader"},
+        {"name": "fader_gates_off", "model": "plugin:fader", "ckpt_from": "fader", "overrides": {"gates": False}}]})
+    assert [m.name for m in recipe.with_models(["fader_gates_off"]).models] == ["fader", "fader_gates_off"]
+    assert [m.name for m in recipe.with_models(["fader", "pbas"]).models] == ["pbas", "fader"]  # recipe order
+    path = _write(tmp_path / "r.yaml", TINY_RECIPE)
+    code = main(["bench", "--recipe", str(path), "--models", "nope", "--output", str(tmp_path / "out")])
+    assert code == 2 and "has no model entry 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_overrides_are_written_over_a_checkpoints_hyper_parameters(tmp_path: Path) -> None:
     import torch
 

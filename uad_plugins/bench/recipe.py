@@ -150,6 +150,24 @@ class Recipe:
         """The same recipe with another seed (``uad bench --seed``: one run per seed, same models and data)."""
         return replace(self, seed=_int(seed, "--seed", 0))
 
+    def with_models(self, names: list[str]) -> Recipe:
+        """The same recipe with only the named model entries (``uad bench --models``), in the recipe's order, plus
+        the entries they take a checkpoint from (``ckpt_from``). Each row is fitted on its own with the recipe's
+        seed, so a row's numbers do not depend on which other rows run."""
+        known = [m.name for m in self.models]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"--models: recipe {self.name} has no model entry {unknown[0]!r}.",
+                              hint=f"Its entries: {', '.join(known)}.")
+        wanted = set(names)
+        by_name = {m.name: m for m in self.models}
+        for name in names:  # an entry's checkpoint source runs too
+            source = by_name[name].ckpt_from
+            while source is not None and source not in wanted:
+                wanted.add(source)
+                source = by_name[source].ckpt_from
+        return replace(self, models=tuple(m for m in self.models if m.name in wanted))
+
     def precisions_for(self, model: ModelEntry) -> tuple[str, ...]:
         """The OpenVINO precisions benchmarked for one model (its own list, else the recipe's)."""
         return self.precisions if model.precisions is None else model.precisions

@@ -21,6 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None,
                         help="run with this seed instead of the recipe's (default output gets a _seed<N> suffix); "
                         "repeat the command per seed for a seed spread")
+    parser.add_argument("--models", nargs="+", default=None, metavar="NAME",
+                        help="run only these model entries of the recipe (and those they take checkpoints from); "
+                        "each row is fitted with the recipe's seed on its own, so its numbers are those of the "
+                        "full run")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: at most 1 warm-up and 3 timed iterations (latencies are indicative only)")
     return parser
@@ -36,6 +40,9 @@ def bench(argv: list[str]) -> int:
     if args.seed is not None:
         recipe = recipe.with_seed(args.seed)
         stem = f"{stem}_seed{args.seed}"
+    if args.models:
+        recipe = recipe.with_models(args.models)
+        stem = f"{stem}_{'_'.join(m.name for m in recipe.models)}"
     output = Path(args.output) if args.output else Path("bench_results") / stem
 
     from uad_plugins.cli.quiet import quiet_imports
