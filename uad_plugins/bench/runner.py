@@ -40,7 +40,7 @@ from uad_plugins.bench.recipe import (
     model_reference,
     resolve_references,
 )
-from uad_plugins.edge.atomic import write_json_atomic
+from uad_plugins.edge.atomic import atomic_path, write_json_atomic
 from uad_plugins.errors import ConfigError, UadError
 from uad_plugins.protocols import modality_of
 
@@ -237,16 +237,14 @@ def _checkpoint_with_overrides(source: str, overrides: dict[str, Any], target: P
     """A copy of the checkpoint ``source`` at ``target`` whose hyper-parameters carry ``overrides`` (weights and run
     record unchanged), so the model rebuilt from it, in this process and in the export child, uses them."""
     import torch
-    from anomalib.utils.serialization import anomalib_safe_globals
 
-    from uad_plugins.engine.checkpoint import read_checkpoint_metadata
+    from uad_plugins.engine.checkpoint import read_checkpoint
 
-    read_checkpoint_metadata(source)  # clear errors for a missing or unreadable file
-    with anomalib_safe_globals():
-        payload = torch.load(source, map_location="cpu", weights_only=True)
+    payload = read_checkpoint(source)  # weights only; clear errors for a missing or unreadable file
     payload["hyper_parameters"] = {**(payload.get("hyper_parameters") or {}), **copy_args(overrides)}
     target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, target)
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
     return str(target)
 
 

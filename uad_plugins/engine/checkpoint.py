@@ -25,7 +25,7 @@ from uad_plugins.trust import (
 )
 
 __all__ = ["RunRecord", "UadCheckpointMetadata", "WeightsOnlyCheckpointIO", "load_checkpoint",
-           "load_model_from_checkpoint", "read_checkpoint_metadata"]
+           "load_model_from_checkpoint", "read_checkpoint", "read_checkpoint_metadata"]
 
 KEY = "uad_plugins"
 
@@ -70,13 +70,11 @@ class WeightsOnlyCheckpointIO(AnomalibCheckpointIO):
         return checkpoint
 
 
-def read_checkpoint_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(uad metadata, hyper_parameters)`` of a checkpoint; clear errors for a missing or unreadable file.
-
-    The file is read with ``weights_only=True`` (tensors and plain data only, whatever
-    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says); what the metadata names is checked later (:class:`RunRecord`,
-    :func:`load_checkpoint`).
-    """
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The whole checkpoint dict, read with ``weights_only=True`` (tensors and plain data only, whatever
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says); clear errors for a missing or unreadable file, or one whose uad
+    block or hyper-parameters are not mappings. What the metadata names is checked later (:class:`RunRecord`,
+    :func:`load_checkpoint`)."""
     import torch
     from anomalib.utils.serialization import anomalib_safe_globals
 
@@ -94,11 +92,16 @@ def read_checkpoint_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str
                             "file.") from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UadError(f"{file} is not a Lightning checkpoint (no state_dict).")
-    meta, hparams = ckpt.get(KEY) or {}, ckpt.get("hyper_parameters") or {}
-    if not isinstance(meta, Mapping) or not isinstance(hparams, Mapping):
+    if not isinstance(ckpt.get(KEY) or {}, Mapping) or not isinstance(ckpt.get("hyper_parameters") or {}, Mapping):
         raise UntrustedSettingError(f"checkpoint {file}: its '{KEY}' or 'hyper_parameters' block is not a mapping.",
                                     hint="The file was not written by 'uad fit' or was edited; use another file.")
-    return dict(meta), dict(hparams)
+    return ckpt
+
+
+def read_checkpoint_metadata(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(uad metadata, hyper_parameters)`` of a checkpoint (see :func:`read_checkpoint`)."""
+    ckpt = read_checkpoint(path)
+    return dict(ckpt.get(KEY) or {}), dict(ckpt.get("hyper_parameters") or {})
 
 
 @dataclass(frozen=True)
