@@ -16,6 +16,7 @@ from uad_plugins.plugins.pbas.torch_model import (
     GaussianBlur2d,
     PbasModel,
     PbasTrainOutput,
+    backbone_embed_dimension,
     nearest_centers,
     synthesize_anomalies,
 )
@@ -61,6 +62,22 @@ def test_embedding_grid_and_dimension() -> None:
     features, grid = net.embed(torch.rand(2, 3, 64, 64))
     assert grid == net.grid_size == (8, 8)  # blocks.2 has stride 8
     assert features.shape == (2 * 8 * 8, 64)
+
+
+def test_embedding_sized_to_the_backbone_by_default() -> None:
+    """Without a dimension the embedding is the smallest layer's C * p * p (Lite0 blocks.2: 40 * 9 = 360), so no
+    value of a shallow layer is repeated; an explicit one wins, and the paper's 1536 caps the sizing."""
+    net = tiny_net(pretrain_embed_dimension=None, target_embed_dimension=None)
+    assert net.pretrain_embed_dimension == net.target_embed_dimension == 360
+    features, _ = net.embed(torch.rand(1, 3, 64, 64))
+    assert features.shape == (64, 360)
+    assert net.projection.in_features == net.discriminator.body[0].in_features == 360
+    assert net.centers.shape == (64, 360)
+    only_target = tiny_net(pretrain_embed_dimension=None, target_embed_dimension=128)
+    assert (only_target.pretrain_embed_dimension, only_target.target_embed_dimension) == (360, 128)
+    assert backbone_embed_dimension([40, 112], 3) == 360
+    assert backbone_embed_dimension([512, 1024], 3) == 1536  # WRN50 layer2/layer3: the paper's 1536
+    assert backbone_embed_dimension([40, 112], 1) == 40
 
 
 def test_center_init_one_per_grid_position_and_ema() -> None:
@@ -185,7 +202,8 @@ def test_lightning_module_defaults() -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [("noise_scale", 0.0), ("image_size", 8), ("patch_size", 2),
-                                            ("center_momentum", 1.0), ("lr", -1.0)])
+                                            ("center_momentum", 1.0), ("lr", -1.0),
+                                            ("target_embed_dimension", 0), ("pretrain_embed_dimension", True)])
 def test_invalid_settings(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         Pbas(**{**TINY, key: value})

@@ -32,8 +32,11 @@ class Pbas(UadModule):
         layers: backbone feature layers (``layer2``/``layer3`` for ResNets, ``blocks.2``/``blocks.4`` for Lite0).
         pretrained: ``True`` (ImageNet weights), ``False`` (random init) or a local weights file.
         image_size: side of the square input after pre-processing (288 in the paper).
-        pretrain_embed_dimension: per-layer mean-mapped dimension (1536).
-        target_embed_dimension: patch-feature dimension D (1536).
+        pretrain_embed_dimension: per-layer mean-mapped dimension. ``None`` (our default) sizes it to the backbone:
+            the smallest layer's ``channels x patch_size^2`` (360 for Lite0 ``blocks.2``), so no value is repeated;
+            the paper's 1536 is for WRN50 (``configs/pbas_mvtec_paper.yaml`` sets it).
+        target_embed_dimension: patch-feature dimension D; ``None`` (our default) makes it equal to the per-layer
+            dimension (the paper: 1536).
         patch_size: local aggregation window (3).
         dsc_hidden: discriminator hidden width (1024).
         noise_scale: k, the synthetic offset as a fraction of the mean radius (0.25).
@@ -54,8 +57,8 @@ class Pbas(UadModule):
         layers: Sequence[str] = ("blocks.2", "blocks.4"),
         pretrained: bool | str = True,
         image_size: int = 288,
-        pretrain_embed_dimension: int = 1536,
-        target_embed_dimension: int = 1536,
+        pretrain_embed_dimension: int | None = None,
+        target_embed_dimension: int | None = None,
         patch_size: int = 3,
         dsc_hidden: int = 1024,
         noise_scale: float = 0.25,
@@ -139,15 +142,20 @@ class Pbas(UadModule):
         return {"loss": output.loss.detach()}
 
 
+def _positive_or_none(value: Any) -> bool:
+    """True for ``None`` or a positive int (not a bool)."""
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+
+
 def _validate(**values: Any) -> None:
     """Raise ConfigError for settings PBAS cannot use."""
     checks: list[tuple[str, bool, str]] = [
         ("image_size", isinstance(values["image_size"], int) and values["image_size"] >= 32,
          "an integer of at least 32 (288 in the paper; multiples of 32 are safest)"),
-        ("pretrain_embed_dimension", isinstance(values["pretrain_embed_dimension"], int)
-         and values["pretrain_embed_dimension"] > 0, "a positive integer (1536 in the paper)"),
-        ("target_embed_dimension", isinstance(values["target_embed_dimension"], int)
-         and values["target_embed_dimension"] > 0, "a positive integer (1536 in the paper)"),
+        ("pretrain_embed_dimension", _positive_or_none(values["pretrain_embed_dimension"]),
+         "a positive integer (1536 in the paper) or null (sized to the backbone)"),
+        ("target_embed_dimension", _positive_or_none(values["target_embed_dimension"]),
+         "a positive integer (1536 in the paper) or null (equal to pretrain_embed_dimension)"),
         ("patch_size", isinstance(values["patch_size"], int) and values["patch_size"] >= 1
          and values["patch_size"] % 2 == 1, "an odd positive integer (3 in the paper)"),
         ("dsc_hidden", isinstance(values["dsc_hidden"], int) and values["dsc_hidden"] > 0,

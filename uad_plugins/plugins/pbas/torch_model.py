@@ -19,10 +19,12 @@ from uad_plugins.components.scoring import GaussianBlur2d
 from uad_plugins.errors import ConfigError, DataError
 
 __all__ = [
+    "PAPER_EMBED_DIMENSION",
     "Discriminator",
     "GaussianBlur2d",
     "PbasModel",
     "PbasTrainOutput",
+    "backbone_embed_dimension",
     "nearest_centers",
     "synthesize_anomalies",
 ]
@@ -87,6 +89,22 @@ class Discriminator(nn.Module):
         return self.tail(self.body(features))
 
 
+#: the paper's patch-feature dimension (WRN50), the most :func:`backbone_embed_dimension` gives
+PAPER_EMBED_DIMENSION = 1536
+
+
+def backbone_embed_dimension(channels: Sequence[int], patch_size: int) -> int:
+    """The patch-feature dimension sized to the backbone: the smallest layer's ``C * p * p``, at most 1536.
+
+    Each layer's unfolded ``C * p * p`` vector is mean-mapped to one common dimension. A dimension above a layer's
+    depth only repeats its values (Lite0's ``blocks.2``: 40 channels x 9 = 360 values stretched to the paper's 1536),
+    and the adaptor and discriminator, which run on every patch, then spend their work on copies. The smallest depth
+    is the largest dimension that repeats nothing; deeper layers are averaged down to it. The paper's 1536 caps it
+    (WRN50's ``layer2`` alone has 4608 values per patch).
+    """
+    return min(PAPER_EMBED_DIMENSION, *(int(c) * patch_size * patch_size for c in channels))
+
+
 class PbasModel(nn.Module):
     """Progressive Boundary guided Anomaly Synthesis (PBAS), the network.
 
@@ -95,8 +113,10 @@ class PbasModel(nn.Module):
         layers: feature layers; the first sets the patch grid.
         pretrained: ``True`` (ImageNet weights), ``False`` (random init) or a local weights file.
         image_size: training image side; fixes the number of centres (one per grid position).
-        pretrain_embed_dimension: per-layer mean-mapped dimension.
-        target_embed_dimension: dimension ``D`` of the aggregated patch feature (and of the adaptor).
+        pretrain_embed_dimension: per-layer mean-mapped dimension; ``None`` sizes it to the backbone (see
+            :func:`backbone_embed_dimension`).
+        target_embed_dimension: dimension ``D`` of the aggregated patch feature (and of the adaptor); ``None``
+            makes it equal to the per-layer dimension.
         patch_size: local aggregation window (odd).
         dsc_hidden: hidden width of the discriminator.
         noise_scale: ``k`` of the anomaly synthesis.
@@ -113,8 +133,8 @@ class PbasModel(nn.Module):
         layers: Sequence[str] = ("blocks.2", "blocks.4"),
         pretrained: bool | str = True,
         image_size: int = 288,
-        pretrain_embed_dimension: int = 1536,
-        target_embed_dimension: int = 1536,
+        pretrain_embed_dimension: int | None = None,
+        target_embed_dimension: int | None = None,
         patch_size: int = 3,
         dsc_hidden: int = 1024,
         noise_scale: float = 0.25,
@@ -123,8 +143,6 @@ class PbasModel(nn.Module):
     ) -> None:
         super().__init__()
         self.layers = list(layers)
-        self.pretrain_embed_dimension = int(pretrain_embed_dimension)
-        self.target_embed_dimension = int(target_embed_dimension)
         self.patch_size = int(patch_size)
         self.noise_scale = float(noise_scale)
         self.center_momentum = float(center_momentum)
@@ -133,6 +151,10 @@ class PbasModel(nn.Module):
         maps = self.feature_extractor.probe(image_size, owner="pbas", hint="Use a larger --model.image_size (288 in "
                                             "the paper; a multiple of 32 is safest).")
         self.grid_size: tuple[int, int] = (int(maps[0].shape[-2]), int(maps[0].shape[-1]))
+        sized = backbone_embed_dimension([int(fmap.shape[1]) for fmap in maps], self.patch_size)
+        self.pretrain_embed_dimension = sized if pretrain_embed_dimension is None else int(pretrain_embed_dimension)
+        self.target_embed_dimension = (self.pretrain_embed_dimension if target_embed_dimension is None
+                                       else int(target_embed_dimension))
 
         dim = self.target_embed_dimension
         self.projection = nn.Linear(dim, dim)
