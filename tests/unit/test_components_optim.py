@@ -32,6 +32,17 @@ def test_one_decay_only(decay_at: float, max_epochs: int, first_decayed: int) ->
     assert lrs[first_decayed:] == pytest.approx([1e-5] * (max_epochs - first_decayed))  # StepLR went to 1e-6, 1e-7
 
 
+def test_decay_in_steps_when_the_fit_knows_its_steps() -> None:
+    """A schedule in optimiser steps (max_steps, epochs unbounded): the milestone is a step, stepped per step."""
+    module = SimpleNamespace(_trainer=SimpleNamespace(max_epochs=-1, estimated_stepping_batches=200))
+    config = adamw_with_one_decay(module, [torch.nn.Parameter(torch.zeros(1))], 1e-4, 1e-4, 0.8)
+    assert config["lr_scheduler"]["interval"] == "step"
+    assert list(config["lr_scheduler"]["scheduler"].milestones) == [160]
+    unbounded = SimpleNamespace(_trainer=SimpleNamespace(max_epochs=-1, estimated_stepping_batches=float("inf")))
+    assert isinstance(adamw_with_one_decay(unbounded, [torch.nn.Parameter(torch.zeros(1))], 1e-4, 0.0, 0.8),
+                      torch.optim.AdamW)
+
+
 def test_no_schedule_without_epochs_or_decay() -> None:
     params = [torch.nn.Parameter(torch.zeros(1))]
     assert isinstance(adamw_with_one_decay(SimpleNamespace(), params, 1e-4, 0.0, 0.8), torch.optim.AdamW)

@@ -287,7 +287,7 @@ def test_lightning_module_defaults_and_hook() -> None:
     transforms = model.pre_processor.transform.transforms
     assert isinstance(transforms[0], Resize) and list(transforms[0].size) == [64, 64]
     assert isinstance(transforms[1], Normalize) and list(transforms[1].mean) == [0.5, 0.5, 0.5]
-    assert model.trainer_arguments == {"max_epochs": 20, "num_sanity_val_steps": 0}
+    assert model.trainer_arguments == {"max_epochs": 20, "max_steps": 300, "num_sanity_val_steps": 0}
     assert model.learning_type == LearningType.ONE_CLASS
     optimiser = model.configure_optimizers()
     assert isinstance(optimiser, torch.optim.Adam) and optimiser.defaults["betas"] == (0.5, 0.999)

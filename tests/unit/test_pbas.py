@@ -191,7 +191,7 @@ def test_lightning_module_defaults() -> None:
     transforms = model.pre_processor.transform.transforms
     assert isinstance(transforms[0], Resize) and list(transforms[0].size) == [64, 64]
     assert isinstance(transforms[1], Normalize) and list(transforms[1].mean) == [0.5, 0.5, 0.5]
-    assert model.trainer_arguments == {"num_sanity_val_steps": 0, "max_epochs": 10}
+    assert model.trainer_arguments == {"num_sanity_val_steps": 0, "max_epochs": 10, "max_steps": 300}
     assert model.learning_type == LearningType.ONE_CLASS
     assert model.visualizer is None
     resnet = Pbas.configure_pre_processor(32, backbone="resnet18").transform.transforms[1]

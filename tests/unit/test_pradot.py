@@ -256,7 +256,7 @@ def test_lightning_module_defaults() -> None:
     transforms = model.pre_processor.transform.transforms
     assert isinstance(transforms[0], Resize) and list(transforms[0].size) == [64, 64]
     assert isinstance(transforms[1], Normalize) and list(transforms[1].mean) == pytest.approx([0.485, 0.456, 0.406])
-    assert model.trainer_arguments == {"max_epochs": 50, "num_sanity_val_steps": 0}
+    assert model.trainer_arguments == {"max_epochs": 50, "max_steps": 200, "num_sanity_val_steps": 0}
     assert model.learning_type == LearningType.ONE_CLASS
     assert model.configure_optimizers() is None
     assert model.visualizer is None

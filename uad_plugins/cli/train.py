@@ -88,6 +88,10 @@ def _build_parser(command: str):
                                  "plugin:ecg_anomaly for signals)")
         parser.add_argument("--validation_ratio", type=float, default=0.2,
                             help="share of training normals held back for validation")
+        parser.add_argument("--stop_when_stable", type=float | None, default=None,
+                            help="a tolerance in (0, 1), e.g. 0.05: stop training once the validation normals' "
+                                 "scores move less than that share of their spread between two validation passes "
+                                 "(twice in a row); the schedule stays the upper bound (default: off)")
     if command in ("fit", "validate"):
         parser.add_argument("--threshold", type=Literal["f1_adaptive", "normal_quantile"] | None, default=None,
                             help="how thresholds are fitted on validation: f1_adaptive (default for fit: the score "
@@ -210,7 +214,7 @@ def _engine(cfg, parser, config_text: str | None = None, **extra: Any):
     root = _root_dir(cfg, trainer_args)
     options = {k: getattr(cfg, k) for k in ("honest_validation", "validation_synthesizer", "validation_ratio",
                                             "heatmaps", "image_check") if k in cfg}
-    for key in ("threshold", "false_alarm_rate"):
+    for key in ("threshold", "false_alarm_rate", "stop_when_stable"):
         if cfg.get(key) is not None:
             options[key] = cfg.get(key)
     seed = extra.pop("seed_override", None)
@@ -250,6 +254,9 @@ def _print_results(engine, results: list[dict[str, float]] | None) -> None:
         console.print(table)
     if "epochs" in info:
         console.print(f"epochs: {info['epochs']}  steps: {info['steps']}  fit time: {info['fit_seconds']} s")
+        stopped = (info.get("stop_when_stable") or {}).get("stopped_at_step")
+        if stopped is not None:
+            console.print(f"stopped at step {stopped}: the validation normals' scores stopped changing")
     if "validation" in info:
         console.print(f"validation: {json.dumps(info['validation'])}")
     console.print(f"run folder: {engine.run_dir}")

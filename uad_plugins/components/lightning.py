@@ -27,8 +27,11 @@ class UadModule(AnomalibModule):
     What it gives a subclass (each part can be overridden):
 
     * :attr:`learning_type`: ``ONE_CLASS``.
-    * :attr:`trainer_arguments`: ``max_epochs`` (:attr:`suggested_max_epochs`), ``num_sanity_val_steps: 0`` and,
-      when :attr:`gradient_clip_val` is set, ``gradient_clip_val``; any trainer value the user sets wins.
+    * :attr:`trainer_arguments`: the suggested schedule, ``num_sanity_val_steps: 0`` and, when
+      :attr:`gradient_clip_val` is set, ``gradient_clip_val``; any trainer value the user sets wins. The schedule
+      is ``max_epochs`` (:attr:`suggested_max_epochs`) and/or ``max_steps`` (:attr:`suggested_max_steps`, optimiser
+      steps): with both, training ends at whichever comes first (so a small dataset gets its epochs and a large
+      one is capped in steps); with steps only, epochs are unbounded.
     * :meth:`validation_step`: ``self.model(batch.image)`` (a ``NamedTuple`` of predictions) merged into the batch.
     * :meth:`load_from_checkpoint`: :attr:`checkpoint_overrides` (``pretrained=False``) unless passed, so a
       checkpoint's backbone weights are not fetched again before they are replaced.
@@ -39,15 +42,22 @@ class UadModule(AnomalibModule):
 
     #: init args :meth:`load_from_checkpoint` sets unless the caller passes them (the weights come from the checkpoint)
     checkpoint_overrides: ClassVar[Mapping[str, Any]] = MappingProxyType({"pretrained": False})
-    #: suggested training length (usually set from the ``max_epochs`` init arg)
-    suggested_max_epochs: int
+    #: suggested training length in epochs (usually set from the ``max_epochs`` init arg); ``None``: no epoch bound
+    suggested_max_epochs: int | None = None
+    #: suggested cap in optimiser steps (usually set from the ``max_steps`` init arg); ``None``: no step bound
+    suggested_max_steps: int | None = None
     #: suggested max-norm gradient clipping; ``None`` suggests none
     gradient_clip_val: float | None = None
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
         """Suggested trainer settings; any value the user sets wins."""
-        arguments: dict[str, Any] = {"max_epochs": self.suggested_max_epochs, "num_sanity_val_steps": 0}
+        arguments: dict[str, Any] = {"num_sanity_val_steps": 0}
+        if self.suggested_max_steps is not None:
+            arguments["max_steps"] = self.suggested_max_steps
+            arguments["max_epochs"] = -1 if self.suggested_max_epochs is None else self.suggested_max_epochs
+        elif self.suggested_max_epochs is not None:
+            arguments["max_epochs"] = self.suggested_max_epochs
         if self.gradient_clip_val is not None:
             arguments["gradient_clip_val"] = self.gradient_clip_val
         return arguments

@@ -7,7 +7,7 @@ from typing import Any
 
 from uad_plugins.errors import ConfigError
 
-__all__ = ["check_settings", "positive_int", "transformer_checks"]
+__all__ = ["check_settings", "positive_int", "schedule_checks", "transformer_checks"]
 
 #: (option, is it usable, what it must be)
 Check = tuple[str, bool, str]
@@ -16,6 +16,18 @@ Check = tuple[str, bool, str]
 def positive_int(value: Any) -> bool:
     """A positive ``int`` (``bool`` excluded)."""
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def schedule_checks(values: Mapping[str, Any]) -> list[Check]:
+    """The suggested schedule: ``max_epochs`` and ``max_steps`` each a positive integer or ``None``, not both
+    ``None`` (with both, training ends at whichever comes first)."""
+    epochs, steps = values["max_epochs"], values["max_steps"]
+    return [
+        ("max_epochs", epochs is None or positive_int(epochs), "a positive integer or null"),
+        ("max_steps", steps is None or positive_int(steps), "a positive integer or null"),
+        ("max_steps", epochs is not None or steps is not None,
+         "a positive integer when max_epochs is null (one of them bounds training)"),
+    ]
 
 
 def check_settings(model: str, values: Mapping[str, Any], checks: Sequence[Check]) -> None:
@@ -46,5 +58,5 @@ def transformer_checks(values: Mapping[str, Any]) -> list[Check]:
         ("weight_decay", values["weight_decay"] >= 0, ">= 0 (1e-4)"),
         ("lr_decay_at", 0 <= values["lr_decay_at"] <= 1, "in [0, 1] (0.8; 0 = no decay)"),
         ("gradient_clip_val", values["gradient_clip_val"] >= 0, ">= 0 (0.1)"),
-        ("max_epochs", positive_int(values["max_epochs"]), "a positive integer"),
+        *schedule_checks(values),
     ]

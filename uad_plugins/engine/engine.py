@@ -40,6 +40,7 @@ from uad_plugins.engine.checkpoint import RunRecord, UadCheckpointMetadata
 from uad_plugins.engine.metrics import RawOutputs, attach_metrics
 from uad_plugins.engine.progress import LogProgress, output_is_a_terminal
 from uad_plugins.engine.run import discard_run, new_run_dir, plugins_manifest, publish_run
+from uad_plugins.engine.stopping import StopWhenStable, check_stability_tolerance
 from uad_plugins.engine.thresholds import apply_threshold_rule, check_threshold_rule
 from uad_plugins.errors import ConfigError, DataError
 from uad_plugins.protocols import modality_of
@@ -138,6 +139,10 @@ class UadEngine(Engine):
         image_check: how the image files are checked before a run: ``"header"`` (each file's header, and a whole
             decode of a PNG/JPEG that lacks its end marker) or ``"full"`` (every image decoded).
         config_text: the resolved configuration, saved as ``config.yaml`` in the run folder.
+        stop_when_stable: a tolerance in (0, 1) that ends training once the validation normals' raw scores move
+            less than that share of their spread between two validation passes, twice in a row (see
+            :mod:`uad_plugins.engine.stopping`); the schedule (suggested or yours) stays the upper bound.
+            ``None`` (default): train the whole schedule.
         data_config: the datamodule as ``{"class_path", "init_args"}``, recorded in the run's checkpoint so that
             ``uad test|validate|export`` and later bench runs rebuild the same data (``None``: not recorded).
         model_reference: the spec (or ``plugin:<name>``) the model was built from, when the caller knows it
@@ -161,6 +166,7 @@ class UadEngine(Engine):
         threshold: str = "f1_adaptive",
         false_alarm_rate: float = 0.01,
         config_text: str | None = None,
+        stop_when_stable: float | None = None,
         data_config: Mapping[str, Any] | None = None,
         model_reference: Any = None,
         **trainer_kwargs: Any,
@@ -184,6 +190,9 @@ class UadEngine(Engine):
         check_threshold_rule(threshold, false_alarm_rate)
         self.threshold, self.false_alarm_rate = threshold, float(false_alarm_rate)
         self.config_text = config_text
+        check_stability_tolerance(stop_when_stable)
+        self.stop_when_stable = None if stop_when_stable is None else float(stop_when_stable)
+        self._stability: StopWhenStable | None = None
         self.data_config = dict(data_config) if data_config else None
         self.model_reference = model_reference
         self._model_specs: dict[int, Any] = {}  # id(model) -> its spec, looked up once
@@ -276,6 +285,9 @@ class UadEngine(Engine):
             args["enable_progress_bar"] = False
             if not any(isinstance(c, LogProgress) for c in args["callbacks"]):
                 args["callbacks"].append(LogProgress())
+        if self.stop_when_stable is not None and self._trainer is None:
+            self._stability = StopWhenStable(self.stop_when_stable)
+            args["callbacks"].append(self._stability)
         self._setup_anomalib_callbacks()
         if not any(isinstance(c, RawOutputs) for c in self._cache.args["callbacks"]):
             self._cache.args["callbacks"].append(RawOutputs())  # threshold-free metrics read raw outputs
@@ -508,6 +520,8 @@ class UadEngine(Engine):
                              train_batches=batches,
                              seconds_per_epoch=round(elapsed / max(epochs, 1), 2),
                              checkpoint=str(self.best_model_path or ""))
+        if self._stability is not None:
+            self.run_info["stop_when_stable"] = self._stability.record()
         self._write_metrics()
 
     def validate(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | Path | None = None,

@@ -16,7 +16,7 @@ from torch import nn, optim
 
 from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.preprocessing import backbone_pre_processor
-from uad_plugins.components.settings import check_settings, positive_int
+from uad_plugins.components.settings import check_settings, positive_int, schedule_checks
 from uad_plugins.plugins.hetnet.torch_model import SCORE_STUDENTS, VARIANTS, HetNetModel
 
 __all__ = ["HetNet"]
@@ -53,7 +53,9 @@ class HetNet(UadModule):
         smoothing_sigma: Gaussian sigma in pixels on the anomaly map (4, RD4AD's).
         lr: Adam learning rate (RD4AD's 0.005, betas (0.5, 0.999)).
         weight_decay: Adam weight decay.
-        max_epochs: suggested training length (a trainer value set by the user wins).
+        max_epochs: suggested training length in epochs (20).
+        max_steps: suggested cap in optimiser steps (300, ours): training ends at whichever bound comes first
+            (``null`` drops one); any ``--trainer.max_epochs``/``--trainer.max_steps`` you set voids both.
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
 
@@ -80,7 +82,8 @@ class HetNet(UadModule):
         smoothing_sigma: float = 4.0,
         lr: float = 0.005,
         weight_decay: float = 0.0,
-        max_epochs: int = 20,
+        max_epochs: int | None = 20,
+        max_steps: int | None = 300,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -93,7 +96,7 @@ class HetNet(UadModule):
         _validate(variant=variant, layers=layers, vit_layers=vit_layers, image_size=image_size, fusion_dim=fusion_dim,
                   embed_dim=embed_dim, denoise_weight=denoise_weight, noise_synthesizer=noise_synthesizer,
                   noise_args=noise_args, score_students=score_students, smoothing_sigma=smoothing_sigma, lr=lr,
-                  weight_decay=weight_decay, max_epochs=max_epochs)
+                  weight_decay=weight_decay, max_epochs=max_epochs, max_steps=max_steps)
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(image_size, backbone=backbone)
         super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
@@ -101,7 +104,8 @@ class HetNet(UadModule):
         self.image_size = int(image_size)
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
-        self.suggested_max_epochs = int(max_epochs)
+        self.suggested_max_epochs = None if max_epochs is None else int(max_epochs)
+        self.suggested_max_steps = None if max_steps is None else int(max_steps)
         self.model: HetNetModel = HetNetModel(
             variant=variant, backbone=backbone, layers=list(layers), pretrained=pretrained, vit_backbone=vit_backbone,
             vit_layers=list(vit_layers), vit_pretrained=vit_pretrained, image_size=self.image_size,
@@ -174,7 +178,7 @@ def _validate(**values: Any) -> None:
          ">= 0 (4; 0 turns smoothing off)"),
         ("lr", _number(values["lr"]) and values["lr"] > 0, "> 0 (0.005)"),
         ("weight_decay", _number(values["weight_decay"]) and values["weight_decay"] >= 0, ">= 0 (0)"),
-        ("max_epochs", positive_int(values["max_epochs"]), "a positive integer"),
+        *schedule_checks(values),
     ]
     check_settings("hetnet", values, checks)
 

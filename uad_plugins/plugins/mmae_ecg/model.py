@@ -210,8 +210,10 @@ class MmaeEcg(UadModule):
                          visualizer=visualizer)
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.warmup_steps = int(warmup_steps)
-        self.suggested_max_steps = int(max_steps)
-        self.suggested_max_epochs = None if max_epochs is None else int(max_epochs)  # type: ignore[assignment]
+        self.max_steps = int(max_steps)
+        # the schedule suggested: epochs instead of steps when max_epochs is given
+        self.suggested_max_epochs = None if max_epochs is None else int(max_epochs)
+        self.suggested_max_steps = self.max_steps if max_epochs is None else None
         self._settings = settings
         self.model: MmaeEcgModel | None = None  # type: ignore[assignment]
         if n_leads is not None and length is not None:
@@ -224,7 +226,7 @@ class MmaeEcg(UadModule):
                                       given["local_segments"], given["inference_masks"])
         values = {**given, "n_leads": n_leads, "length": length, **sizes, "lr": self.lr,
                   "weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps,
-                  "max_steps": self.suggested_max_steps, "max_epochs": self.suggested_max_epochs}
+                  "max_steps": self.max_steps, "max_epochs": self.suggested_max_epochs}
         check_settings("mmae_ecg", values, _checks(values))
         if chosen:
             logger.info("mmae_ecg: window %d lead(s) x %d samples; chose %s (set them to change).", n_leads, length,
@@ -260,17 +262,6 @@ class MmaeEcg(UadModule):
             raise DataError("mmae_ecg takes its window shape from the training data; it has not seen any yet.",
                             hint="Fit it on a datamodule, or give --model.n_leads and --model.length.")
         return self.model.n_leads, self.model.length
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """Suggested schedule in optimiser steps (``max_steps``), or epochs when ``max_epochs`` is set; any
-        ``--trainer.max_steps``/``--trainer.max_epochs`` you set wins over both."""
-        arguments: dict[str, Any] = {"num_sanity_val_steps": 0}
-        if self.suggested_max_epochs is not None:
-            arguments["max_epochs"] = self.suggested_max_epochs
-        else:
-            arguments.update(max_steps=self.suggested_max_steps, max_epochs=-1)
-        return arguments
 
     # ------------------------------------------------------------------ data checks
     def _check_shape(self, shape: Sequence[int], where: str) -> None:

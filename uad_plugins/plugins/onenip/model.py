@@ -45,7 +45,7 @@ class Onenip(UadModule):
         synthesizer: synthesizer plugin reference (or ``{"class_path": ..., "init_args": ...}``) making the
             training anomalies; ``plugin:perlin`` by default.
         pool_size: average-pooling kernel of the image score (16).
-        lr, weight_decay, lr_decay_at, gradient_clip_val, max_epochs: as ``plugin:uniad``.
+        lr, weight_decay, lr_decay_at, gradient_clip_val, max_epochs, max_steps: as ``plugin:uniad``.
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
 
@@ -75,7 +75,8 @@ class Onenip(UadModule):
         weight_decay: float = 1e-4,
         lr_decay_at: float = 0.8,
         gradient_clip_val: float = 0.1,
-        max_epochs: int = 20,
+        max_epochs: int | None = 20,
+        max_steps: int | None = 1000,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -89,7 +90,7 @@ class Onenip(UadModule):
                   jitter_scale=jitter_scale, jitter_prob=jitter_prob, refiner_width=refiner_width,
                   prompt_bank_size=prompt_bank_size, prompt_topk=prompt_topk, dice_weight=dice_weight,
                   pool_size=pool_size, lr=lr, weight_decay=weight_decay, lr_decay_at=lr_decay_at,
-                  gradient_clip_val=gradient_clip_val, max_epochs=max_epochs)
+                  gradient_clip_val=gradient_clip_val, max_epochs=max_epochs, max_steps=max_steps)
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(image_size, backbone=backbone)
         super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
@@ -105,7 +106,8 @@ class Onenip(UadModule):
         self.weight_decay = float(weight_decay)
         self.lr_decay_at = float(lr_decay_at)
         self.gradient_clip_val = float(gradient_clip_val)
-        self.suggested_max_epochs = int(max_epochs)
+        self.suggested_max_epochs = None if max_epochs is None else int(max_epochs)
+        self.suggested_max_steps = None if max_steps is None else int(max_steps)
         self.model: OnenipModel = OnenipModel(
             backbone=backbone, layers=list(layers), pretrained=pretrained, image_size=self.image_size,
             hidden_dim=hidden_dim, num_heads=num_heads, num_encoder_layers=num_encoder_layers,

@@ -15,7 +15,7 @@ from torch import nn, optim
 
 from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.preprocessing import backbone_pre_processor
-from uad_plugins.components.settings import check_settings
+from uad_plugins.components.settings import check_settings, schedule_checks
 from uad_plugins.plugins.pbas.torch_model import PbasModel
 
 __all__ = ["Pbas"]
@@ -45,11 +45,11 @@ class Pbas(UadModule):
         weight_decay: Adam weight decay of the adaptor (1e-5).
         center_momentum: EMA momentum of the one-pass centre initialisation (0.9).
         smoothing_sigma: Gaussian sigma in pixels applied to the upsampled anomaly map (4).
+        max_epochs, max_steps: the suggested schedule, ended by whichever comes first (10 epochs, at most 300
+            optimiser steps: a small dataset gets its 10 epochs, a large one is capped; ``null`` drops a bound). The
+            paper trained 400 epochs. Any ``--trainer.max_epochs``/``--trainer.max_steps`` you set voids both.
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
-
-    #: suggested training length (the paper trained 400 epochs)
-    suggested_max_epochs = 10
 
     def __init__(
         self,
@@ -67,6 +67,8 @@ class Pbas(UadModule):
         weight_decay: float = 1e-5,
         center_momentum: float = 0.9,
         smoothing_sigma: float = 4.0,
+        max_epochs: int | None = 10,
+        max_steps: int | None = 300,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -77,12 +79,15 @@ class Pbas(UadModule):
         _validate(image_size=image_size, pretrain_embed_dimension=pretrain_embed_dimension,
                   target_embed_dimension=target_embed_dimension, patch_size=patch_size, dsc_hidden=dsc_hidden,
                   noise_scale=noise_scale, lr=lr, dsc_lr=dsc_lr, weight_decay=weight_decay,
-                  center_momentum=center_momentum, smoothing_sigma=smoothing_sigma)
+                  center_momentum=center_momentum, smoothing_sigma=smoothing_sigma, max_epochs=max_epochs,
+                  max_steps=max_steps)
         if pre_processor is True:  # the default needs this instance's image size and backbone normalisation
             pre_processor = self.configure_pre_processor(image_size, backbone=backbone)
         super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
                          visualizer=visualizer)
         self.image_size = int(image_size)
+        self.suggested_max_epochs = None if max_epochs is None else int(max_epochs)
+        self.suggested_max_steps = None if max_steps is None else int(max_steps)
         self.lr = float(lr)
         self.dsc_lr = float(dsc_lr)
         self.weight_decay = float(weight_decay)
@@ -166,5 +171,6 @@ def _validate(**values: Any) -> None:
         ("weight_decay", values["weight_decay"] >= 0, ">= 0 (1e-5 in the paper)"),
         ("center_momentum", 0 <= values["center_momentum"] < 1, "in [0, 1) (0.9 in the paper)"),
         ("smoothing_sigma", values["smoothing_sigma"] >= 0, ">= 0 (4 in the paper; 0 turns smoothing off)"),
+        *schedule_checks(values),
     ]
     check_settings("pbas", values, checks)

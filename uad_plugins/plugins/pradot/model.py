@@ -17,7 +17,7 @@ from torch import nn
 
 from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.preprocessing import backbone_pre_processor
-from uad_plugins.components.settings import check_settings, positive_int
+from uad_plugins.components.settings import check_settings, positive_int, schedule_checks
 from uad_plugins.plugins.pradot.torch_model import VARIANTS, PradotModel
 
 __all__ = ["Pradot"]
@@ -48,7 +48,9 @@ class Pradot(UadModule):
         normalize_per_image: at test time divide each image's cosine cost by its maximum (the official code).
         select_on_validation: keep, per bank, the prototypes with the lowest transport cost on the held-out
             *normal* validation images (the official code's ``val/loss`` checkpointing); ``False`` keeps the last.
-        max_epochs: suggested training length (50 in the official code, batch 64); any trainer value set wins.
+        max_epochs: suggested training length in epochs (50 in the official code, batch 64).
+        max_steps: suggested cap in optimiser steps (200, ours): training ends at whichever bound comes first
+            (``null`` drops one); any ``--trainer.max_epochs``/``--trainer.max_steps`` you set voids both.
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
 
@@ -66,7 +68,8 @@ class Pradot(UadModule):
         ema: float = 0.95,
         normalize_per_image: bool = True,
         select_on_validation: bool = True,
-        max_epochs: int = 50,
+        max_epochs: int | None = 50,
+        max_steps: int | None = 200,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -75,14 +78,15 @@ class Pradot(UadModule):
         if isinstance(layers, str):
             layers = [layers]
         _validate(image_size=image_size, num_prototypes=num_prototypes, variant=variant, alpha=alpha, reg=reg,
-                  num_iterations=num_iterations, ema=ema, max_epochs=max_epochs)
+                  num_iterations=num_iterations, ema=ema, max_epochs=max_epochs, max_steps=max_steps)
         if pre_processor is True:  # the default needs this instance's image size and backbone normalisation
             pre_processor = self.configure_pre_processor(image_size, backbone=backbone)
         super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
                          visualizer=visualizer)
         self.image_size = int(image_size)
         self.select_on_validation = bool(select_on_validation)
-        self.suggested_max_epochs = int(max_epochs)
+        self.suggested_max_epochs = None if max_epochs is None else int(max_epochs)
+        self.suggested_max_steps = None if max_steps is None else int(max_steps)
         self.model: PradotModel = PradotModel(
             backbone=backbone, layers=list(layers), pretrained=pretrained, image_size=self.image_size,
             num_prototypes=num_prototypes, variant=variant, alpha=alpha, reg=reg, num_iterations=num_iterations,
@@ -189,6 +193,6 @@ def _validate(**values: Any) -> None:
          "an integer >= 1: Sinkhorn iterations per batch (100 in the paper)"),
         ("ema", number(values["ema"]) and 0 <= values["ema"] < 1,
          "in [0, 1): the prototype momentum (0.95 in the paper)"),
-        ("max_epochs", positive_int(values["max_epochs"]), "a positive integer (50 in the paper)"),
+        *schedule_checks(values),
     ]
     check_settings("pradot", values, checks)

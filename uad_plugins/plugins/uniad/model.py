@@ -39,7 +39,9 @@ class Uniad(UadModule):
         lr, weight_decay: AdamW (1e-4, 1e-4).
         lr_decay_at: fraction of ``max_epochs`` at which the learning rate is multiplied by 0.1 (800/1000 = 0.8).
         gradient_clip_val: suggested max-norm gradient clipping (0.1); a trainer value set by the user wins.
-        max_epochs: suggested training length (the paper trains 1000).
+        max_epochs: suggested training length in epochs (20; the paper trains 1000).
+        max_steps: suggested cap in optimiser steps (1000, ours): training ends at whichever bound comes first
+            (``null`` drops one); any ``--trainer.max_epochs``/``--trainer.max_steps`` you set voids both.
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
 
@@ -63,7 +65,8 @@ class Uniad(UadModule):
         weight_decay: float = 1e-4,
         lr_decay_at: float = 0.8,
         gradient_clip_val: float = 0.1,
-        max_epochs: int = 20,
+        max_epochs: int | None = 20,
+        max_steps: int | None = 1000,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -76,7 +79,7 @@ class Uniad(UadModule):
                         dim_feedforward=dim_feedforward, dropout=dropout, neighbor_size=neighbor_size,
                         jitter_scale=jitter_scale, jitter_prob=jitter_prob, pool_size=pool_size, lr=lr,
                         weight_decay=weight_decay, lr_decay_at=lr_decay_at, gradient_clip_val=gradient_clip_val,
-                        max_epochs=max_epochs)
+                        max_epochs=max_epochs, max_steps=max_steps)
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(image_size, backbone=backbone)
         super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
@@ -86,7 +89,8 @@ class Uniad(UadModule):
         self.weight_decay = float(weight_decay)
         self.lr_decay_at = float(lr_decay_at)
         self.gradient_clip_val = float(gradient_clip_val)
-        self.suggested_max_epochs = int(max_epochs)
+        self.suggested_max_epochs = None if max_epochs is None else int(max_epochs)
+        self.suggested_max_steps = None if max_steps is None else int(max_steps)
         self.model: UniadModel = UniadModel(
             backbone=backbone, layers=list(layers), pretrained=pretrained, image_size=self.image_size,
             hidden_dim=hidden_dim, num_heads=num_heads, num_encoder_layers=num_encoder_layers,
