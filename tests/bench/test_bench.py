@@ -255,10 +255,14 @@ def test_tiny_recipe_runs_through_the_cli(tmp_path: Path, capsys: pytest.Capture
     markdown = (out / "bench.md").read_text(encoding="utf-8")
     assert markdown.startswith("# Benchmark: tiny")
     assert ("| model | data | backend | image AUROC | pixel AUROC | AUPRO | F1-max | P@thr | R@thr | F1@thr "
-            "| p50 ms bs1 |") in markdown
+            "| time to model | p50 ms bs1 |") in markdown
     assert "| pbas | UadDemo/washer | openvino-fp32 |" in markdown
     assert "| padim (ref) | UadDemo/washer | torch-eager |" in markdown
     assert "| model | data | backend | epochs | batches | steps | fit s | params |" in markdown
+    # time to model beside quality: fit seconds, optimiser steps, the fit's peak RSS
+    fit = rows[0]
+    assert (f"{fit['training']['fit_seconds']:.0f} s · {fit['training']['steps']} steps · "
+            f"{fit['memory']['fit_peak_rss_mb'] / 1024:.1f} GB") in markdown
     for name in ("accuracy_vs_latency.png", "latency_by_backend.png"):
         assert _is_png(out / name), name
 

@@ -91,8 +91,11 @@ def test_report_has_signal_columns_without_running(tmp_path: Path) -> None:
               "export": {"parity": {"mode": "metrics", "passed": True,
                                     "metrics": {"sample_AUROC": {"drop": 0.004}, "point_AUROC": {"drop": -0.01}}}}}
     text = render_markdown({"recipe": {"name": "r", "batch_sizes": [1]}, "rows": [signal]})
-    assert "| model | data | backend | sample AUROC | sample AP | point AUROC | p50 ms bs1 |" in text
-    assert "| mmae_ecg | MitBihBeats | openvino-int8 | 0.800 | 0.700 | — | 2.0 |" in text
+    assert "| model | data | backend | sample AUROC | sample AP | point AUROC | time to model | p50 ms bs1 |" in text
+    assert "| mmae_ecg | MitBihBeats | openvino-int8 | 0.800 | 0.700 | — | — | 2.0 |" in text
+    trained = {**signal, "training": {"fit_seconds": 61.4, "steps": 300}, "memory": {"fit_peak_rss_mb": 2150.0}}
+    assert "| 0.800 | 0.700 | — | 61 s · 300 steps · 2.1 GB | 2.0 |" in render_markdown(
+        {"recipe": {"name": "r", "batch_sizes": [1]}, "rows": [trained]})
     assert "window/s bs1" in text and "GFLOPs/window" in text and "image AUROC" not in text
     assert "pass: sample AUROC -0.40 pt, point AUROC +1.00 pt" in text
     files = write_report({"recipe": {"name": "r", "batch_sizes": [1]}, "rows": [image, signal]}, tmp_path)

@@ -13,7 +13,7 @@ from typing import Any
 from uad_plugins.edge.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 __all__ = ["PLOTS", "load_report", "plot_accuracy_vs_latency", "plot_latency_by_backend", "render_markdown",
-           "write_report"]
+           "time_to_model", "write_report"]
 
 PLOTS = ("accuracy_vs_latency.png", "latency_by_backend.png")
 _DASH = "—"
@@ -74,6 +74,23 @@ def _model_cell(row: dict[str, Any]) -> str:
 
 def _data_cell(row: dict[str, Any]) -> str:
     return f"{row['data']}/{row['category']}" if row.get("category") else str(row["data"])
+
+
+def time_to_model(row: dict[str, Any]) -> str:
+    """One cell: fit seconds, optimiser steps and the fit's peak RSS (``—`` when the fit is unknown; a row scored
+    from a checkpoint shows that checkpoint's fit, without the peak RSS this run did not see)."""
+    train = row.get("training") or {}
+    seconds = train.get("fit_seconds")
+    if seconds is None:
+        return _DASH
+    steps = train.get("steps")
+    peak = (row.get("memory") or {}).get("fit_peak_rss_mb")
+    parts = [f"{float(seconds):.0f} s"]
+    if steps is not None:
+        parts.append(f"{int(steps)} steps")
+    if peak is not None:
+        parts.append(f"{float(peak) / 1024:.1f} GB")
+    return " · ".join(parts)
 
 
 def _backend_cell(row: dict[str, Any]) -> str:
@@ -145,7 +162,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += ["Signal models: sample-level AUROC/AP and point-level AUROC (raw scores); throughput in "
                       "windows per second.", ""]
         columns = QUALITY_COLUMNS[modality]
-        header = ["model", "data", "backend", *[name for name, _ in columns], f"p50 ms bs{small}", f"p95 ms bs{small}",
+        header = ["model", "data", "backend", *[name for name, _ in columns], "time to model",
+                  f"p50 ms bs{small}", f"p95 ms bs{small}",
                   f"{_UNIT[modality]}/s bs{large}", "GFLOP/s", "peak MB"]
         body = []
         for row in group:
@@ -153,7 +171,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lat_s = (row.get("latency") or {}).get(small) or {}
             lat_l = (row.get("latency") or {}).get(large) or {}
             body.append([_model_cell(row), _data_cell(row), _backend_cell(row),
-                         *[_num(q.get(field)) for _, field in columns],
+                         *[_num(q.get(field)) for _, field in columns], time_to_model(row),
                          _num(lat_s.get("p50_ms"), 1), _num(lat_s.get("p95_ms"), 1),
                          _num(lat_l.get("throughput_ips"), 1), _num((row.get("gflops_per_s") or {}).get(small), 1),
                          _num((row.get("memory") or {}).get("inference_peak_rss_mb"), 0)])
@@ -183,8 +201,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         for row in failures:
             text = " ".join(part.strip() for part in str(row.get("error") or "unknown error").splitlines()[:3])
             lines.append(f"- {_model_cell(row)} / {_data_cell(row)} / {row['backend']}: {text[:400]}")
-    lines += ["", "## Method", "", f"- GFLOP/s: at batch {small}; peak MB: peak RSS of the inference phase (all batch "
-              f"sizes), the fit peak is in bench.json; memory: {report.get('memory_method', _DASH)}"]
+    lines += ["", "## Method", "", "- time to model: the fit's wall seconds (validation passes included), optimiser "
+              "steps and peak RSS of the fit phase (whole process); a row scored from a checkpoint shows that "
+              "checkpoint's fit (from its run's metrics.json) without a peak",
+              f"- GFLOP/s: at batch {small}; peak MB: peak RSS of the inference phase (all batch "
+              f"sizes); memory: {report.get('memory_method', _DASH)}"]
     lines += [f"- {note}" for note in report.get("notes") or []]
     if report.get("seconds") is not None:
         lines.append(f"- total benchmark time: {report['seconds']} s")
