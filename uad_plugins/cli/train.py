@@ -88,6 +88,17 @@ def _build_parser(command: str):
                                  "plugin:ecg_anomaly for signals)")
         parser.add_argument("--validation_ratio", type=float, default=0.2,
                             help="share of training normals held back for validation")
+        from uad_plugins.components.feature_cache import DEFAULT_BUDGET_MB
+
+        parser.add_argument("--feature_cache", type=str | None, default=None,
+                            help="memory or disk: compute the frozen backbone features of the training images once "
+                                 "and serve them in later epochs (models whose training reads only such features: "
+                                 "pbas, pradot, uniad, hetnet; see docs/usage.md)")
+        parser.add_argument("--feature_cache_budget_mb", type=float, default=DEFAULT_BUDGET_MB,
+                            help="the most MiB of features the cache stores; later images are computed every epoch")
+        parser.add_argument("--feature_cache_dir", type=str | None, default=None,
+                            help="disk: where the entries are kept for later runs (default: a folder in the run, "
+                                 "removed after the fit)")
     if command in ("fit", "validate"):
         parser.add_argument("--threshold", type=Literal["f1_adaptive", "normal_quantile"] | None, default=None,
                             help="how thresholds are fitted on validation: f1_adaptive (default for fit: the score "
@@ -209,7 +220,8 @@ def _engine(cfg, parser, config_text: str | None = None, **extra: Any):
     trainer_args = _explicit_trainer_args(parser, cfg)
     root = _root_dir(cfg, trainer_args)
     options = {k: getattr(cfg, k) for k in ("honest_validation", "validation_synthesizer", "validation_ratio",
-                                            "heatmaps", "image_check") if k in cfg}
+                                            "heatmaps", "image_check", "feature_cache", "feature_cache_budget_mb",
+                                            "feature_cache_dir") if k in cfg}
     for key in ("threshold", "false_alarm_rate"):
         if cfg.get(key) is not None:
             options[key] = cfg.get(key)
@@ -258,6 +270,10 @@ def _print_results(engine, results: list[dict[str, float]] | None) -> None:
 def fit(argv: list[str]) -> int:
     """``uad fit``."""
     parser, cfg, norm = _parse("fit", argv)
+    if cfg.feature_cache is not None:  # before anything is built
+        from uad_plugins.components.feature_cache import check_cache_options
+
+        check_cache_options(cfg.feature_cache, cfg.feature_cache_budget_mb)
     _seed(cfg)
     model = _make_model(cfg, norm)
     data_cfg = _user_data(cfg, norm)
