@@ -55,9 +55,18 @@ class ModelExtras(Protocol):
     signal_shape: tuple[int, int]
     #: ``(height, width)`` when the pre-processor has no ``Resize``; export (``export.graph.input_size_of``)
     input_size: tuple[int, int]
+    #: ``True`` when training reads only frozen features of unaugmented, pre-processed images, so that a feature
+    #: cache may serve them from epoch 2 on; engine (``feature_cache``: a model without it is refused)
+    supports_feature_cache: ClassVar[bool]
 
     def configure_visualizer(self) -> Any:
         """The callback that writes heatmaps (anomalib's image visualizer when absent); engine."""
+        ...
+
+    def attach_feature_cache(self, cache: Any) -> None:
+        """Serve training features from ``cache`` (a ``uad_plugins.components.feature_cache.FeatureCache``, bound
+        here to the model's feature signature); ``None`` detaches it. ``UadModule`` implements it; engine (around
+        the fit only)."""
         ...
 
 

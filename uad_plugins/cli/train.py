@@ -92,6 +92,17 @@ def _build_parser(command: str):
                             help="a tolerance in (0, 1), e.g. 0.05: stop training once the validation normals' "
                                  "scores move less than that share of their spread between two validation passes "
                                  "(twice in a row); the schedule stays the upper bound (default: off)")
+        from uad_plugins.components.feature_cache import DEFAULT_BUDGET_MB
+
+        parser.add_argument("--feature_cache", type=str | None, default=None,
+                            help="memory or disk: compute the frozen backbone features of the training images once "
+                                 "and serve them in later epochs (models whose training reads only such features: "
+                                 "pbas, pradot, uniad, hetnet; see docs/usage.md)")
+        parser.add_argument("--feature_cache_budget_mb", type=float, default=DEFAULT_BUDGET_MB,
+                            help="the most MiB of features the cache stores; later images are computed every epoch")
+        parser.add_argument("--feature_cache_dir", type=str | None, default=None,
+                            help="disk: where the entries are kept for later runs (default: a folder in the run, "
+                                 "removed after the fit)")
     if command in ("fit", "validate"):
         parser.add_argument("--threshold", type=Literal["f1_adaptive", "normal_quantile"] | None, default=None,
                             help="how thresholds are fitted on validation: f1_adaptive (default for fit: the score "
@@ -213,7 +224,8 @@ def _engine(cfg, parser, config_text: str | None = None, **extra: Any):
     trainer_args = _explicit_trainer_args(parser, cfg)
     root = _root_dir(cfg, trainer_args)
     options = {k: getattr(cfg, k) for k in ("honest_validation", "validation_synthesizer", "validation_ratio",
-                                            "heatmaps", "image_check") if k in cfg}
+                                            "heatmaps", "image_check", "feature_cache", "feature_cache_budget_mb",
+                                            "feature_cache_dir") if k in cfg}
     for key in ("threshold", "false_alarm_rate", "stop_when_stable"):
         if cfg.get(key) is not None:
             options[key] = cfg.get(key)
@@ -265,6 +277,10 @@ def _print_results(engine, results: list[dict[str, float]] | None) -> None:
 def fit(argv: list[str]) -> int:
     """``uad fit``."""
     parser, cfg, norm = _parse("fit", argv)
+    if cfg.feature_cache is not None:  # before anything is built
+        from uad_plugins.components.feature_cache import check_cache_options
+
+        check_cache_options(cfg.feature_cache, cfg.feature_cache_budget_mb)
     _seed(cfg)
     model = _make_model(cfg, norm)
     data_cfg = _user_data(cfg, norm)

@@ -6,15 +6,19 @@ common parts (see ``docs/plugins/writing.md``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from anomalib import LearningType
 from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn
+
+if TYPE_CHECKING:
+    from uad_plugins.components.feature_cache import FeatureCache, Features
 
 __all__ = ["UadModule"]
 
@@ -36,6 +40,10 @@ class UadModule(AnomalibModule):
     * :meth:`load_from_checkpoint`: :attr:`checkpoint_overrides` (``pretrained=False``) unless passed, so a
       checkpoint's backbone weights are not fetched again before they are replaced.
     * :meth:`preprocessed_images`: the pre-processed images of a dataloader, for passes outside the training loop.
+    * the feature-cache protocol (:attr:`supports_feature_cache`, :meth:`attach_feature_cache`,
+      :meth:`frozen_features`): a model whose training reads only frozen features of unaugmented images sets
+      ``supports_feature_cache = True``, names its frozen modules in :meth:`frozen_feature_modules` and asks
+      :meth:`frozen_features` for them in its training passes.
 
     It has no ``__init__``: a subclass's constructor arguments stay its hyperparameters, as with ``AnomalibModule``.
     """
@@ -48,6 +56,10 @@ class UadModule(AnomalibModule):
     suggested_max_steps: int | None = None
     #: suggested max-norm gradient clipping; ``None`` suggests none
     gradient_clip_val: float | None = None
+    #: training reads only the outputs of :meth:`frozen_feature_modules` on unaugmented, pre-processed images, so a
+    #: :class:`~uad_plugins.components.feature_cache.FeatureCache` may serve them (``uad fit --feature_cache``)
+    supports_feature_cache: ClassVar[bool] = False
+    _feature_cache: FeatureCache | None = None
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
@@ -83,6 +95,36 @@ class UadModule(AnomalibModule):
         transform = getattr(self.pre_processor, "transform", None) if self.pre_processor is not None else None
         images = images.to(self.device)
         return transform(images) if transform is not None else images
+
+    # ------------------------------------------------------------------ feature cache
+    def frozen_feature_modules(self) -> Sequence[nn.Module]:
+        """The frozen modules whose outputs the feature cache serves (their class, structure and weights, with the
+        pre-processor's transform, make the cache's feature signature). Models that support a cache override it."""
+        raise NotImplementedError(f"{type(self).__name__} does not support a feature cache.")
+
+    def attach_feature_cache(self, cache: FeatureCache | None) -> None:
+        """Let :meth:`frozen_features` serve training features from ``cache`` (bound here to this model's feature
+        signature); ``None`` detaches it."""
+        if cache is not None:
+            from uad_plugins.components.feature_cache import feature_signature
+
+            transform = getattr(self.pre_processor, "transform", None) if self.pre_processor is not None else None
+            cls = type(self)
+            cache.bind(feature_signature(f"{cls.__module__}.{cls.__qualname__}", transform,
+                                         modules=self.frozen_feature_modules()))
+        self._feature_cache = cache
+
+    def frozen_features(self, images: torch.Tensor, paths: Sequence[str] | None,
+                        compute: Callable[[torch.Tensor], Features]) -> Features | None:
+        """The frozen features of the pre-processed ``images`` (``compute(images)``, without gradients) from the
+        attached feature cache, by the files in ``paths``; ``None`` when no cache is attached or the trainer is
+        not training (validation, test, predict and export always compute): the caller computes them itself."""
+        cache = self._feature_cache
+        trainer = self._trainer
+        if cache is None or trainer is None or not trainer.training:
+            return None
+        with torch.no_grad():
+            return cache.features(images, paths, compute)
 
     @classmethod
     def load_from_checkpoint(cls: type[_M], checkpoint_path: str | Path, map_location: Any = None,

@@ -10,7 +10,10 @@ Differences from ``anomalib.engine.Engine``:
   validation data from the test set, validation is rebuilt from held-back training normals plus anomalies made
   by a synthesizer plugin (``plugin:perlin`` by default), and the run says so;
 * every run folder holds ``config.yaml`` (when given), ``plugins.json``, the checkpoint, ``metrics.json`` and
-  heatmap overlays.
+  heatmap overlays;
+* ``feature_cache`` (opt-in) serves a model's frozen training features from a
+  :class:`~uad_plugins.components.feature_cache.FeatureCache` during the fit (models with
+  ``supports_feature_cache``; its counters land in ``metrics.json``).
 
 Non-image data (signals, point clouds) plugs in through a few optional attributes, images being the default:
 
@@ -35,6 +38,12 @@ from typing import Any
 from anomalib.engine import Engine
 from lightning.pytorch import Trainer, seed_everything
 
+from uad_plugins.components.feature_cache import (
+    DEFAULT_BUDGET_MB,
+    FeatureCache,
+    check_cache_options,
+    deterministic_transform,
+)
 from uad_plugins.edge.atomic import write_json_atomic, write_text_atomic
 from uad_plugins.engine.checkpoint import RunRecord, UadCheckpointMetadata
 from uad_plugins.engine.metrics import RawOutputs, attach_metrics
@@ -147,6 +156,13 @@ class UadEngine(Engine):
             ``uad test|validate|export`` and later bench runs rebuild the same data (``None``: not recorded).
         model_reference: the spec (or ``plugin:<name>``) the model was built from, when the caller knows it
             (default: the one registered spec whose class the model is).
+        feature_cache: ``None`` (off), ``"memory"`` or ``"disk"``: compute a model's frozen training features once
+            per fit and serve them in later epochs (models with ``supports_feature_cache`` only; ConfigError
+            otherwise, and for training data that is augmented).
+        feature_cache_budget_mb: the most MiB of features the cache stores (memory or disk); later images are
+            computed every epoch.
+        feature_cache_dir: ``disk``: where the entries are kept, for later runs to reuse (default: a folder in the
+            run, removed after the fit).
         **trainer_kwargs: any ``lightning.Trainer`` argument; these always win over a model's suggestions.
     """
 
@@ -169,6 +185,9 @@ class UadEngine(Engine):
         stop_when_stable: float | None = None,
         data_config: Mapping[str, Any] | None = None,
         model_reference: Any = None,
+        feature_cache: str | None = None,
+        feature_cache_budget_mb: float = DEFAULT_BUDGET_MB,
+        feature_cache_dir: str | Path | None = None,
         **trainer_kwargs: Any,
     ) -> None:
         self.user_trainer_args = set(trainer_kwargs)
@@ -195,6 +214,10 @@ class UadEngine(Engine):
         self._stability: StopWhenStable | None = None
         self.data_config = dict(data_config) if data_config else None
         self.model_reference = model_reference
+        if feature_cache is not None:
+            check_cache_options(feature_cache, feature_cache_budget_mb)
+        self.feature_cache, self.feature_cache_budget_mb = feature_cache, feature_cache_budget_mb
+        self.feature_cache_dir = Path(feature_cache_dir) if feature_cache_dir is not None else None
         self._model_specs: dict[int, Any] = {}  # id(model) -> its spec, looked up once
         self.run_dir: Path | None = None
         self._unpublished_run: Path | None = None  # a run folder this engine made that is not complete yet
@@ -500,6 +523,7 @@ class UadEngine(Engine):
         self._check_modalities(model, datamodule)
         if ckpt_path is not None:
             self._check_resume(model, ckpt_path)
+        self._check_feature_cache(model, datamodule)
         attach_metrics(model, self._metrics_for(model))
         self._use_threshold_rule(model)
         with self._completing_run():
@@ -509,9 +533,54 @@ class UadEngine(Engine):
             self._setup_trainer(model)
             self._restore_metric_states_from(model)
             start = time.perf_counter()
-            with _no_optimizer_notices(model):
+            with _no_optimizer_notices(model), self._feature_cache_attached(model, datamodule):
                 self.trainer.fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only=True)
             self._record_fit(time.perf_counter() - start)
+
+    # ------------------------------------------------------------------ feature cache
+    def _check_feature_cache(self, model: Any, datamodule: Any) -> None:
+        """With ``feature_cache`` on: ConfigError for a model that does not support one, or for augmented training
+        images (a file's features would change from epoch to epoch)."""
+        if self.feature_cache is None:
+            return
+        if not getattr(model, "supports_feature_cache", False) or not callable(
+                getattr(model, "attach_feature_cache", None)):
+            raise ConfigError(
+                f"--feature_cache {self.feature_cache}: {self._model_name(model)} does not support a feature cache "
+                "(its training does more with the images than run them through a frozen backbone).",
+                hint="Drop --feature_cache. Models that support it say so in their README (docs/usage.md, "
+                     "'Feature cache').")
+        augmentations = getattr(datamodule, "train_augmentations", None)
+        if augmentations is not None and not deterministic_transform(augmentations):
+            raise ConfigError(
+                f"--feature_cache {self.feature_cache}: the training images are augmented "
+                f"({' '.join(repr(augmentations).split())}), so an image's features change every epoch and cannot be "
+                "cached.", hint="Drop --feature_cache, or the datamodule's train_augmentations / augmentations.")
+
+    @contextlib.contextmanager
+    def _feature_cache_attached(self, model: Any, datamodule: Any) -> Iterator[None]:
+        """The fit's feature cache attached to ``model`` for the duration of the block (nothing when it is off);
+        afterwards detached and closed, its counters in ``metrics.json``."""
+        if self.feature_cache is None:
+            yield
+            return
+        assert self.run_dir is not None
+        folder = self.feature_cache_dir or self.run_dir / "feature_cache"
+        augmentations = getattr(datamodule, "train_augmentations", None)
+        cache = FeatureCache(self.feature_cache, budget_mb=self.feature_cache_budget_mb, folder=folder,
+                             remove_on_close=self.feature_cache_dir is None,
+                             context=f"precision={self._cache.args.get('precision')!r} "
+                                     f"augmentations={augmentations!r}")
+        model.attach_feature_cache(cache)
+        try:
+            yield
+        finally:
+            model.attach_feature_cache(None)
+            self.run_info["feature_cache"] = stats = cache.stats()
+            cache.close()
+            logger.info("feature cache (%s): %d hits, %d misses, %d images stored (%.1f MiB of %.0f).",
+                        stats["mode"], stats["hits"], stats["misses"], stats["entries"], stats["stored_mb"],
+                        stats["budget_mb"])
 
     def _record_fit(self, elapsed: float) -> None:
         epochs = int(self.trainer.current_epoch)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+import torch
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.pre_processing import PreProcessor
@@ -59,6 +60,8 @@ class HetNet(UadModule):
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
 
+    #: training reads only the frozen teachers' features of unaugmented images (``uad fit --feature_cache``)
+    supports_feature_cache = True
     #: both teachers' weights come from a checkpoint
     checkpoint_overrides: ClassVar[Mapping[str, Any]] = MappingProxyType({"pretrained": False,
                                                                           "vit_pretrained": False})
@@ -140,10 +143,22 @@ class HetNet(UadModule):
         self.model.fit_noise(self.preprocessed_images(self.trainer.train_dataloader))
         logger.info("hetnet: fitted the feature-noise statistics of %d CNN levels.", len(self.model.noise))
 
+    def frozen_feature_modules(self) -> list[nn.Module]:
+        """The CNN and ViT teachers, whose features an attached feature cache serves (the noise comes after)."""
+        return [m for m in (self.model.cnn, self.model.vit) if m is not None]
+
+    def _teacher_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`HetNetModel.teachers` as one list (the CNN levels, then the ViT map when there is one)."""
+        local, glob = self.model.teachers(images)
+        return [*local, glob] if glob is not None else local
+
     def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
         """Reconstruction (SR) + weighted denoising (SD) distillation losses."""
         del batch_idx
-        output = self.model.training_losses(batch.image)
+        cached = self.frozen_features(batch.image, getattr(batch, "image_path", None), self._teacher_features)
+        levels = len(self.model.layers)
+        teachers = None if cached is None else (list(cached[:levels]), cached[levels] if len(cached) > levels else None)
+        output = self.model.training_losses(batch.image, teachers)
         size = len(batch.image)
         self.log("loss", output.loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         self.log_dict({"sr_loss": output.sr_loss, "sd_loss": output.sd_loss, "noise_fraction": output.noise_fraction},

@@ -465,13 +465,15 @@ class HetNetModel(nn.Module):
             masks.append(mask.float().mean())
         return noisy, torch.stack(masks).mean()
 
-    def training_losses(self, images: torch.Tensor) -> HetNetTrainOutput:
+    def training_losses(self, images: torch.Tensor,
+                        teachers: tuple[list[torch.Tensor], torch.Tensor | None] | None = None) -> HetNetTrainOutput:
         """SR: ``1 - cos`` to the CNN teacher per level; SD (noisy input): ``1 - cos`` to SR's clean output
         (``rd4ad``: the one student on the noisy input, ``1 - cos`` to the CNN teacher). Without noise
-        (``denoise_weight == 0``) only the clean term is computed."""
+        (``denoise_weight == 0``) only the clean term is computed. ``teachers`` is :meth:`teachers` of ``images``
+        when already at hand (a feature cache)."""
         if self.uses_noise and not self.noise_fitted:
             raise RuntimeError("HetNetModel.fit_noise() must run before training.")
-        local, glob = self.teachers(images)
+        local, glob = self.teachers(images) if teachers is None else teachers
         sizes = self.level_sizes_of(local)
         batch = images.shape[0]
         if not self.uses_noise:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import torch
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.pre_processing import PreProcessor
@@ -50,6 +51,9 @@ class Pbas(UadModule):
             paper trained 400 epochs. Any ``--trainer.max_epochs``/``--trainer.max_steps`` you set voids both.
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
+
+    #: training reads only the frozen backbone's maps of unaugmented images (``uad fit --feature_cache``)
+    supports_feature_cache = True
 
     def __init__(
         self,
@@ -125,10 +129,23 @@ class Pbas(UadModule):
         was_training = self.model.training
         self.model.eval()
         try:
-            self.model.init_centers(self.preprocessed_images(self.trainer.train_dataloader))
+            self.model.init_centers(self._center_batches())
         finally:
             self.model.train(was_training)
         logger.info("pbas: initialised %d centres.", self.model.centers.shape[0])
+
+    def frozen_feature_modules(self) -> list[nn.Module]:
+        """The backbone, whose maps an attached feature cache serves."""
+        return [self.model.feature_extractor]
+
+    def _center_batches(self) -> Iterator[torch.Tensor | list[torch.Tensor]]:
+        """Each training batch, pre-processed: its backbone maps when a feature cache serves them, else the images."""
+        for batch in self.trainer.train_dataloader:
+            dict_batch = isinstance(batch, dict)
+            images = self.preprocess(batch["image"] if dict_batch else batch.image)
+            paths = batch.get("image_path") if dict_batch else getattr(batch, "image_path", None)
+            maps = self.frozen_features(images, paths, self.model.feature_extractor)
+            yield images if maps is None else maps
 
     def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
         """One Adam step of the adaptor and one AdamW step of the discriminator on centre + BCE losses."""
@@ -136,7 +153,8 @@ class Pbas(UadModule):
         adaptor_opt, discriminator_opt = self.optimizers()
         adaptor_opt.zero_grad()
         discriminator_opt.zero_grad()
-        output = self.model.training_losses(batch.image)
+        maps = self.frozen_features(batch.image, getattr(batch, "image_path", None), self.model.feature_extractor)
+        output = self.model.training_losses(batch.image, maps)
         self.manual_backward(output.loss)
         adaptor_opt.step()
         discriminator_opt.step()

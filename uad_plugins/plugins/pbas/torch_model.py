@@ -165,15 +165,17 @@ class PbasModel(nn.Module):
         self.register_buffer("centers_initialized", torch.tensor(False))
 
     # ------------------------------------------------------------------ features
-    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Patch features ``[B * H' * W', D]`` (before the adaptor) and the grid ``(H', W')``.
+    def embed(self, images: torch.Tensor | None,
+              maps: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patch features ``[B * H' * W', D]`` (before the adaptor) and the grid ``(H', W')``; ``maps`` are the
+        backbone's maps of ``images`` when already at hand (a feature cache), else they are computed.
 
         Each layer is unfolded in ``patch_size`` windows (stride 1), deeper layers are bilinearly resized to the
         first layer's grid, every ``C * p * p`` vector is mean-mapped (adaptive average pooling) to
         ``pretrain_embed_dimension``, and the layers are pooled together to ``target_embed_dimension``.
         """
-        maps = self.feature_extractor(images)
-        batch = images.shape[0]
+        maps = self.feature_extractor(images) if maps is None else maps
+        batch = maps[0].shape[0]
         height, width = maps[0].shape[-2], maps[0].shape[-1]
         pad = (self.patch_size - 1) // 2
         mapped = []
@@ -190,14 +192,15 @@ class PbasModel(nn.Module):
         features = F.adaptive_avg_pool1d(stacked, self.target_embed_dimension).reshape(-1, self.target_embed_dimension)
         return features, (height, width)
 
-    def adapted(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Adapted patch features ``[B * H' * W', D]`` and the grid."""
-        features, grid = self.embed(images)
+    def adapted(self, images: torch.Tensor | None,
+                maps: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Adapted patch features ``[B * H' * W', D]`` and the grid (``maps``: see :meth:`embed`)."""
+        features, grid = self.embed(images, maps)
         return self.projection(features), grid
 
     # ------------------------------------------------------------------ centres (ABL)
     @torch.no_grad()
-    def init_centers(self, batches: Iterable[torch.Tensor]) -> None:
+    def init_centers(self, batches: Iterable[torch.Tensor | list[torch.Tensor]]) -> None:
         """Approximate Boundary Learning: build the centres once, from one pass over the training images.
 
         The first batch's per-position mean (through the current, untrained adaptor) gives one prototype per grid
@@ -205,14 +208,15 @@ class PbasModel(nn.Module):
         (``c <- m * c + (1 - m) * mean``), position by position in order. The result is frozen in ``centers``.
 
         Args:
-            batches: pre-processed image batches ``[B, 3, H, W]`` on the model's device.
+            batches: pre-processed image batches ``[B, 3, H, W]`` on the model's device, or the backbone's maps of
+                such a batch (a list, e.g. from a feature cache).
         """
         centers: torch.Tensor | None = None
         grid = self.grid_size
         momentum = self.center_momentum
-        for images in batches:
-            features, grid = self.adapted(images)
-            batch_mean = features.reshape(images.shape[0], -1, features.shape[-1]).mean(dim=0)
+        for item in batches:
+            features, grid = self.adapted(item) if isinstance(item, torch.Tensor) else self.adapted(None, item)
+            batch_mean = features.reshape(-1, grid[0] * grid[1], features.shape[-1]).mean(dim=0)
             if centers is None:
                 centers = batch_mean.clone()
                 continue
@@ -232,11 +236,11 @@ class PbasModel(nn.Module):
         self.centers_initialized.fill_(True)
 
     # ------------------------------------------------------------------ forward
-    def training_losses(self, images: torch.Tensor) -> PbasTrainOutput:
-        """Centre loss + BCE on real (target 0) and synthetic (target 1) features."""
+    def training_losses(self, images: torch.Tensor, maps: list[torch.Tensor] | None = None) -> PbasTrainOutput:
+        """Centre loss + BCE on real (target 0) and synthetic (target 1) features (``maps``: see :meth:`embed`)."""
         if not bool(self.centers_initialized):
             raise RuntimeError("PbasModel.init_centers() must run before training.")
-        features, _ = self.adapted(images)
+        features, _ = self.adapted(images, maps)
         centers = nearest_centers(features.detach(), self.centers)
         fake, distances, radius = synthesize_anomalies(features, centers, self.noise_scale)
         center_loss = distances.mean()

@@ -54,6 +54,9 @@ class Pradot(UadModule):
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
 
+    #: training reads only the frozen backbone's maps of unaugmented images (``uad fit --feature_cache``)
+    supports_feature_cache = True
+
     def __init__(
         self,
         backbone: str = "tf_efficientnet_lite0",
@@ -111,10 +114,15 @@ class Pradot(UadModule):
         trainer = self._trainer
         return self.select_on_validation and trainer is not None and bool(trainer.enable_validation)
 
+    def frozen_feature_modules(self) -> list[nn.Module]:
+        """The backbone, whose maps an attached feature cache serves."""
+        return [self.model.feature_extractor]
+
     def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
         """Transport the batch onto the prototypes and move them (EMA). Nothing to back-propagate, so ``None``."""
         del batch_idx
-        output = self.model.training_update(batch.image)
+        maps = self.frozen_features(batch.image, getattr(batch, "image_path", None), self.model.feature_extractor)
+        output = self.model.training_update(batch.image, maps)
         if not self._selects_on_validation():
             self.model.select_current()
         size = batch.image.shape[0]

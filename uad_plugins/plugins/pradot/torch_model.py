@@ -275,17 +275,20 @@ class PradotModel(nn.Module):
         self.banks = nn.ModuleList(banks)
 
     # ------------------------------------------------------------------ features
-    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Frozen backbone features per layer, flattened to ``[B, H*W, C]`` (row-major positions)."""
-        with torch.no_grad():
-            maps = self.feature_extractor(images)
+    def features(self, images: torch.Tensor, maps: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Frozen backbone features per layer, flattened to ``[B, H*W, C]`` (row-major positions); ``maps`` are the
+        backbone's maps of ``images`` when already at hand (a feature cache), else they are computed."""
+        if maps is None:
+            with torch.no_grad():
+                maps = self.feature_extractor(images)
         return [fmap.flatten(2).transpose(1, 2) for fmap in maps]
 
     # ------------------------------------------------------------------ training
     @torch.no_grad()
-    def training_update(self, images: torch.Tensor) -> PradotTrainOutput:
-        """Transport the batch onto every bank and move the prototypes (EMA); no gradients, no optimiser."""
-        feats = self.features(images)
+    def training_update(self, images: torch.Tensor, maps: list[torch.Tensor] | None = None) -> PradotTrainOutput:
+        """Transport the batch onto every bank and move the prototypes (EMA); no gradients, no optimiser
+        (``maps``: see :meth:`features`)."""
+        feats = self.features(images, maps)
         with torch.autocast(device_type=images.device.type, enabled=False):
             losses = torch.stack([bank.update(feats[layer], self.reg, self.num_iterations, self.ema)
                                   for bank, layer in zip(self.banks, self.bank_layers, strict=True)])

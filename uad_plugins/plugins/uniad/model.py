@@ -45,6 +45,9 @@ class Uniad(UadModule):
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
 
+    #: training reads only frozen backbone features of unaugmented images (``uad fit --feature_cache``)
+    supports_feature_cache = True
+
     def __init__(
         self,
         backbone: str = "tf_efficientnet_lite0",
@@ -109,10 +112,15 @@ class Uniad(UadModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         return adamw_with_one_decay(self, params, self.lr, self.weight_decay, self.lr_decay_at)
 
+    def frozen_feature_modules(self) -> list[nn.Module]:
+        """The multi-scale backbone features, which an attached feature cache serves (jitter comes after them)."""
+        return [self.model.features]
+
     def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
         """MSE between reconstructed and clean backbone features."""
         del batch_idx
-        loss = self.model(batch.image).loss
+        features = self.frozen_features(batch.image, getattr(batch, "image_path", None), self.model.features)
+        loss = self.model(batch.image, features).loss
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.image.shape[0])
         return {"loss": loss}
 

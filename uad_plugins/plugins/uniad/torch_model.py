@@ -80,10 +80,13 @@ class UniadModel(FeatureTokenEncoder):
         for module in (self.input_proj, self.encoder, self.decoder, self.output_proj):
             xavier_init_linears(module)
 
-    def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(features [B, C, h, w], reconstruction [B, C, h, w])``; jitter is applied in training mode only."""
-        with torch.no_grad():
-            features = self.features(images)
+    def reconstruct(self, images: torch.Tensor,
+                    features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features [B, C, h, w], reconstruction [B, C, h, w])``; jitter is applied in training mode only.
+        ``features`` are the frozen features of ``images`` when already at hand (a feature cache)."""
+        if features is None:
+            with torch.no_grad():
+                features = self.features(images)
         batch, channels, height, width = features.shape
         x = self.encode(features)
         pos = self.pos()
@@ -93,9 +96,11 @@ class UniadModel(FeatureTokenEncoder):
         out = self.output_proj(self.decoder_norm(out))
         return features, out.transpose(1, 2).reshape(batch, channels, height, width)
 
-    def forward(self, images: torch.Tensor) -> InferenceBatch | UniadTrainOutput:
-        """Training: MSE loss between reconstruction and clean features. Eval: score and map."""
-        features, reconstruction = self.reconstruct(images)
+    def forward(self, images: torch.Tensor,
+                features: torch.Tensor | None = None) -> InferenceBatch | UniadTrainOutput:
+        """Training: MSE loss between reconstruction and clean features. Eval: score and map (``features``: see
+        :meth:`reconstruct`)."""
+        features, reconstruction = self.reconstruct(images, features)
         if self.training:
             return UniadTrainOutput(F.mse_loss(reconstruction, features), features, reconstruction)
         anomaly_map = reconstruction_map(features, reconstruction, (images.shape[-2], images.shape[-1]))
