@@ -29,7 +29,7 @@ TINY_RECIPE = {
         {"name": "pbas", "model": "plugin:pbas",
          "init_args": {"pretrained": False, "image_size": 64, "pretrain_embed_dimension": 64,
                        "target_embed_dimension": 64, "dsc_hidden": 32},
-         "trainer": {"max_epochs": 1}},
+         "trainer": {"max_epochs": 1}, "fit": {"feature_cache": "memory"}},
         {"name": "padim", "model": "Padim", "reference": True, "image_size": 64,
          "init_args": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "pre_trained": False,
                        "n_features": 32},
@@ -103,6 +103,15 @@ def test_shipped_recipes_load(name: str) -> None:
         tiny = {"pretrained": False, "image_size": 64, "vit_layers": [1], "fusion_dim": 8, "embed_dim": 16}
         for args in rows.values():  # every row's settings are accepted (tiny sizes, random weights)
             HetNet(**{**args, **tiny})
+    if name == "time_to_model":  # issue 15: each speed change beside the setting it replaces, in one run
+        rows = {m.name: m for m in recipe.models}
+        assert rows["pbas_1536"].init_args["target_embed_dimension"] == 1536
+        assert rows["pbas"].init_args["target_embed_dimension"] is None
+        cached = {name for name, m in rows.items() if m.fit.get("feature_cache") == "memory"}
+        assert cached == {"pbas", "pbas_default", "pradot_cached", "pradot_default", "hetnet_cached", "uniad_cached"}
+        assert all("max_epochs" not in recipe.trainer_for(rows[n]) for n in ("pbas_default", "pradot_default"))
+        assert all(recipe.trainer_for(m).get("max_epochs") == 3 for n, m in rows.items()
+                   if n not in ("padim", "pbas_default", "pradot_default"))
     if name == "fader_gates":  # one trained checkpoint per dataset, scored with FADeR's gates on and off
         fader, off = recipe.models
         assert fader.init_args["fader_epochs"] == 5 and not fader.trainer
@@ -121,6 +130,10 @@ def test_shipped_recipes_load(name: str) -> None:
     ({"models": [{"model": "plugin:pbas", "ckpt_path": "m.ckpt", "init_args": {"image_size": 64}}]},
      "a checkpoint already fixes the model"),
     ({"models": [{"model": "plugin:fader", "overrides": {"gates": False}}]}, "'overrides' without a checkpoint"),
+    ({"models": [{"model": "plugin:pbas", "fit": {"feature_cahce": "memory"}}]}, "Did you mean 'feature_cache'"),
+    ({"models": [{"model": "plugin:pbas", "ckpt_path": "m.ckpt", "fit": {"feature_cache": "memory"}}]},
+     "a checkpoint already fixes the model"),
+    ({"models": [{"model": "plugin:pbas", "fit": {"feature_cache": "ram"}}]}, "feature_cache"),
     ({"models": [{"name": "a", "model": "plugin:fader", "ckpt_from": "b"}]}, "not an earlier model entry"),
     ({"models": [{"name": "a", "model": "plugin:pbas"}, {"name": "b", "model": "plugin:fader", "ckpt_from": "a"}]},
      "Give both entries the same 'model'"),
@@ -251,6 +264,9 @@ def test_tiny_recipe_runs_through_the_cli(tmp_path: Path, capsys: pytest.Capture
             assert (out / "bundles").is_dir()
     ok = {(r["model"], r["backend"]) for r in rows if r["status"] == "ok"}
     assert {("pbas", "torch-eager"), ("pbas", "openvino-fp32"), ("padim", "torch-eager")} <= ok
+    # a model entry's fit options reach the engine: PBAS trained from its feature cache (issue 15)
+    assert rows[0]["training"]["fit_options"] == {"feature_cache": "memory"}
+    assert rows[0]["training"]["feature_cache"]["hits"] > 0
 
     markdown = (out / "bench.md").read_text(encoding="utf-8")
     assert markdown.startswith("# Benchmark: tiny")

@@ -9,6 +9,7 @@ A recipe looks like::
         init_args: {image_size: 256}
         reference: false         # true for the anomalib reference rows
         trainer: {max_epochs: 10}          # per-model Trainer overrides (null removes a recipe-wide key)
+        fit: {feature_cache: memory, stop_when_stable: 0.05}   # per-model fit options of the uad engine
         precisions: [fp32]       # per-model override of the recipe's precisions
         image_size: 256          # anomalib models: build their default pre-processor at this size
         backbone_weights: lite0_imagenet   # load the offline Lite0 ImageNet weights into timm extractors
@@ -73,8 +74,10 @@ BACKBONE_WEIGHTS = ("lite0_imagenet",)
 _TOP_KEYS = {"name", "description", "models", "data", "trainer", "precisions", "batch_sizes", "timing", "export",
              "seed", "threads", "metrics"}
 _MODEL_KEYS = {"name", "model", "init_args", "reference", "trainer", "image_size", "backbone_weights", "precisions",
-               "ckpt_path", "ckpt_from", "overrides"}
-_NOT_WITH_CKPT = ("init_args", "trainer", "image_size", "backbone_weights")
+               "ckpt_path", "ckpt_from", "overrides", "fit"}
+#: the uad engine's fit options a model entry may set under ``fit`` (``UadEngine`` checks their values)
+FIT_OPTIONS = frozenset({"feature_cache", "feature_cache_budget_mb", "feature_cache_dir", "stop_when_stable"})
+_NOT_WITH_CKPT = ("init_args", "trainer", "image_size", "backbone_weights", "fit")
 _DATA_KEYS = {"name", "class_path", "init_args"}
 _TIMING_KEYS = {"warmup", "iterations"}
 _EXPORT_KEYS = {"parity_samples", "calibration_samples", "max_metric_drop", "timeout_s"}
@@ -101,6 +104,7 @@ class ModelEntry:
     ckpt_path: str | None = None
     ckpt_from: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -277,10 +281,12 @@ def _model_entry(raw: Any, index: int, source: str, cwd: Path) -> ModelEntry:
         raise ConfigError(f"{where} gives 'overrides' without a checkpoint.",
                           hint="'overrides' changes init args of a checkpoint model ('ckpt_path' or 'ckpt_from'); a "
                           "model trained here takes its settings from 'init_args'.")
+    fit = _mapping(item.get("fit"), f"{where}: 'fit'")
+    _check_keys(fit, set(FIT_OPTIONS), f"{where}: 'fit'")
     return ModelEntry(name=name, model=ref, init_args=_mapping(item.get("init_args"), f"{where}: 'init_args'"),
                       reference=reference, trainer=_mapping(item.get("trainer"), f"{where}: 'trainer'"),
                       image_size=image_size, backbone_weights=weights, precisions=precisions, ckpt_path=ckpt_path,
-                      ckpt_from=ckpt_from.strip() if ckpt_from else None, overrides=overrides)
+                      ckpt_from=ckpt_from.strip() if ckpt_from else None, overrides=overrides, fit=fit)
 
 
 def _precisions(value: Any, where: str) -> tuple[str, ...]:
@@ -461,6 +467,19 @@ def data_class(entry: DataEntry) -> type:
     return cls
 
 
+def _check_fit_options(entry: ModelEntry) -> None:
+    """The values of a model entry's ``fit`` options, checked as the engine checks them (before anything runs)."""
+    from uad_plugins.components.feature_cache import DEFAULT_BUDGET_MB, check_cache_options
+    from uad_plugins.engine.stopping import check_stability_tolerance
+
+    try:
+        if entry.fit.get("feature_cache") is not None:
+            check_cache_options(entry.fit["feature_cache"], entry.fit.get("feature_cache_budget_mb", DEFAULT_BUDGET_MB))
+        check_stability_tolerance(entry.fit.get("stop_when_stable"))
+    except ConfigError as error:
+        raise ConfigError(f"model '{entry.name}': 'fit' options: {error.message}", hint=error.hint) from None
+
+
 def resolve_references(recipe: Recipe) -> None:
     """Import every model and data class, check the data roots exist and that every model takes every dataset's
     modality (image or signal), before anything is trained."""
@@ -480,6 +499,8 @@ def resolve_references(recipe: Recipe) -> None:
                               f"{', '.join(repr(u) for u in unknown)}.",
                               hint=(f"Did you mean '{near[0]}'? " if near else "")
                               + f"Its arguments: {', '.join(p for p in params if p != 'self')}.")
+        if entry.fit:
+            _check_fit_options(entry)
         if entry.image_size is not None and "image_size" in entry.init_args:
             raise ConfigError(f"model '{entry.name}': give the image size once, either 'image_size' or "
                               "'init_args.image_size'.")

@@ -468,6 +468,7 @@ class _Bench:
                            # `uad export/test` and later bench runs can rebuild them
                            data_config={"class_path": data_entry.class_path,
                                         "init_args": dict(data_entry.init_args)},
+                           **dict(model_entry.fit),  # feature cache, stop when stable: this entry's fit options
                            **{**_DEFAULT_TRAINER, **recipe.trainer_for(model_entry)})
         engine.open_run(model, datamodule, run_dir=run_dir)
 
@@ -490,7 +491,10 @@ class _Bench:
                                  "steps": info.get("steps"), "fit_seconds": info.get("fit_seconds"),
                                  "validation": (info.get("validation") or {}).get("mode"),
                                  "checkpoint": str(engine.best_model_path or info.get("checkpoint") or ""),
-                                 "trainer": recipe.trainer_for(model_entry)}
+                                 "trainer": recipe.trainer_for(model_entry),
+                                 "fit_options": dict(model_entry.fit) or None,
+                                 "feature_cache": info.get("feature_cache"),
+                                 "stop_when_stable": info.get("stop_when_stable")}
             say(f"[bench] {label}: fitted in {info.get('fit_seconds')} s ({info.get('epochs')} epochs, "
                 f"{info.get('train_batches')} batches, {info.get('steps')} steps); testing")
         results = engine.test(model, datamodule=datamodule, verbose=False)
