@@ -141,7 +141,7 @@ def test_bad_invocations_exit_2_with_one_block(tiny_edge_bundle: Path, tmp_path:
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.txt").write_text("years of work")
     cases = [
-        ((tmp_path / "nope", tmp_path / "imgs", "--output", tmp_path / "o1", "--format", "jsonl"), "manifest"),
+        ((tmp_path / "nope", tmp_path / "imgs", "--output", tmp_path / "o1", "--format", "jsonl"), "bundle not found"),
         ((tiny_edge_bundle, "--output", tmp_path / "o2", "--format", "jsonl"), "no inputs"),
         ((tiny_edge_bundle, str(tmp_path / "none" / "*.png"), "--output", tmp_path / "o3", "--format", "csv"),
          "matches no image"),
