@@ -101,3 +101,15 @@ def uad(capsys: pytest.CaptureFixture[str]):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_edge_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An FP32 bundle of a tiny PBAS (64 px, random weights, 1 epoch of 3 batches) for edge-runtime tests."""
+    root = tmp_path_factory.mktemp("edge_bundle")
+    assert _uad_main(["fit", *TINY_PBAS, *QUIET, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+                      "--heatmaps", "false", "--default_root_dir", str(root / "runs"),
+                      "--data.category", "washer"]) == 0
+    assert _uad_main(["export", "--ckpt_path", str(next((root / "runs").rglob("model.ckpt"))), "--output",
+                      str(root / "bundle")]) == 0
+    return root / "bundle"

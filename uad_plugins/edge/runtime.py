@@ -7,7 +7,7 @@ This module must never import torch, lightning, anomalib or any other part of ua
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,15 @@ from uad_plugins.edge.manifest import (
     read_manifest,
 )
 from uad_plugins.edge.signals import check_signals, read_signal_file
+from uad_plugins.edge.stream import EdgeResult, OnError, iter_predictions
 
-__all__ = ["MODALITIES", "SUPPORTED_FORMAT_VERSIONS", "EdgeError", "EdgeModel", "EdgePrediction", "load_bundle",
-           "read_manifest"]
+__all__ = ["MODALITIES", "SUPPORTED_FORMAT_VERSIONS", "EdgeError", "EdgeModel", "EdgePrediction", "EdgeResult",
+           "load_bundle", "read_manifest"]
 
 #: graph outputs the runtime reads
 REQUIRED_OUTPUTS = ("pred_score", "pred_label", "anomaly_map", "pred_mask")
+#: image files that folders are searched for
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -100,6 +103,8 @@ class EdgeModel:
             raise EdgeError(f"bundle {self.root}: model.xml cannot be read: {str(exc).strip()[:400]}",
                             hint="Export the bundle again with a compatible uad_plugins/OpenVINO.") from exc
         self._check_graph(graph)
+        self._core, self._graph, self._device, self._config = core, graph, device, config
+        self._throughput: Any = None
         try:
             self.compiled = core.compile_model(graph, device, config)
         except Exception as exc:
@@ -250,6 +255,29 @@ class EdgeModel:
         result = self.compiled(batch)
         return {port.get_any_name(): np.asarray(result[port]) for port in self.compiled.outputs}
 
+    def _throughput_model(self) -> Any:
+        """The graph compiled again with the ``THROUGHPUT`` hint (several streams), once, for :meth:`predict_iter`;
+        ``predict`` keeps the latency-oriented model."""
+        if self._throughput is None:
+            try:
+                self._throughput = self._core.compile_model(self._graph, self._device,
+                                                            {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"})
+            except Exception as exc:
+                raise EdgeError(f"bundle {self.root} cannot be compiled for throughput on {self._device}: "
+                                f"{str(exc).strip()[:400]}", hint="Use predict, or another --device.") from exc
+        return self._throughput
+
+    def predict_iter(self, images: Iterable[Any], *, batch_size: int = 8, resize: bool = False,
+                     requests: int | None = None, workers: int | None = None, maps: bool = True,
+                     on_error: OnError = "raise") -> Iterator[EdgeResult]:
+        """Score any number of images (files or ``HxWx3`` uint8 arrays, read lazily), yielding one
+        :class:`EdgeResult` per input in input order with at most ``requests + 2`` chunks of ``batch_size`` inputs
+        in memory; ``requests`` infer requests run at once (throughput hint). A bad input raises its
+        :class:`EdgeError` at its turn, or, with ``on_error="record"``, is yielded with ``error`` set.
+        ``maps=False`` drops the per-pixel maps (scores only)."""
+        return iter_predictions(self, images, batch_size=batch_size, resize=resize, requests=requests,
+                                workers=workers, maps=maps, on_error=on_error)
+
     def predict(self, images: Any, *, resize: bool = False, batch_size: int = 8) -> EdgePrediction:
         """Score images or signal windows (paths, arrays, or a batch); see the class docstring for accepted inputs.
 
@@ -289,7 +317,7 @@ def load_bundle(bundle: str | Path, *, device: str = "CPU", num_threads: int | N
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:
     """Image files named by ``inputs`` (files, or folders searched recursively, hidden names skipped); a missing
     input, a symbolic-link loop or a broken link with an image extension is an :class:`EdgeError` naming it."""
-    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+    suffixes = set(IMAGE_SUFFIXES)
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
