@@ -1,5 +1,6 @@
 """`uad infer --format jsonl|csv` (issue 16): rows as they come, equal to scores.json, resume after a torn line or
-Ctrl-C, error rows for bad files (exit 3), glob and list inputs, exit 2 for bad invocations, torch-free."""
+Ctrl-C, error rows for bad files (exit 2 after the run), glob and list inputs, exit 2 for bad invocations,
+torch-free."""
 
 from __future__ import annotations
 
@@ -59,11 +60,11 @@ def test_streaming_rows_equal_scores_json(tiny_edge_bundle: Path, tmp_path: Path
         assert max(abs(r["pred_score"] - reference[r["image"]]) for r in rows) < 1e-5
         assert all((out / r["heatmap"]).is_file() for r in rows) and not any(r["error"] for r in rows)
         assert sorted(p.name for p in out.iterdir()) == ["infer.json", "overlays", f"scores.{fmt}"]
-    # glob and list inputs (a list entry may be missing: an error row, exit 3)
+    # glob and list inputs (a list entry may be missing: an error row, exit 2 at the end)
     (tmp_path / "list.txt").write_text(f"# two and a missing one\n{images[3]}\n{images[5]}\n{tmp_path / 'gone.png'}\n")
     code, _, err = uad("infer", tiny_edge_bundle, str(tmp_path / "imgs" / "p_000[0-2].png"), "--list",
                        tmp_path / "list.txt", "--output", tmp_path / "mixed", "--format", "jsonl", "--no_overlays")
-    assert code == 3, err
+    assert code == 2, err
     rows = _rows(tmp_path / "mixed" / "scores.jsonl")
     assert [r["image"] for r in rows] == [str(p) for p in images[:3]] + [str(images[3]), str(images[5]),
                                                                            str(tmp_path / "gone.png")]
@@ -76,8 +77,9 @@ def test_bad_file_gets_an_error_row_and_the_run_goes_on(tiny_edge_bundle: Path, 
     (tmp_path / "imgs" / "p_0003.png").write_bytes(b"not an image")
     _pngs(tmp_path / "imgs" / "big", 1, size=80)  # the wrong size without --resize
     code, out, err = uad("infer", tiny_edge_bundle, tmp_path / "imgs", "--output", tmp_path / "o", "--format", "csv")
-    assert code == 3, err
+    assert code == 2, err
     assert "3 failed (see the error column)" in out
+    assert "error: 3 input(s) could not be scored" in err  # one block at the end, after every row was written
     rows = _rows(tmp_path / "o" / "scores.csv")
     assert len(rows) == 6 and [r["image"] for r in rows if not r["error"]] == [str(images[i]) for i in (0, 1, 4)]
     assert all(r["pred_score"] is not None and r["heatmap"] for r in rows if not r["error"])

@@ -4,9 +4,9 @@ only). An image bundle reads image files, folders, globs and lists; a signal bun
 
 ``--format json`` (the default) writes ``scores.json`` at the end, whole or not at all, and stops at the first bad
 input (exit 2). ``--format jsonl|csv`` streams: rows are appended a chunk at a time, ``--resume`` continues, a bad
-input gets an error row and the run goes on. Exit status: 0 every input scored, 3 some rows hold an error (the run
-finished; see the ``error`` column), 2 a bad invocation (nothing scored), 130 interrupted (rows written so far are
-whole; ``--resume`` continues).
+input gets an error row and the run goes on. Exit status: 0 every input scored; 2 a bad invocation (nothing scored),
+or a run that finished with some error rows (one block on stderr names how many and where: the ``error`` column);
+130 interrupted (rows written so far are whole; ``--resume`` continues).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 __all__ = ["PARTIAL_EXIT", "infer"]
 
-#: exit status of a streaming run that finished with some error rows
-PARTIAL_EXIT = 3
+#: exit status of a streaming run that finished with some error rows (bad input: the project's status 2)
+PARTIAL_EXIT = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -192,7 +192,13 @@ def _infer_stream(args: argparse.Namespace, model: Any, files: list[str], protec
     total_failed = failed_before + failed
     print(f"{len(previous) + written} rows in {results.path} ({written} new, {progress.rate():.1f} images/s); "
           f"{total_failed} failed" + (" (see the error column)" if total_failed else ""))
-    return PARTIAL_EXIT if total_failed else 0
+    if not total_failed:
+        return 0
+    print(f"error: {total_failed} input(s) could not be scored; the other rows of {results.path} are complete.\n"
+          "  why: each failed row's 'error' column says what was wrong with that file.\n"
+          "  what to do: fix or remove those files and score them into another output (failed rows are final on "
+          "--resume).", file=sys.stderr)
+    return PARTIAL_EXIT
 
 
 def infer(argv: list[str]) -> int:
