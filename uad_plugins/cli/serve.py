@@ -40,7 +40,11 @@ def serve(argv: list[str]) -> int:
         raise UadError(f"uad serve needs fastapi and uvicorn ({exc}).",
                        hint="pip install 'uad_plugins[serve]'") from exc
     limits = ServeLimits(max_body_bytes=int(args.max_body_mb * (1 << 20)), max_batch=args.max_batch)
-    serve_bundle(args.bundle, host=args.host, port=args.port, name=args.name, device=args.device,
-                 infer_requests=args.infer_requests, limits=limits, log_level=args.log_level,
-                 announce=lambda line: print(line, flush=True))
+    try:
+        serve_bundle(args.bundle, host=args.host, port=args.port, name=args.name, device=args.device,
+                     infer_requests=args.infer_requests, limits=limits, log_level=args.log_level,
+                     announce=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then passes the signal on: a normal stop
+        pass
+    print("stopped", flush=True)
     return 0
