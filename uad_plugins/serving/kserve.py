@@ -86,8 +86,6 @@ def _tensor(entry: Any, input_name: str, want: list[int], max_batch: int) -> np.
     if len(shape) != len(want) or shape[1:] != want[1:] or not 1 <= shape[0] <= max_batch:
         raise RequestError(400, f"input shape {shape} does not match this model's {said} with 1 <= N <= "
                                 f"{max_batch}.")
-    if want[0] > 0 and shape[0] != want[0] and want[0] != 1:
-        raise RequestError(400, f"this model takes a batch of exactly {want[0]}.")
     data = entry.get("data")
     if not isinstance(data, list):
         raise RequestError(400, "input 'data' must be a JSON array of numbers (flat, row-major, or nested).")
