@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="INT8: largest allowed drop of image/pixel AUROC (signals: sample/point AUROC) on "
                         "validation (0.01 = 1 point)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the validation split (default: the run's)")
+    parser.add_argument("--layout", default="bundle", choices=["bundle", "ovms"],
+                        help="ovms: also write OVMS_REPO/NAME/VERSION/model.xml|bin (OpenVINO Model Server's model "
+                        "repository) from the gated bundle, at the next free version")
+    parser.add_argument("--ovms_repo", default=None, help="OVMS model repository (default: 'ovms' beside the bundle)")
+    parser.add_argument("--ovms_name", default=None, help="OVMS model name (default: the bundle folder's name)")
     parser.add_argument("--image_check", default="header", choices=["header", "full"],
                         help="how image files are checked: header (default) or full (every image decoded)")
     return parser
@@ -53,7 +58,8 @@ def export(argv: list[str]) -> int:
     bundle = export_checkpoint(args.ckpt_path, args.output, precision=args.precision, expected_model=args.model,
                                seed=args.seed, parity_samples=args.parity_samples,
                                calibration_samples=args.calibration_samples, max_metric_drop=args.max_metric_drop,
-                               overwrite=args.overwrite, image_check=args.image_check,
+                               overwrite=args.overwrite, image_check=args.image_check, layout=args.layout,
+                               ovms_repo=args.ovms_repo, ovms_name=args.ovms_name,
                                progress=lambda msg: print(f"[export] {msg}", flush=True))
     parity = bundle.manifest["parity"]
     if parity["mode"] == "outputs":
@@ -64,4 +70,6 @@ def export(argv: list[str]) -> int:
             print(f"parity: {name} eager {values['eager']:.4f} -> int8 {values['int8']:.4f} "
                   f"(drop {values['drop'] * 100:.2f} points)")
     print(f"bundle: {bundle.path}")
+    if bundle.ovms is not None:
+        print(f"OVMS: {bundle.ovms.path} (version {bundle.ovms.version}); serve it with:\n  {bundle.ovms.command()}")
     return 0

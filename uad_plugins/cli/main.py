@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("score images with a checkpoint; heatmaps + JSON/CSV of scores", "uad_plugins.cli.train:predict"),
     "export": ("export a checkpoint to an OpenVINO bundle, checked by a parity gate", "uad_plugins.cli.export:export"),
     "infer": ("score images or signal windows with a bundle (openvino + numpy only)", "uad_plugins.cli.infer:infer"),
+    "serve": ("serve a bundle over HTTP: KServe v2 endpoints and an image upload (no torch)",
+              "uad_plugins.cli.serve:serve"),
     "synth": ("make synthetic anomalies from images, point clouds or signals", "uad_plugins.cli.synth:synth"),
     "bench": ("benchmark models x data x precisions: bench.json, bench.md, plots", "uad_plugins.cli.bench:bench"),
     "plugins": ("list and inspect plugins (list [PATTERN] [--kind K] [--json] | show NAME)", ""),
@@ -38,6 +40,7 @@ EPILOG = """examples:
   uad predict --ckpt_path RUN/weights/lightning/model.ckpt --data_path my_images/ --output out/
   uad export --ckpt_path RUN/weights/lightning/model.ckpt --precision fp32
   uad infer RUN/bundle_fp32 my_images/ --output scored/ --resize
+  uad serve RUN/bundle_fp32 --port 8000
   uad bench --recipe configs/bench/demo_quick.yaml
   uad fit --model plugin:uniad --data.categories all
   uad plugins list --kind model

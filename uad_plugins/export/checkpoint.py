@@ -25,6 +25,8 @@ class ExportedBundle:
 
     path: Path
     manifest: dict[str, Any]
+    #: with ``layout="ovms"``: the OVMS version written from the bundle (:class:`~uad_plugins.edge.ovms.OvmsModel`)
+    ovms: Any = None
 
 
 def default_bundle_path(ckpt_path: str | Path, precision: str) -> Path:
@@ -50,7 +52,8 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
                       expected_model: str | None = None, datamodule: Any = None, seed: int | None = None,
                       parity_samples: int = 16, calibration_samples: int = 64, max_metric_drop: float = 0.01,
                       overwrite: bool = False, image_check: str = "header",
-                      provenance: Mapping[str, Any] | None = None,
+                      provenance: Mapping[str, Any] | None = None, layout: str = "bundle",
+                      ovms_repo: str | Path | None = None, ovms_name: str | None = None,
                       progress: Callable[[str], None] = print) -> ExportedBundle:
     """Export the model of ``ckpt_path`` to an OpenVINO bundle, written only if the parity gate passes.
 
@@ -69,12 +72,16 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
         overwrite: replace an existing bundle folder (only a folder holding a uad bundle).
         image_check: how image files are checked while the data are set up (``header`` or ``full``).
         provenance: more fields for the manifest (``uad bench`` names its recipe).
+        layout: ``bundle``, or ``ovms`` to also write ``<ovms_repo>/<ovms_name>/<version>/model.xml|bin`` from
+            the gated bundle (the next free version; default repo: ``ovms`` beside the bundle, default name: the
+            bundle folder's name), the model repository OpenVINO Model Server loads.
         progress: where progress lines go.
 
     Raises:
         UadError: a checkpoint that cannot be read or trusted, data that cannot be rebuilt, a failed gate
             (:class:`~uad_plugins.export.graph.ExportError`); nothing is written then.
     """
+    from uad_plugins.edge.ovms import check_ovms_target, write_ovms_layout
     from uad_plugins.edge.tempdirs import owned_tempdir
     from uad_plugins.engine import UadEngine
     from uad_plugins.engine.checkpoint import load_checkpoint
@@ -87,6 +94,8 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
 
     check_export_options(parity_samples=parity_samples, calibration_samples=calibration_samples,
                          max_metric_drop=max_metric_drop)
+    if layout not in ("bundle", "ovms"):
+        raise ConfigError(f"unknown layout {layout!r}.", hint="Choose bundle or ovms.")
     expected = None
     if expected_model:
         spec = get_spec("model", expected_model, flag="--model")
@@ -97,6 +106,10 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
         raise ConfigError(f"checkpoint {ckpt_path} does not record its data, which export needs for the "
                           "parity gate and calibration.", hint="Export a checkpoint written by 'uad fit'.")
     output = Path(output) if output is not None else default_bundle_path(ckpt_path, precision)
+    if layout == "ovms":  # checked before the long part: a taken version is refused, never overwritten
+        ovms_repo = Path(ovms_repo) if ovms_repo is not None else output.parent / "ovms"
+        ovms_name = ovms_name or output.resolve().name
+        check_ovms_target(ovms_repo, ovms_name)
     size = input_size_of(model)
     signal = modality_of(model) == "signal"
     # $TMPDIR/uad_export_*, marked with our PID; the stale ones of killed exports are removed first
@@ -128,5 +141,9 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
                                  provenance=manifest_provenance, threshold=(record.threshold, record.false_alarm_rate),
                                  input_preparation=describe_signal_preparation(datamodule) if signal else None,
                                  progress=progress)
-    return ExportedBundle(path=output, manifest=manifest)
+    ovms = None
+    if layout == "ovms":  # from the written bundle: only a model that passed the parity gate reaches OVMS
+        ovms = write_ovms_layout(output, ovms_repo, name=ovms_name)
+        progress(f"OVMS model repository: {ovms.path}")
+    return ExportedBundle(path=output, manifest=manifest, ovms=ovms)
 
