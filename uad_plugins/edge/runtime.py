@@ -255,8 +255,9 @@ class EdgeModel:
         result = self.compiled(batch)
         return {port.get_any_name(): np.asarray(result[port]) for port in self.compiled.outputs}
 
-    def _throughput_model(self) -> Any:
-        """The graph compiled again with the ``THROUGHPUT`` hint (several streams), once, for :meth:`predict_iter`;
+    def throughput_model(self) -> Any:
+        """The graph compiled again with the ``THROUGHPUT`` hint (several streams), once, for :meth:`predict_iter` and
+        the server's request pool;
         ``predict`` keeps the latency-oriented model."""
         if self._throughput is None:
             try:

@@ -161,7 +161,7 @@ def iter_predictions(model: Any, sources: Iterable[Any], *, batch_size: int = 8,
     if model.modality != "image":
         raise EdgeError(f"predict_iter scores image bundles; {model.root} is a {model.modality} bundle.",
                         hint="Use predict for signal windows.")
-    compiled = model._throughput_model()
+    compiled = model.throughput_model()
     queue = ov.AsyncInferQueue(compiled, int(requests or 0))
     names = [port.get_any_name() for port in compiled.outputs]
 

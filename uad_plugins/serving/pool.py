@@ -13,12 +13,13 @@ __all__ = ["InferPool"]
 
 
 class InferPool:
-    """``size`` infer requests of ``model.compiled`` (default: the compiled model's optimal number); :meth:`run`
-    blocks while all are busy."""
+    """``size`` infer requests of the model compiled with the ``THROUGHPUT`` hint (several CPU streams, so
+    concurrent requests run side by side; default size: that compilation's optimal number); :meth:`run` blocks
+    while all are busy."""
 
     def __init__(self, model: Any, size: int | None = None) -> None:
         self.model = model
-        compiled = model.compiled
+        compiled = model.throughput_model()
         if size is None:
             try:
                 size = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
