@@ -16,7 +16,9 @@ from uad_plugins.plugins.pradot.torch_model import (
     PradotModel,
     PradotTrainOutput,
     PrototypeBank,
+    SinkhornResult,
     grid_coordinates,
+    sinkhorn_log,
     sinkhorn_plan,
     spatial_cost,
     variant_alphas,
@@ -125,6 +127,75 @@ def test_sinkhorn_plan_is_pots_log_domain_sinkhorn(shape: tuple[int, int], reg: 
     a, b = torch.full((shape[0],), 1 / shape[0]), torch.full((shape[1],), 1 / shape[1])
     want = ot.bregman.sinkhorn(a, b, cost, reg, method="sinkhorn_log", numItermax=iterations, warn=False)
     torch.testing.assert_close(sinkhorn_plan(cost, reg, iterations), want, rtol=1e-5, atol=1e-9)
+
+
+def pot_plan(cost: torch.Tensor, reg: float, iterations: int) -> torch.Tensor:
+    """POT's log-domain Sinkhorn with uniform marginals, as the official code calls it."""
+    ot = pytest.importorskip("ot")
+    a = torch.full((cost.shape[0],), 1 / cost.shape[0], dtype=cost.dtype)
+    b = torch.full((cost.shape[1],), 1 / cost.shape[1], dtype=cost.dtype)
+    return ot.bregman.sinkhorn(a, b, cost, reg, method="sinkhorn_log", numItermax=iterations, warn=False)
+
+
+def pradot_like_cost(n: int, k: int, seed: int = 0) -> torch.Tensor:
+    """A cost shaped like PRADOT's: cosine cost of clustered features to prototypes, divided by its maximum, so
+    that with reg 0.01 most plan entries lie far below float32's range (exp's slow path without the clamp)."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(4, 16, generator=gen)
+    features = centres[torch.randint(0, 4, (n,), generator=gen)] + 0.3 * torch.randn(n, 16, generator=gen)
+    prototypes = centres[torch.randint(0, 4, (k,), generator=gen)] + 0.5 * torch.randn(k, 16, generator=gen)
+    cost = 1 - F.normalize(features, dim=1) @ F.normalize(prototypes, dim=1).T
+    return cost / cost.max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sinkhorn_log_at_pots_rule_is_pots_plan_on_a_pradot_like_cost(dtype: torch.dtype) -> None:
+    """The exp clamp (LOG_FLOOR) changes nothing visible: 100 iterations, POT's rule, equal to POT's plan."""
+    cost = pradot_like_cost(64, 96).to(dtype)
+    result = sinkhorn_log(cost, 0.01, 100)
+    assert isinstance(result, SinkhornResult) and result.iterations == 100  # stopThr 1e-9: never reached
+    assert float((cost / -0.01).min()) < -88  # entries whose exp underflows float32 are there
+    torch.testing.assert_close(result.plan, pot_plan(cost, 0.01, 100), rtol=1e-5, atol=1e-9)
+    assert result.plan.dtype == dtype
+
+
+def test_tolerance_stops_early_on_an_easy_problem_with_pots_plan_at_that_count() -> None:
+    cost = torch.rand(40, 30, generator=torch.Generator().manual_seed(1))
+    result = sinkhorn_log(cost, reg=0.5, num_iterations=100, tolerance=1e-4)
+    assert 1 < result.iterations < 20 and result.violation <= 1e-4
+    torch.testing.assert_close(result.plan, pot_plan(cost, 0.5, result.iterations), rtol=1e-5, atol=1e-9)
+    # the rule read the row masses of the dual pair the last u update started from: check it by hand
+    duals: list[tuple[torch.Tensor, torch.Tensor]] = []
+    sinkhorn_log(cost, 0.5, result.iterations, monitor=lambda i, u, v: duals.append((u.clone(), v.clone())))
+    u_before, v_last = duals[-2][0], duals[-1][1]
+    rows = torch.exp(cost / -0.5 + u_before[:, None] + v_last[None, :]).sum(dim=1)
+    assert result.violation == pytest.approx(float((rows - 1 / 40).abs().sum()), rel=1e-2)  # float32 cancellation
+
+
+def test_tolerance_reaches_the_cap_on_a_hard_problem() -> None:
+    cost = pradot_like_cost(64, 96)
+    result = sinkhorn_log(cost, reg=0.01, num_iterations=30, tolerance=1e-7)
+    assert result.iterations == 30 and result.violation > 1e-7
+    torch.testing.assert_close(result.plan, pot_plan(cost, 0.01, 30), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("tolerance", [1e-2, 1e-3])
+def test_tolerance_stops_early_at_reg_0_01_with_pots_plan_at_that_count(tolerance: float) -> None:
+    cost = torch.rand(96, 160, generator=torch.Generator().manual_seed(2))  # converges in 8 / 15 iterations
+    result = sinkhorn_log(cost, 0.01, 100, tolerance=tolerance)
+    assert result.iterations < 100 and result.violation <= tolerance
+    torch.testing.assert_close(result.plan, pot_plan(cost, 0.01, result.iterations), rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(sinkhorn_plan(cost, 0.01, 100, tolerance=tolerance), result.plan)
+    # the row marginal is exact (u was updated last); the columns are within the tolerance's order
+    torch.testing.assert_close(result.plan.sum(dim=1), torch.full((96,), 1 / 96), atol=1e-6, rtol=0)
+    assert float((result.plan.sum(dim=0) - 1 / 160).abs().sum()) < 10 * tolerance
+
+
+@pytest.mark.parametrize("cost", [torch.rand(96, 160, generator=torch.Generator().manual_seed(2)),
+                                  pradot_like_cost(64, 96, seed=3)], ids=["uniform", "clustered"])
+def test_a_looser_tolerance_never_runs_more_iterations(cost: torch.Tensor) -> None:
+    counts = [sinkhorn_log(cost, 0.01, 300, tolerance=t).iterations for t in (1e-1, 1e-2, 1e-3, 1e-4)]
+    assert counts == sorted(counts) and counts[0] < counts[-1]
 
 
 @pytest.mark.parametrize("ema", [0.0, 0.95])
@@ -266,7 +337,9 @@ def test_lightning_module_defaults() -> None:
 
 @pytest.mark.parametrize(("key", "value"), [("alpha", -0.1), ("alpha", 1.5), ("num_prototypes", 0),
                                             ("reg", 0.0), ("reg", -0.01), ("ema", 1.0), ("ema", -0.1),
-                                            ("num_iterations", 0), ("variant", "mixed"), ("image_size", 16)])
+                                            ("num_iterations", 0), ("variant", "mixed"), ("image_size", 16),
+                                            ("tolerance", -1e-3), ("tolerance", 1.0), ("tolerance", float("nan")),
+                                            ("tolerance", "1e-3"), ("tolerance", True)])
 def test_invalid_settings(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"pradot: {key}=.*is not usable") as info:
         Pradot(**{**TINY, key: value})

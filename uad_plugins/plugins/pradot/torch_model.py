@@ -9,7 +9,7 @@ prototype moves (by EMA) towards the mean of the features transported to it. The
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -21,12 +21,15 @@ from uad_plugins.components.backbones import create_feature_extractor
 from uad_plugins.errors import ConfigError
 
 __all__ = [
+    "LOG_FLOOR",
     "VARIANTS",
     "PradotModel",
     "PradotTrainOutput",
     "PrototypeBank",
+    "SinkhornResult",
     "feature_cost",
     "grid_coordinates",
+    "sinkhorn_log",
     "sinkhorn_plan",
     "spatial_cost",
     "variant_alphas",
@@ -55,10 +58,12 @@ def variant_alphas(variant: str, alpha: float) -> tuple[float, ...]:
 
 
 class PradotTrainOutput(NamedTuple):
-    """One training update: the mean transport cost over the banks and each bank's cost ``<plan, M>``."""
+    """One training update: the mean transport cost over the banks, each bank's cost ``<plan, M>`` and the Sinkhorn
+    iterations each bank's transport ran."""
 
     loss: torch.Tensor
     bank_losses: torch.Tensor
+    iterations: torch.Tensor
 
 
 def grid_coordinates(height: int, width: int) -> torch.Tensor:
@@ -80,23 +85,61 @@ def feature_cost(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tens
     return 1.0 - F.normalize(features, dim=-1) @ F.normalize(prototypes, dim=-1).T
 
 
+#: arguments of ``exp`` inside the solver are clamped to at least this: ``exp(-80)`` (1.8e-35) is far below float32's
+#: resolution of any sum it enters (which holds at least one term equal to 1), but is still a normal number. Below
+#: about -88 float32 ``exp`` underflows to denormals or zero, and torch's vectorised ``exp`` then takes a slow path,
+#: about 15x slower per element (measured: 8 ms vs 110-250 ms for 1568 x 3136 elements); with reg = 0.01 most of a
+#: PRADOT plan's entries are down there, so this clamp alone makes an iteration several times cheaper.
+LOG_FLOOR = -80.0
+
+
+class SinkhornResult(NamedTuple):
+    """What :func:`sinkhorn_log` returns.
+
+    ``plan [N, K]``; ``iterations`` run; ``violation`` the last measured marginal violation (the tolerance rule's
+    L1 measure when ``tolerance > 0``, POT's L2 column measure otherwise; ``nan`` when none was measured).
+    """
+
+    plan: torch.Tensor
+    iterations: int
+    violation: float
+
+
 def _logsumexp_(values: torch.Tensor, dim: int) -> torch.Tensor:
-    """``logsumexp`` of ``values`` along ``dim``, computed in place: ``values`` is overwritten."""
+    """``logsumexp`` of ``values`` along ``dim``, computed in place: ``values`` is overwritten.
+
+    Terms more than ``-LOG_FLOOR`` below the largest one count as ``exp(LOG_FLOOR)`` of it (invisible in the sum,
+    and it keeps ``exp`` off its slow underflow path).
+    """
     peak = values.amax(dim=dim, keepdim=True)
     peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    values.sub_(peak).exp_()
+    values.sub_(peak).clamp_(min=LOG_FLOOR).exp_()
     return values.sum(dim=dim).log_().add_(peak.squeeze(dim))
 
 
-def sinkhorn_plan(cost: torch.Tensor, reg: float, num_iterations: int, stop_threshold: float = 1e-9) -> torch.Tensor:
-    """Entropic OT plan between uniform marginals for ``cost [N, K]``: log-domain Sinkhorn.
+def sinkhorn_log(cost: torch.Tensor, reg: float, num_iterations: int, tolerance: float = 0.0,
+                 stop_threshold: float = 1e-9,
+                 monitor: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> SinkhornResult:
+    """Entropic OT plan between uniform marginals for ``cost [N, K]``: log-domain Sinkhorn with a stopping rule.
 
-    The same iterations as POT's ``ot.bregman.sinkhorn(a, b, cost, reg, method="sinkhorn_log",
-    numItermax=num_iterations)``, which the official code calls (dual ``v`` then ``u`` updates, the marginal error
-    checked every 10th iteration against ``stop_threshold``), but with one ``N x K`` work buffer reused by every
-    iteration. POT allocates several fresh ``N x K`` temporaries per iteration (about 20 MB each for a batch of 8 at
-    224 px): hundreds of large allocations per batch, each one fresh pages from the kernel, which cost PRADOT most
-    of its training time in system time and page faults. Training only: never part of the eval graph.
+    Each iteration is POT's ``ot.bregman.sinkhorn(a, b, cost, reg, method="sinkhorn_log")`` iteration (the dual
+    ``v`` update, then ``u``; the plan is ``exp(-cost / reg + u + v)``, so its row marginal is exact), computed in
+    one ``N x K`` work buffer reused by every iteration (POT allocates several fresh ``N x K`` temporaries per
+    iteration: hundreds of large allocations per batch, each one fresh pages from the kernel).
+
+    Stopping, at most ``num_iterations`` iterations:
+
+    * ``tolerance > 0`` (ours): stop after the first iteration whose row-marginal violation
+      ``sum_n |plan_n 1 - 1/N|`` (L1, the share of the mass in the wrong place, at the dual pair the ``u`` update
+      starts from) is at most ``tolerance``. It is read off the ``u`` update itself, ``sum_n |exp(u_old - u_new) -
+      1| / N``, so checking it costs no pass over the matrix, and it is checked after every iteration.
+    * ``tolerance == 0`` (POT's rule, as the official code runs it): every 10th iteration, an extra pass computes
+      the column marginal and stops when its L2 distance to ``1/K`` is below ``stop_threshold`` (POT's ``stopThr``,
+      1e-9 by default, which float32 plans of PRADOT's size never reach: 100 iterations always run).
+
+    ``monitor(iteration, u, v)``, when given, is called after every iteration (0-based) with the log-domain duals
+    (for measurements such as ``tools/pradot_transport_profile.py``; do not modify them). Training only: never
+    part of the eval graph.
     """
     n, k = cost.shape
     scaled = cost / -reg
@@ -104,18 +147,35 @@ def sinkhorn_plan(cost: torch.Tensor, reg: float, num_iterations: int, stop_thre
     log_a, log_b = -math.log(n), -math.log(k)
     u = torch.zeros(n, dtype=cost.dtype, device=cost.device)
     v = torch.zeros(k, dtype=cost.dtype, device=cost.device)
+    violation = math.nan
+    iterations = 0
     for iteration in range(num_iterations):
+        iterations = iteration + 1
         torch.add(scaled, u[:, None], out=work)
         v = _logsumexp_(work, 0).neg_().add_(log_b)
         torch.add(scaled, v[None, :], out=work)
-        u = _logsumexp_(work, 1).neg_().add_(log_a)
-        if iteration % 10 == 0:  # the right marginal's violation, as POT checks it
+        previous, u = u, _logsumexp_(work, 1).neg_().add_(log_a)
+        if monitor is not None:
+            monitor(iteration, u, v)
+        if tolerance > 0:  # row masses at (previous, v) are exp(previous - u) / n: free to read
+            violation = float((previous - u).exp_().sub_(1.0).abs_().mean())
+            if violation <= tolerance:
+                break
+        elif iteration % 10 == 0:  # the right marginal's violation, as POT checks it (one extra pass)
             torch.add(scaled, u[:, None], out=work)
-            column_mass = work.add_(v[None, :]).exp_().sum(dim=0)
-            if float(torch.linalg.vector_norm(column_mass - 1.0 / k)) < stop_threshold:
+            column_mass = work.add_(v[None, :]).clamp_(min=LOG_FLOOR).exp_().sum(dim=0)
+            violation = float(torch.linalg.vector_norm(column_mass - 1.0 / k))
+            if violation < stop_threshold:
                 break
     torch.add(scaled, u[:, None], out=work)
-    return work.add_(v[None, :]).exp_()
+    # plan entries below exp(LOG_FLOOR) count as exp(LOG_FLOOR): at most N K 1.8e-35 of extra mass in all
+    return SinkhornResult(work.add_(v[None, :]).clamp_(min=LOG_FLOOR).exp_(), iterations, violation)
+
+
+def sinkhorn_plan(cost: torch.Tensor, reg: float, num_iterations: int, stop_threshold: float = 1e-9,
+                  tolerance: float = 0.0) -> torch.Tensor:
+    """The plan of :func:`sinkhorn_log` (same arguments) alone."""
+    return sinkhorn_log(cost, reg, num_iterations, tolerance=tolerance, stop_threshold=stop_threshold).plan
 
 
 class PrototypeBank(nn.Module):
@@ -141,6 +201,7 @@ class PrototypeBank(nn.Module):
         self.register_buffer("selected_prototypes", self.prototypes.clone())
         self.register_buffer("best_loss", torch.tensor(float("inf")))
         self.register_buffer("spatial", spatial_cost(*self.grid), persistent=False)
+        self.last_iterations = 0  # Sinkhorn iterations of the last transport (not saved)
 
     @property
     def positions(self) -> int:
@@ -176,30 +237,36 @@ class PrototypeBank(nn.Module):
         return cost.flatten(2).amin(dim=2)
 
     @torch.no_grad()
-    def transport(self, features: torch.Tensor, reg: float, num_iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Entropic OT of the batch's features ``[B, H*W, C]`` onto the training prototypes.
+    def transport(self, features: torch.Tensor, reg: float, num_iterations: int, tolerance: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Entropic OT of the batch's features ``[B, H*W, C]`` onto the training prototypes (:func:`sinkhorn_log`
+        with at most ``num_iterations`` iterations and ``tolerance``; the count run is kept in ``last_iterations``).
 
         Returns ``(plan [B*H*W, P*H*W], cost [B*H*W, P*H*W])``, both float32.
         """
         features = features.float()
         cost = self.fused_cost(features, self.prototypes.float(), "batch")
         cost = cost.reshape(features.shape[0] * features.shape[1], -1)
-        return sinkhorn_plan(cost, reg, num_iterations), cost
+        result = sinkhorn_log(cost, reg, num_iterations, tolerance=tolerance)
+        self.last_iterations = result.iterations
+        return result.plan, cost
 
     @torch.no_grad()
-    def transport_loss(self, features: torch.Tensor, reg: float, num_iterations: int) -> torch.Tensor:
+    def transport_loss(self, features: torch.Tensor, reg: float, num_iterations: int, tolerance: float = 0.0
+                       ) -> torch.Tensor:
         """``<plan, cost>`` of the batch onto the training prototypes (no update; used for model selection)."""
-        plan, cost = self.transport(features, reg, num_iterations)
+        plan, cost = self.transport(features, reg, num_iterations, tolerance)
         return (plan * cost).sum()
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor, reg: float, num_iterations: int, ema: float) -> torch.Tensor:
+    def update(self, features: torch.Tensor, reg: float, num_iterations: int, ema: float, tolerance: float = 0.0
+               ) -> torch.Tensor:
         """One training step: transport, then ``prototype <- ema * prototype + (1 - ema) * transported mean``.
 
         The transported mean of prototype ``m`` is ``sum_n plan[n, m] f_n / sum_n plan[n, m]`` (a prototype that
         received no mass keeps its value). Returns the transport cost ``<plan, cost>``.
         """
-        plan, cost = self.transport(features, reg, num_iterations)
+        plan, cost = self.transport(features, reg, num_iterations, tolerance)
         flat = features.float().reshape(-1, features.shape[-1])
         mass = plan.sum(dim=0)
         means = (plan.T @ flat) / mass.clamp_min(_TINY)[:, None]
@@ -230,7 +297,9 @@ class PradotModel(nn.Module):
             layer, maps averaged: with ``layers = [layer2, layer3]`` the paper's 4-model average).
         alpha: spatial weight of the local prototypes (0.3).
         reg: entropic regularisation of Sinkhorn (0.01).
-        num_iterations: Sinkhorn iterations per training batch (100).
+        num_iterations: at most this many Sinkhorn iterations per training batch (100, as the official code).
+        tolerance: stop a batch's Sinkhorn early once its marginal violation is at most this (see
+            :func:`sinkhorn_log`); 0 runs POT's rule, which at float32 means ``num_iterations`` always.
         ema: prototype momentum (0.95).
         normalize_per_image: divide each test image's cosine cost by its maximum, as the official code does.
 
@@ -253,6 +322,7 @@ class PradotModel(nn.Module):
         num_iterations: int = 100,
         ema: float = 0.95,
         normalize_per_image: bool = True,
+        tolerance: float = 0.0,
     ) -> None:
         super().__init__()
         alphas = variant_alphas(variant, alpha)
@@ -260,6 +330,7 @@ class PradotModel(nn.Module):
         self.variant = variant
         self.reg = float(reg)
         self.num_iterations = int(num_iterations)
+        self.tolerance = float(tolerance)
         self.ema = float(ema)
         self.normalize_per_image = bool(normalize_per_image)
         self.feature_extractor = create_feature_extractor(backbone, self.layers, pretrained)
@@ -287,16 +358,17 @@ class PradotModel(nn.Module):
         """Transport the batch onto every bank and move the prototypes (EMA); no gradients, no optimiser."""
         feats = self.features(images)
         with torch.autocast(device_type=images.device.type, enabled=False):
-            losses = torch.stack([bank.update(feats[layer], self.reg, self.num_iterations, self.ema)
+            losses = torch.stack([bank.update(feats[layer], self.reg, self.num_iterations, self.ema, self.tolerance)
                                   for bank, layer in zip(self.banks, self.bank_layers, strict=True)])
-        return PradotTrainOutput(losses.mean(), losses)
+        iterations = torch.tensor([float(bank.last_iterations) for bank in self.banks])
+        return PradotTrainOutput(losses.mean(), losses, iterations)
 
     @torch.no_grad()
     def transport_losses(self, images: torch.Tensor) -> torch.Tensor:
         """Each bank's transport cost for ``images`` (``[num_banks]``) without changing any prototype."""
         feats = self.features(images)
         with torch.autocast(device_type=images.device.type, enabled=False):
-            return torch.stack([bank.transport_loss(feats[layer], self.reg, self.num_iterations)
+            return torch.stack([bank.transport_loss(feats[layer], self.reg, self.num_iterations, self.tolerance)
                                 for bank, layer in zip(self.banks, self.bank_layers, strict=True)])
 
     @torch.no_grad()
