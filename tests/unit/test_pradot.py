@@ -198,6 +198,13 @@ def test_a_looser_tolerance_never_runs_more_iterations(cost: torch.Tensor) -> No
     assert counts == sorted(counts) and counts[0] < counts[-1]
 
 
+def test_training_update_reports_the_iterations_the_tolerance_allowed() -> None:
+    loose = tiny_net(num_iterations=50, tolerance=0.5).train()(textures(4))
+    assert loose.iterations.shape == (1,) and 1 <= float(loose.iterations[0]) < 50
+    pots_rule = tiny_net(num_iterations=50).train()(textures(4))
+    assert float(pots_rule.iterations[0]) == 50
+
+
 @pytest.mark.parametrize("ema", [0.0, 0.95])
 def test_update_moves_prototypes_to_the_transported_feature_means(ema: float) -> None:
     bank = small_bank(0.3)
@@ -280,7 +287,7 @@ def test_eval_forward_shapes_and_never_transports(monkeypatch: pytest.MonkeyPatc
         raise AssertionError("the eval forward must not call the Sinkhorn solver")
 
     net = tiny_net().eval()
-    monkeypatch.setattr("uad_plugins.plugins.pradot.torch_model.sinkhorn_plan", forbidden)
+    monkeypatch.setattr("uad_plugins.plugins.pradot.torch_model.sinkhorn_log", forbidden)
     images = textures(3)
     with torch.no_grad():
         out = net(images)
