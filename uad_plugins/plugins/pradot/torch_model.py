@@ -1,8 +1,8 @@
 """PRADOT as a plain ``nn.Module``: frozen backbone features, prototype banks fitted by entropic optimal transport.
 
 No Lightning here (see :mod:`uad_plugins.plugins.pradot.model`). Training never uses gradients: each training batch
-is transported onto the prototypes with log-domain Sinkhorn (POT's iterations, computed in place), and every
-prototype moves (by EMA) towards the mean of the features transported to it. The eval forward uses only torch ops
+is transported onto the prototypes with Sinkhorn (POT's log-domain iterations, computed in stabilised scaling form
+in one work buffer), and every prototype moves (by EMA) towards the mean of the features transported to it. The eval forward uses only torch ops
 (no transport, no numpy), so it exports.
 """
 
@@ -21,6 +21,7 @@ from uad_plugins.components.backbones import create_feature_extractor
 from uad_plugins.errors import ConfigError
 
 __all__ = [
+    "ABSORB_THRESHOLD",
     "LOG_FLOOR",
     "VARIANTS",
     "PradotModel",
@@ -97,12 +98,15 @@ class SinkhornResult(NamedTuple):
     """What :func:`sinkhorn_log` returns.
 
     ``plan [N, K]``; ``iterations`` run; ``violation`` the last measured marginal violation (the tolerance rule's
-    L1 measure when ``tolerance > 0``, POT's L2 column measure otherwise; ``nan`` when none was measured).
+    L1 measure when ``tolerance > 0``, POT's L2 column measure otherwise; ``nan`` when none was measured);
+    ``absorptions`` how many times the scalings were absorbed into the kernel (each one rebuilds it: three passes
+    over the matrix).
     """
 
     plan: torch.Tensor
     iterations: int
     violation: float
+    absorptions: int = 0
 
 
 def _logsumexp_(values: torch.Tensor, dim: int) -> torch.Tensor:
@@ -117,59 +121,132 @@ def _logsumexp_(values: torch.Tensor, dim: int) -> torch.Tensor:
     return values.sum(dim=dim).log_().add_(peak.squeeze(dim))
 
 
+#: the scalings ``u``, ``v`` of :func:`sinkhorn_log` are absorbed into its kernel once ``max |log u|`` or
+#: ``max |log v|`` exceeds this
+ABSORB_THRESHOLD = 20.0
+
+#: a kernel row (column) sum below this is computed again in the log domain and absorbed (its terms may be denormal
+#: or zero in float32); sums of a well-scaled kernel are many orders of magnitude larger
+_SUM_GUARD = 1e-30
+
+
+def _build_kernel_(work: torch.Tensor, scaled: torch.Tensor, big_u: torch.Tensor, big_v: torch.Tensor) -> None:
+    """``work = exp(max(scaled + U_i + V_j, LOG_FLOOR))`` in place (three passes plus the clamp)."""
+    torch.add(scaled, big_u[:, None], out=work)
+    work.add_(big_v[None, :]).clamp_(min=LOG_FLOOR).exp_()
+
+
+def _log_rows(scaled: torch.Tensor, rows: torch.Tensor, big_v: torch.Tensor, log_a: float) -> torch.Tensor:
+    """The log-domain ``U`` update of ``rows`` only: ``log a - logsumexp_j(scaled[rows] + V)``."""
+    return _logsumexp_(scaled[rows] + big_v[None, :], 1).neg_().add_(log_a)
+
+
+def _log_columns(scaled: torch.Tensor, columns: torch.Tensor, big_u: torch.Tensor, log_b: float) -> torch.Tensor:
+    """The log-domain ``V`` update of ``columns`` only: ``log b - logsumexp_i(scaled[:, columns] + U)``."""
+    return _logsumexp_(scaled[:, columns] + big_u[:, None], 0).neg_().add_(log_b)
+
+
 def sinkhorn_log(cost: torch.Tensor, reg: float, num_iterations: int, tolerance: float = 0.0,
                  stop_threshold: float = 1e-9,
                  monitor: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> SinkhornResult:
-    """Entropic OT plan between uniform marginals for ``cost [N, K]``: log-domain Sinkhorn with a stopping rule.
+    """Entropic OT plan between uniform marginals for ``cost [N, K]``: POT's log-domain Sinkhorn iterations, computed
+    in stabilised scaling form, with a stopping rule.
 
-    Each iteration is POT's ``ot.bregman.sinkhorn(a, b, cost, reg, method="sinkhorn_log")`` iteration (the dual
-    ``v`` update, then ``u``; the plan is ``exp(-cost / reg + u + v)``, so its row marginal is exact), computed in
-    one ``N x K`` work buffer reused by every iteration (POT allocates several fresh ``N x K`` temporaries per
-    iteration: hundreds of large allocations per batch, each one fresh pages from the kernel).
+    The iterates are those of POT's ``ot.bregman.sinkhorn(a, b, cost, reg, method="sinkhorn_log")`` (the dual ``V``
+    update, then ``U``; the plan is ``exp(-cost / reg + U + V)``, so its row marginal is exact), computed as
+    Schmitzer's stabilised scaling algorithm (the idea of POT's ``sinkhorn_stabilized``): the log duals are split
+    into absorbed parts and scalings, ``U = Ua + log u``, ``V = Va + log v``, with the kernel ``Kt = exp(-cost / reg
+    + Ua_i + Va_j)`` kept in one ``N x K`` work buffer. An iteration is then two matrix-vector products, ``v = b /
+    (Kt^T u)`` and ``u = a / (Kt v)`` (one pass over the matrix each, against about ten for the log-domain
+    ``logsumexp``s: add, max, subtract, exp, sum per half-iteration). When ``max |log u|`` or ``max |log v|``
+    exceeds :data:`ABSORB_THRESHOLD` the scalings are absorbed (``Ua += log u``, ``Va += log v``, ``Kt`` rebuilt in
+    place, ``u = v = 1``). The first iteration runs in the log domain, from ``U = 0`` as POT starts, and ``Kt`` is
+    built from its duals, so every kernel row and column starts at the scale of a plan (``exp(-cost / reg)`` alone
+    underflows whole columns in float32 at reg 0.01). A kernel row or column sum below ``1e-30`` (terms lost to
+    underflow) is computed again in the log domain and absorbed, so no ``inf``/``nan`` comes from an underflowed
+    kernel.
 
     Stopping, at most ``num_iterations`` iterations:
 
     * ``tolerance > 0`` (ours): stop after the first iteration whose row-marginal violation
       ``sum_n |plan_n 1 - 1/N|`` (L1, the share of the mass in the wrong place, at the dual pair the ``u`` update
-      starts from) is at most ``tolerance``. It is read off the ``u`` update itself, ``sum_n |exp(u_old - u_new) -
-      1| / N``, so checking it costs no pass over the matrix, and it is checked after every iteration.
-    * ``tolerance == 0`` (POT's rule, as the official code runs it): every 10th iteration, an extra pass computes
-      the column marginal and stops when its L2 distance to ``1/K`` is below ``stop_threshold`` (POT's ``stopThr``,
-      1e-9 by default, which float32 plans of PRADOT's size never reach: 100 iterations always run).
+      starts from) is at most ``tolerance``. It is read off the ``u`` update itself, ``mean_n |u_old / u_new -
+      1|`` (``= exp(U_old - U_new)``), so checking it costs no pass over the matrix; checked after every iteration.
+    * ``tolerance == 0`` (POT's rule, as the official code runs it): every 10th iteration the column marginal
+      ``v * (Kt^T u)`` is compared with ``1/K`` (L2) and the loop stops when that is below ``stop_threshold``
+      (POT's ``stopThr``, 1e-9 by default, which float32 plans of PRADOT's size never reach: 100 iterations always
+      run). ``Kt^T u`` is the next iteration's ``v`` update, so the check costs no extra pass either.
 
-    ``monitor(iteration, u, v)``, when given, is called after every iteration (0-based) with the log-domain duals
-    (for measurements such as ``tools/pradot_transport_profile.py``; do not modify them). Training only: never
-    part of the eval graph.
+    ``monitor(iteration, U, V)``, when given, is called after every iteration (0-based) with the log-domain duals
+    (for measurements such as ``tools/pradot_transport_profile.py``). Training only: never part of the eval graph.
     """
     n, k = cost.shape
     scaled = cost / -reg
     work = torch.empty_like(scaled)
     log_a, log_b = -math.log(n), -math.log(k)
-    u = torch.zeros(n, dtype=cost.dtype, device=cost.device)
-    v = torch.zeros(k, dtype=cost.dtype, device=cost.device)
-    violation = math.nan
+    mass_a, mass_b = 1.0 / n, 1.0 / k
+    low, high = math.exp(-ABSORB_THRESHOLD), math.exp(ABSORB_THRESHOLD)
+    # iteration 1 in the log domain, from U = 0 (POT's start); the kernel is then its plan
+    work.copy_(scaled)
+    big_v = _logsumexp_(work, 0).neg_().add_(log_b)
+    torch.add(scaled, big_v[None, :], out=work)
+    big_u = _logsumexp_(work, 1).neg_().add_(log_a)
+    violation = float(big_u.neg().exp_().sub_(1.0).abs_().mean()) if tolerance > 0 else math.nan
+    _build_kernel_(work, scaled, big_u, big_v)
+    u = torch.ones(n, dtype=cost.dtype, device=cost.device)
+    v = torch.ones(k, dtype=cost.dtype, device=cost.device)
+    absorptions = 0
+    kernel_u = v  # Kt^T u: computed at the end of each iteration
     iterations = 0
     for iteration in range(num_iterations):
         iterations = iteration + 1
-        torch.add(scaled, u[:, None], out=work)
-        v = _logsumexp_(work, 0).neg_().add_(log_b)
-        torch.add(scaled, v[None, :], out=work)
-        previous, u = u, _logsumexp_(work, 1).neg_().add_(log_a)
+        if iteration > 0:
+            if float(kernel_u.min()) < _SUM_GUARD:  # columns lost to underflow: their V in the log domain
+                big_u = big_u + u.log()
+                lost = torch.nonzero(kernel_u < _SUM_GUARD).squeeze(1)
+                big_v = big_v + kernel_u.clamp(min=_SUM_GUARD).reciprocal_().mul_(mass_b).log_()
+                big_v[lost] = _log_columns(scaled, lost, big_u, log_b)
+                _build_kernel_(work, scaled, big_u, big_v)
+                u, v, absorptions = torch.ones_like(u), torch.ones_like(v), absorptions + 1
+            else:
+                v = kernel_u.reciprocal_().mul_(mass_b)
+            kernel_v = torch.mv(work, v)
+            previous = u
+            if float(kernel_v.min()) < _SUM_GUARD:  # rows lost to underflow: their U in the log domain
+                big_v = big_v + v.log()
+                lost = torch.nonzero(kernel_v < _SUM_GUARD).squeeze(1)
+                new_u = big_u + kernel_v.clamp(min=_SUM_GUARD).reciprocal_().mul_(mass_a).log_()
+                new_u[lost] = _log_rows(scaled, lost, big_v, log_a)
+                if tolerance > 0:
+                    violation = float((big_u + previous.log() - new_u).exp_().sub_(1.0).abs_().mean())
+                big_u = new_u
+                _build_kernel_(work, scaled, big_u, big_v)
+                u, v, absorptions = torch.ones_like(u), torch.ones_like(v), absorptions + 1
+            else:
+                u = kernel_v.reciprocal_().mul_(mass_a)
+                if tolerance > 0:  # row masses at (previous, v) are previous * Kt v = a * previous / u
+                    violation = float((previous / u).sub_(1.0).abs_().mean())
         if monitor is not None:
-            monitor(iteration, u, v)
-        if tolerance > 0:  # row masses at (previous, v) are exp(previous - u) / n: free to read
-            violation = float((previous - u).exp_().sub_(1.0).abs_().mean())
-            if violation <= tolerance:
-                break
-        elif iteration % 10 == 0:  # the right marginal's violation, as POT checks it (one extra pass)
-            torch.add(scaled, u[:, None], out=work)
-            column_mass = work.add_(v[None, :]).clamp_(min=LOG_FLOOR).exp_().sum(dim=0)
-            violation = float(torch.linalg.vector_norm(column_mass - 1.0 / k))
+            monitor(iteration, big_u + u.log(), big_v + v.log())
+        if tolerance > 0 and violation <= tolerance:
+            break
+        u_low, u_high = torch.aminmax(u)
+        v_low, v_high = torch.aminmax(v)
+        if min(float(u_low), float(v_low)) < low or max(float(u_high), float(v_high)) > high:
+            big_u, big_v = big_u + u.log(), big_v + v.log()
+            _build_kernel_(work, scaled, big_u, big_v)
+            u, v, absorptions = torch.ones_like(u), torch.ones_like(v), absorptions + 1
+            kernel_u = work.sum(dim=0)
+        elif iteration + 1 < num_iterations or (tolerance == 0 and iteration % 10 == 0):
+            kernel_u = torch.mv(work.T, u)  # the next v update's product, and POT's column check
+        if tolerance == 0 and iteration % 10 == 0:  # the right marginal's violation, as POT checks it
+            violation = float(torch.linalg.vector_norm(v * kernel_u - mass_b))
             if violation < stop_threshold:
                 break
-    torch.add(scaled, u[:, None], out=work)
+    big_u, big_v = big_u + u.log(), big_v + v.log()
     # plan entries below exp(LOG_FLOOR) count as exp(LOG_FLOOR): at most N K 1.8e-35 of extra mass in all
-    return SinkhornResult(work.add_(v[None, :]).clamp_(min=LOG_FLOOR).exp_(), iterations, violation)
+    _build_kernel_(work, scaled, big_u, big_v)
+    return SinkhornResult(work, iterations, violation, absorptions)
 
 
 def sinkhorn_plan(cost: torch.Tensor, reg: float, num_iterations: int, stop_threshold: float = 1e-9,
