@@ -13,23 +13,35 @@ Sections (each prints a table; ``--output FILE.json`` also writes every number):
 ``profile``
     One training batch split into backbone, cost matrix, Sinkhorn and prototype update, and the per-epoch
     validation work (the held-out transport-loss selection on the validation normals, and the prediction pass over
-    the whole validation set). The Sinkhorn is timed three ways, interleaved in one process (medians of
-    ``--repeats``): the solver before issue 15 (kept below, verbatim), the current one with POT's rule (tolerance
-    0, 100 iterations) and the current default. Absolute times are only meaningful on quiet cores; the ratios are
-    what to read when other work shares the machine.
+    the whole validation set). The Sinkhorn is timed four ways, interleaved in one process (medians of
+    ``--repeats``): the solver before issue 15 (kept below, verbatim), the log-domain loop before the stabilised
+    scaling form (kept below as :func:`log_domain_sinkhorn`; the baseline of the ratios and of the epoch estimate),
+    the current one with POT's rule (tolerance 0, 100 iterations) and the current default. Absolute times are only
+    meaningful on quiet cores; the ratios are what to read when other work shares the machine.
 ``convergence``
     For ``--trace-batches`` training batches and as many batches of validation normals, at the random initial
     prototypes and after one epoch of training: per iteration (1 .. ``--trace-iterations``) the L1 row-marginal
     violation the tolerance rule reads, POT's L2 column violation (what ``stopThr`` is compared with) and the
     transport cost ``<plan, M>`` relative to its value at the last traced iteration. Then the iteration at which
     each tolerance of ``--tolerances`` stops.
+``solver``
+    The package's solver (stabilised scaling form) against the log-domain loop and POT's ``sinkhorn_log`` (float32
+    and float64) at 100 iterations on ``--trace-batches`` real training batches, at the initial prototypes and after
+    ``--epochs`` epochs (``--states``): interleaved times and plan differences.
 ``epoch``
     ``--epochs`` epochs of prototype updates on cached features from the same seeded prototypes and batch order,
     once per setting of ``--settings`` (``N``: N iterations, tolerance off; ``tol:T``: tolerance T, at most 100
-    iterations). For each: Sinkhorn time and iterations per batch, how far the prototypes end from the first
-    setting's (relative to how far that one moved), the held-out transport loss of the validation normals (with
-    the setting's own solver, and with 100 iterations for all), and the image AUROC of the validation set (normals
-    vs synthetic anomalies, never the test set) with the prototypes after the epoch.
+    iterations; a ``log:`` prefix, e.g. ``log:100``, runs the log-domain loop instead of the package's solver), the
+    settings interleaved batch by batch. For each: Sinkhorn and step time per batch, iterations and absorptions,
+    how far the prototypes end from the first setting's (relative to how far that one moved), the held-out
+    transport loss of the validation normals (with the setting's own solver, and with the package's 100 iterations
+    for all), the first validation batch's plan against the first setting's, the image AUROC of the validation set
+    (normals vs synthetic anomalies, never the test set) with the prototypes after the epoch, and the epoch time
+    (training steps + held-out selection, with and without the backbone's share) with its ratio to the first
+    setting's.
+
+    nice -n 5 python tools/pradot_transport_profile.py --data bsdata --sections solver epoch --settings log:100 100 \
+        --train-batches 12 --trace-batches 2 --repeats 3
 """
 
 from __future__ import annotations
@@ -81,6 +93,48 @@ def previous_sinkhorn_plan(cost: torch.Tensor, reg: float, num_iterations: int,
                 break
     torch.add(scaled, u[:, None], out=work)
     return work.add_(v[None, :]).exp_()
+
+
+def _log_domain_logsumexp_(values: torch.Tensor, dim: int) -> torch.Tensor:
+    peak = values.amax(dim=dim, keepdim=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    values.sub_(peak).clamp_(min=-80.0).exp_()
+    return values.sum(dim=dim).log_().add_(peak.squeeze(dim))
+
+
+def log_domain_sinkhorn(cost: torch.Tensor, reg: float, num_iterations: int, tolerance: float = 0.0,
+                        stop_threshold: float = 1e-9) -> Any:
+    """``sinkhorn_log`` as it was before the stabilised scaling form (commit 218dfe0, unchanged up to f0db0da: the
+    log-domain loop with the exp clamp and the tolerance rule, ~10 passes over the matrix per iteration): the
+    baseline of the "old vs new" ratios. Returns the package's ``SinkhornResult``."""
+    from uad_plugins.plugins.pradot.torch_model import SinkhornResult
+
+    n, k = cost.shape
+    scaled = cost / -reg
+    work = torch.empty_like(scaled)
+    log_a, log_b = -math.log(n), -math.log(k)
+    u = torch.zeros(n, dtype=cost.dtype, device=cost.device)
+    v = torch.zeros(k, dtype=cost.dtype, device=cost.device)
+    violation = math.nan
+    iterations = 0
+    for iteration in range(num_iterations):
+        iterations = iteration + 1
+        torch.add(scaled, u[:, None], out=work)
+        v = _log_domain_logsumexp_(work, 0).neg_().add_(log_b)
+        torch.add(scaled, v[None, :], out=work)
+        previous, u = u, _log_domain_logsumexp_(work, 1).neg_().add_(log_a)
+        if tolerance > 0:
+            violation = float((previous - u).exp_().sub_(1.0).abs_().mean())
+            if violation <= tolerance:
+                break
+        elif iteration % 10 == 0:
+            torch.add(scaled, u[:, None], out=work)
+            column_mass = work.add_(v[None, :]).clamp_(min=-80.0).exp_().sum(dim=0)
+            violation = float(torch.linalg.vector_norm(column_mass - 1.0 / k))
+            if violation < stop_threshold:
+                break
+    torch.add(scaled, u[:, None], out=work)
+    return SinkhornResult(work.add_(v[None, :]).clamp_(min=-80.0).exp_(), iterations, violation)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -152,12 +206,24 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
-def parse_setting(text: str) -> tuple[int, float]:
-    """``"100"`` -> (100 iterations, tolerance off); ``"tol:1e-3"`` -> (100, 1e-3); ``"tol:1e-3@50"`` -> (50, 1e-3)."""
+def parse_setting(text: str) -> tuple[str, int, float]:
+    """``"100"`` -> (package solver, 100 iterations, tolerance off); ``"tol:1e-3"`` -> (package, 100, 1e-3);
+    ``"tol:1e-3@50"`` -> (package, 50, 1e-3); a ``log:`` prefix (``"log:100"``) runs :func:`log_domain_sinkhorn`,
+    the log-domain loop before the stabilised scaling form, instead of the package's solver."""
+    solver = "new"
+    if text.startswith("log:"):
+        solver, text = "log", text[4:]
     if text.startswith("tol:"):
         tol, _, cap = text[4:].partition("@")
-        return int(cap or 100), float(tol)
-    return int(text), 0.0
+        return solver, int(cap or 100), float(tol)
+    return solver, int(text), 0.0
+
+
+def solver_function(name: str) -> Callable[..., Any]:
+    """``"new"``: the package's ``sinkhorn_log``; ``"log"``: :func:`log_domain_sinkhorn`."""
+    from uad_plugins.plugins.pradot.torch_model import sinkhorn_log
+
+    return {"new": sinkhorn_log, "log": log_domain_sinkhorn}[name]
 
 
 def table(rows: list[list[Any]], header: list[str]) -> str:
@@ -209,6 +275,10 @@ class Context:
         cost = self.bank.fused_cost(features.float(), self.bank.prototypes.float(), "batch")
         return cost.reshape(features.shape[0] * features.shape[1], -1)
 
+    def cost_for(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        cost = self.bank.fused_cost(features.float(), prototypes.float(), "batch")
+        return cost.reshape(features.shape[0] * features.shape[1], -1)
+
     def train_epochs(self, epochs: int, num_iterations: int, tolerance: float) -> dict[str, float]:
         """``epochs`` epochs of updates from the initial prototypes; Sinkhorn time and iterations per batch."""
         from uad_plugins.plugins.pradot.torch_model import sinkhorn_log
@@ -235,10 +305,14 @@ class Context:
         self.trained[num_iterations, tolerance] = bank.prototypes.clone()
         return {"sinkhorn_s_per_batch": solve_time / count, "iterations_per_batch": iterations / count}
 
-    def val_transport_loss(self, num_iterations: int, tolerance: float) -> float:
-        """Mean held-out transport cost of the validation normals (what model selection compares)."""
-        total = sum(float(self.bank.transport_loss(f, self.args.reg, num_iterations, tolerance)) * len(f)
-                    for f in self.val_normal_batches())
+    def val_transport_loss(self, num_iterations: int, tolerance: float, solver: str = "new") -> float:
+        """Mean held-out transport cost of the validation normals (what model selection compares), with the
+        package's solver (``"new"``) or the log-domain loop before it (``"log"``)."""
+        total = 0.0
+        for features in self.val_normal_batches():
+            cost = self.cost(features)
+            plan = solver_function(solver)(cost, self.args.reg, num_iterations, tolerance).plan
+            total += float((plan * cost).sum()) * len(features)
         return total / len(self.val_normals)
 
     def val_auroc(self) -> float:
@@ -270,12 +344,13 @@ def section_profile(ctx: Context, report: dict[str, Any]) -> None:
     times = median_times({
         "backbone": lambda: net.features(images),
         "cost matrix": lambda: ctx.cost(features),
-        "sinkhorn before (100 it)": lambda: previous_sinkhorn_plan(cost, args.reg, 100),
+        "sinkhorn before issue 15 (100 it)": lambda: previous_sinkhorn_plan(cost, args.reg, 100),
+        "sinkhorn before (log domain, 100 it)": lambda: log_domain_sinkhorn(cost, args.reg, 100),
         "sinkhorn now, POT rule (100 it)": lambda: sinkhorn_log(cost, args.reg, 100),
         f"sinkhorn now, tolerance {tol:g} ({default.iterations} it)": lambda: sinkhorn_log(cost, args.reg, 100, tol),
         "prototype update": update,
     }, args.repeats)
-    before = times["sinkhorn before (100 it)"]
+    before = times["sinkhorn before (log domain, 100 it)"]
     rows = [[name, seconds, seconds / before] for name, seconds in times.items()]
     print(f"\n## One training batch of {len(idx)} images ({cost.shape[0]} x {cost.shape[1]} cost matrix), median of "
           f"{args.repeats}, interleaved; shared cores: read the ratios")
@@ -291,7 +366,7 @@ def section_profile(ctx: Context, report: dict[str, Any]) -> None:
             feats = net.features(chunk)[0]
             if previous:
                 c = ctx.cost(feats)
-                (previous_sinkhorn_plan(c, args.reg, num_iterations) * c).sum()
+                (log_domain_sinkhorn(c, args.reg, num_iterations).plan * c).sum()
             else:
                 bank.transport_loss(feats, args.reg, num_iterations, tolerance)
 
@@ -380,45 +455,159 @@ def section_convergence(ctx: Context, report: dict[str, Any]) -> None:
     report["convergence"] = out
 
 
-def section_epoch(ctx: Context, report: dict[str, Any]) -> None:
-    """Training with each setting from the same start: time, iterations, prototypes and validation quality."""
+def plan_difference(plan: torch.Tensor, reference: torch.Tensor, cost: torch.Tensor) -> dict[str, float]:
+    """How far ``plan`` is from ``reference``: the largest entry difference relative to the largest entry, the
+    largest relative difference of the entries above 1e-12 of the largest, and the relative difference of
+    ``<plan, M>``."""
+    top = float(reference.abs().max())
+    big = reference.abs() > 1e-12 * top
+    ref_cost = float((reference.double() * cost.double()).sum())
+    return {"max_abs_over_max": float((plan - reference).abs().max()) / top,
+            "max_rel_entries": float(((plan - reference).abs()[big] / reference.abs()[big]).max()),
+            "cost_rel": abs(float((plan.double() * cost.double()).sum()) - ref_cost) / ref_cost}
+
+
+def section_solver(ctx: Context, report: dict[str, Any]) -> None:
+    """The package's solver (stabilised scaling form) against the log-domain loop before it, and against POT's
+    ``sinkhorn_log`` (float32 and float64, when POT is installed), on real costs at the initial prototypes and after
+    ``--epochs`` epochs of training: interleaved medians of ``--repeats`` and plan differences."""
     from uad_plugins.plugins.pradot.torch_model import sinkhorn_log
 
     args = ctx.args
+    try:
+        import ot
+    except ImportError:  # pragma: no cover - POT is a test dependency
+        ot = None
+    out: dict[str, Any] = {}
+    rows = []
+    for state in args.states:
+        if state == "trained":
+            ctx.train_epochs(args.epochs, 100, 0.0)
+        else:
+            ctx.bank.prototypes.copy_(ctx.initial)
+        for index, features in enumerate(ctx.train_batches(args.epochs if state == "trained" else 0)
+                                         [:args.trace_batches]):
+            cost = ctx.cost(features)
+            new, old = sinkhorn_log(cost, args.reg, 100), log_domain_sinkhorn(cost, args.reg, 100)
+            times = median_times({"log": lambda c=cost: log_domain_sinkhorn(c, args.reg, 100),
+                                  "new": lambda c=cost: sinkhorn_log(c, args.reg, 100)}, args.repeats)
+            entry: dict[str, Any] = {"times_s": times, "iterations": [old.iterations, new.iterations],
+                                     "absorptions": new.absorptions,
+                                     "new_vs_log": plan_difference(new.plan, old.plan, cost)}
+            if ot is not None and index == 0:
+                for dtype in (torch.float32, torch.float64):
+                    c = cost.to(dtype)
+                    a = torch.full((c.shape[0],), 1 / c.shape[0], dtype=dtype)
+                    b = torch.full((c.shape[1],), 1 / c.shape[1], dtype=dtype)
+                    want = ot.bregman.sinkhorn(a, b, c, args.reg, method="sinkhorn_log", numItermax=100,
+                                               warn=False).float()
+                    name = "pot32" if dtype == torch.float32 else "pot64"
+                    entry[f"new_vs_{name}"] = plan_difference(new.plan, want, cost)
+                    entry[f"log_vs_{name}"] = plan_difference(old.plan, want, cost)
+            out[f"{state} {index}"] = entry
+            diff = entry["new_vs_log"]
+            rows.append([state, index, times["log"], times["new"], times["log"] / times["new"], new.absorptions,
+                         diff["max_abs_over_max"], diff["max_rel_entries"], diff["cost_rel"],
+                         entry.get("new_vs_pot64", {}).get("max_rel_entries", math.nan),
+                         entry.get("log_vs_pot64", {}).get("max_rel_entries", math.nan),
+                         entry.get("new_vs_pot32", {}).get("max_rel_entries", math.nan)])
+            print(f"  {state} batch {index}: {entry}", flush=True)
+    print(f"\n## Sinkhorn, 100 iterations, log-domain loop (old) vs stabilised scaling form (new): median of "
+          f"{args.repeats}, interleaved, shared cores: read the ratios. Plan differences: max |new - ref| / max ref, "
+          f"max relative difference of the entries above 1e-12 of the largest, |<plan, M>| relative")
+    print(table(rows, ["prototypes", "batch", "old s", "new s", "old / new", "absorptions", "|d| / max", "max rel",
+                       "cost rel", "rel vs POT f64", "old: rel vs POT f64", "rel vs POT f32"]))
+    report["solver"] = out
+
+
+def train_lockstep(ctx: Context, settings: list[tuple[str, int, float]]) -> list[dict[str, Any]]:
+    """``--epochs`` epochs of prototype updates from the same initial prototypes and batch order, every setting
+    with its own prototypes, run batch by batch in turn (interleaved, so load changes hit all settings alike).
+    Times per setting: the Sinkhorn and the whole step without the backbone (cost matrix, Sinkhorn, update)."""
+    args, bank = ctx.args, ctx.bank
+    states = [ctx.initial.clone() for _ in settings]
+    stats = [{"sinkhorn_s": 0.0, "step_s": 0.0, "iterations": 0, "absorptions": 0, "batches": 0} for _ in settings]
+    for epoch in range(args.epochs):
+        for features in ctx.train_batches(epoch):
+            for state, stat, (solver, num_iterations, tolerance) in zip(states, stats, settings, strict=True):
+                start = time.perf_counter()
+                cost = ctx.cost_for(features, state)
+                solve_start = time.perf_counter()
+                result = solver_function(solver)(cost, args.reg, num_iterations, tolerance)
+                solve_end = time.perf_counter()
+                flat = features.float().reshape(-1, features.shape[-1])
+                mass = result.plan.sum(dim=0)
+                means = (result.plan.T @ flat) / mass.clamp_min(1e-12)[:, None]
+                means = torch.where(mass[:, None] > 0, means, state)
+                state.copy_(args.ema * state + (1.0 - args.ema) * means)
+                stat["sinkhorn_s"] += solve_end - solve_start
+                stat["step_s"] += time.perf_counter() - start
+                stat["iterations"] += result.iterations
+                stat["absorptions"] += getattr(result, "absorptions", 0)
+                stat["batches"] += 1
+    bank.prototypes.copy_(ctx.initial)
+    return [{**stat, "prototypes": state} for stat, state in zip(stats, states, strict=True)]
+
+
+def section_epoch(ctx: Context, report: dict[str, Any]) -> None:
+    """Training with each setting from the same start, interleaved batch by batch: time per epoch, iterations,
+    prototypes and validation quality."""
+    args = ctx.args
+    settings = [parse_setting(text) for text in args.settings]
+    trained = train_lockstep(ctx, settings)
+    reference = trained[0]["prototypes"]
+    moved = float(torch.linalg.vector_norm(reference - ctx.initial))
+    # the per-epoch work every setting shares: the backbone of each training batch and the validation prediction
+    idx = batches(len(ctx.train_images), args.batch_size, args.seed)[0]
+    shared = median_times({"backbone": lambda: ctx.net.features(ctx.train_images[idx]),
+                           "prediction": lambda: [ctx.net(chunk) for chunk in ctx.val_images.split(args.batch_size)]},
+                          max(1, args.repeats // 2))
     results = []
-    reference: torch.Tensor | None = None
-    for text in args.settings:
-        num_iterations, tolerance = parse_setting(text)
-        stats = ctx.train_epochs(args.epochs, num_iterations, tolerance)
-        prototypes = ctx.bank.prototypes.clone()
-        if reference is None:
-            reference = prototypes
-        moved = float(torch.linalg.vector_norm(reference - ctx.initial))
+    first_val_plan: torch.Tensor | None = None
+    for text, (solver, num_iterations, tolerance), stat in zip(args.settings, settings, trained, strict=True):
+        prototypes = stat.pop("prototypes")
+        ctx.bank.prototypes.copy_(prototypes)
         gap = float(torch.linalg.vector_norm(prototypes - reference)) / moved
         cosine = float(torch.nn.functional.cosine_similarity(prototypes, reference, dim=1).min())
-        row = {"setting": text, **stats, "prototype_gap": gap, "min_cosine_to_first": cosine,
-               "val_loss_own": ctx.val_transport_loss(num_iterations, tolerance),
-               "val_loss_100": ctx.val_transport_loss(100, 0.0), "val_image_auroc": ctx.val_auroc()}
+        start = time.perf_counter()
+        own = ctx.val_transport_loss(num_iterations, tolerance, solver)
+        selection_s = time.perf_counter() - start
+        val_cost = ctx.cost(ctx.val_normal_batches()[0])
+        val_plan = solver_function(solver)(val_cost, args.reg, num_iterations, tolerance).plan
+        if first_val_plan is None:
+            first_val_plan = val_plan
+        count = stat["batches"]
+        row = {"setting": text, "sinkhorn_s_per_batch": stat["sinkhorn_s"] / count,
+               "step_s_per_batch": stat["step_s"] / count, "iterations_per_batch": stat["iterations"] / count,
+               "absorptions_per_batch": stat["absorptions"] / count, "train_batches": count,
+               "prototype_gap": gap, "min_cosine_to_first": cosine, "val_loss_own": own,
+               "val_loss_100": ctx.val_transport_loss(100, 0.0), "val_image_auroc": ctx.val_auroc(),
+               "val_plan_vs_first": plan_difference(val_plan, first_val_plan, val_cost),
+               "selection_s": selection_s,
+               "epoch_s_no_backbone": stat["step_s"] + selection_s,
+               "epoch_s": stat["step_s"] + count * shared["backbone"] + selection_s + shared["prediction"]}
         results.append(row)
         print(f"  {text}: {row}", flush=True)
-        if len(results) == 1:  # the solvers on trained prototypes (more plan entries far below float32's range)
-            cost = ctx.cost(ctx.train_batches(args.epochs)[0])
-            times = median_times({"before (100 it)": lambda c=cost: previous_sinkhorn_plan(c, args.reg, 100),
-                                  "now, POT rule (100 it)": lambda c=cost: sinkhorn_log(c, args.reg, 100)},
-                                 args.repeats)
-            print(f"  sinkhorn on trained prototypes, median of {args.repeats}: {times}", flush=True)
-            report["trained_sinkhorn_s"] = times
-    print(f"\n## {args.epochs} epoch(s) of updates per setting, same start and batch order (prototype gap: "
-          f"|P - P_first| / |P_first - P_init|)")
-    print(table([[r["setting"], r["sinkhorn_s_per_batch"], r["iterations_per_batch"], r["prototype_gap"],
-                  r["min_cosine_to_first"], r["val_loss_own"], r["val_loss_100"], r["val_image_auroc"]]
+    base, base_nb = results[0]["epoch_s"], results[0]["epoch_s_no_backbone"]
+    print(f"\n## {args.epochs} epoch(s) of updates per setting ({results[0]['train_batches']} training batches), same "
+          f"start and batch order, interleaved batch by batch (prototype gap: |P - P_first| / |P_first - P_init|; "
+          f"val plan: the first validation batch's plan with each setting's prototypes vs the first setting's); "
+          f"epoch = training steps + held-out selection (+ backbone {shared['backbone']:.3g} s per batch and the "
+          f"validation prediction pass {shared['prediction']:.3g} s, medians); shared cores: read the ratios")
+    print(table([[r["setting"], r["sinkhorn_s_per_batch"], r["step_s_per_batch"], r["iterations_per_batch"],
+                  r["absorptions_per_batch"], r["prototype_gap"], r["min_cosine_to_first"], r["val_loss_own"],
+                  r["val_loss_100"], r["val_plan_vs_first"]["max_abs_over_max"], r["val_image_auroc"],
+                  r["epoch_s_no_backbone"], base_nb / r["epoch_s_no_backbone"], r["epoch_s"], base / r["epoch_s"]]
                  for r in results],
-                ["setting", "sinkhorn s/batch", "iterations/batch", "prototype gap", "min cos", "val loss (own)",
-                 "val loss (100 it)", "val image AUROC"]))
+                ["setting", "sinkhorn s/batch", "step s/batch", "iterations", "absorptions", "prototype gap",
+                 "min cos", "val loss (own)", "val loss (100 it)", "val plan |d|/max", "val AUROC",
+                 "epoch s w/o backbone", "ratio", "epoch s", "ratio"]))
     report["epoch"] = results
+    report["epoch_shared_s"] = shared
 
 
-SECTIONS = {"profile": section_profile, "convergence": section_convergence, "epoch": section_epoch}
+SECTIONS = {"profile": section_profile, "convergence": section_convergence, "solver": section_solver,
+            "epoch": section_epoch}
 
 
 def main(argv: list[str] | None = None) -> None:
