@@ -2,8 +2,8 @@
 
 No Lightning here (see :mod:`uad_plugins.plugins.pradot.model`). Training never uses gradients: each training batch
 is transported onto the prototypes with Sinkhorn (POT's log-domain iterations, computed in stabilised scaling form
-in one work buffer), and every prototype moves (by EMA) towards the mean of the features transported to it. The eval forward uses only torch ops
-(no transport, no numpy), so it exports.
+in one work buffer), and every prototype moves (by EMA) towards the mean of the features transported to it. The
+eval forward uses only torch ops (no transport, no numpy), so it exports.
 """
 
 from __future__ import annotations
