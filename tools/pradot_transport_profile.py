@@ -262,6 +262,11 @@ class Context:
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.net.features(images[i:i + 8])[0] for i in range(0, len(images), 8)])
 
+    def train_indices(self, epoch: int = 0) -> list[torch.Tensor]:
+        """The epoch's training batches as image indices (the first ``--train-batches`` when that is set)."""
+        found = batches(len(self.train_features), self.args.batch_size, self.args.seed, epoch)
+        return found[:self.args.train_batches] if self.args.train_batches else found
+
     def train_batches(self, epoch: int = 0) -> list[torch.Tensor]:
         """The epoch's training batches (the first ``--train-batches`` of them when that is set)."""
         found = [self.train_features[idx] for idx in batches(len(self.train_features), self.args.batch_size,
@@ -520,15 +525,26 @@ def section_solver(ctx: Context, report: dict[str, Any]) -> None:
     report["solver"] = out
 
 
-def train_lockstep(ctx: Context, settings: list[tuple[str, int, float]]) -> list[dict[str, Any]]:
+def train_lockstep(ctx: Context, settings: list[tuple[str, int, float]]) -> dict[str, Any]:
     """``--epochs`` epochs of prototype updates from the same initial prototypes and batch order, every setting
-    with its own prototypes, run batch by batch in turn (interleaved, so load changes hit all settings alike).
-    Times per setting: the Sinkhorn and the whole step without the backbone (cost matrix, Sinkhorn, update)."""
+    with its own prototypes, run batch by batch in turn (interleaved, so load changes hit all settings alike), then
+    the held-out selection of every setting (transport loss of the validation normals) the same way, batch by batch.
+
+    Times per setting: the Sinkhorn, the whole training step without the backbone (cost matrix, Sinkhorn, update)
+    and the selection. Shared by all settings and timed in the same loops: the backbone of each training batch
+    (``net.features`` of its images) and the validation prediction pass (``net(images)`` on the validation set,
+    one chunk after each selection batch)."""
     args, bank = ctx.args, ctx.bank
     states = [ctx.initial.clone() for _ in settings]
-    stats = [{"sinkhorn_s": 0.0, "step_s": 0.0, "iterations": 0, "absorptions": 0, "batches": 0} for _ in settings]
+    stats = [{"sinkhorn_s": 0.0, "step_s": 0.0, "selection_s": 0.0, "iterations": 0, "absorptions": 0,
+              "batches": 0, "val_loss": 0.0} for _ in settings]
+    shared = {"backbone_s": 0.0, "prediction_s": 0.0}
     for epoch in range(args.epochs):
-        for features in ctx.train_batches(epoch):
+        for idx in ctx.train_indices(epoch):
+            start = time.perf_counter()
+            ctx.net.features(ctx.train_images[idx])
+            shared["backbone_s"] += time.perf_counter() - start
+            features = ctx.train_features[idx]
             for state, stat, (solver, num_iterations, tolerance) in zip(states, stats, settings, strict=True):
                 start = time.perf_counter()
                 cost = ctx.cost_for(features, state)
@@ -545,8 +561,27 @@ def train_lockstep(ctx: Context, settings: list[tuple[str, int, float]]) -> list
                 stat["iterations"] += result.iterations
                 stat["absorptions"] += getattr(result, "absorptions", 0)
                 stat["batches"] += 1
+    val_chunks = list(ctx.val_images.split(args.batch_size))
+    for index, features in enumerate(ctx.val_normal_batches()):
+        for state, stat, (solver, num_iterations, tolerance) in zip(states, stats, settings, strict=True):
+            start = time.perf_counter()
+            cost = ctx.cost_for(features, state)
+            plan = solver_function(solver)(cost, args.reg, num_iterations, tolerance).plan
+            stat["val_loss"] += float((plan * cost).sum()) * len(features)
+            stat["selection_s"] += time.perf_counter() - start
+        for chunk in val_chunks[2 * index:2 * index + 2]:
+            start = time.perf_counter()
+            ctx.net(chunk)
+            shared["prediction_s"] += time.perf_counter() - start
+    for chunk in val_chunks[2 * len(ctx.val_normal_batches()):]:
+        start = time.perf_counter()
+        ctx.net(chunk)
+        shared["prediction_s"] += time.perf_counter() - start
     bank.prototypes.copy_(ctx.initial)
-    return [{**stat, "prototypes": state} for stat, state in zip(stats, states, strict=True)]
+    for stat, state in zip(stats, states, strict=True):
+        stat["val_loss"] /= len(ctx.val_normals)
+        stat["prototypes"] = state
+    return {"settings": stats, "shared": shared}
 
 
 def section_epoch(ctx: Context, report: dict[str, Any]) -> None:
@@ -554,56 +589,54 @@ def section_epoch(ctx: Context, report: dict[str, Any]) -> None:
     prototypes and validation quality."""
     args = ctx.args
     settings = [parse_setting(text) for text in args.settings]
-    trained = train_lockstep(ctx, settings)
+    run = train_lockstep(ctx, settings)
+    trained, shared = run["settings"], run["shared"]
     reference = trained[0]["prototypes"]
     moved = float(torch.linalg.vector_norm(reference - ctx.initial))
-    # the per-epoch work every setting shares: the backbone of each training batch and the validation prediction
-    idx = batches(len(ctx.train_images), args.batch_size, args.seed)[0]
-    shared = median_times({"backbone": lambda: ctx.net.features(ctx.train_images[idx]),
-                           "prediction": lambda: [ctx.net(chunk) for chunk in ctx.val_images.split(args.batch_size)]},
-                          max(1, args.repeats // 2))
+    full = len(batches(len(ctx.train_images), args.batch_size, args.seed))  # one epoch
+    count = trained[0]["batches"]
+    scale = full / count  # the timed training batches stand for one whole epoch (their mean times full)
     results = []
     first_val_plan: torch.Tensor | None = None
+    val_cost: torch.Tensor | None = None
     for text, (solver, num_iterations, tolerance), stat in zip(args.settings, settings, trained, strict=True):
         prototypes = stat.pop("prototypes")
         ctx.bank.prototypes.copy_(prototypes)
         gap = float(torch.linalg.vector_norm(prototypes - reference)) / moved
         cosine = float(torch.nn.functional.cosine_similarity(prototypes, reference, dim=1).min())
-        start = time.perf_counter()
-        own = ctx.val_transport_loss(num_iterations, tolerance, solver)
-        selection_s = time.perf_counter() - start
-        val_cost = ctx.cost(ctx.val_normal_batches()[0])
+        if val_cost is None:
+            val_cost = ctx.cost(ctx.val_normal_batches()[0])  # the first setting's prototypes: the same cost for all
         val_plan = solver_function(solver)(val_cost, args.reg, num_iterations, tolerance).plan
         if first_val_plan is None:
             first_val_plan = val_plan
-        count = stat["batches"]
+        no_backbone = scale * stat["step_s"] + stat["selection_s"]
         row = {"setting": text, "sinkhorn_s_per_batch": stat["sinkhorn_s"] / count,
                "step_s_per_batch": stat["step_s"] / count, "iterations_per_batch": stat["iterations"] / count,
                "absorptions_per_batch": stat["absorptions"] / count, "train_batches": count,
-               "prototype_gap": gap, "min_cosine_to_first": cosine, "val_loss_own": own,
+               "prototype_gap": gap, "min_cosine_to_first": cosine, "val_loss_own": stat["val_loss"],
                "val_loss_100": ctx.val_transport_loss(100, 0.0), "val_image_auroc": ctx.val_auroc(),
                "val_plan_vs_first": plan_difference(val_plan, first_val_plan, val_cost),
-               "selection_s": selection_s,
-               "epoch_s_no_backbone": stat["step_s"] + selection_s,
-               "epoch_s": stat["step_s"] + count * shared["backbone"] + selection_s + shared["prediction"]}
+               "selection_s": stat["selection_s"], "epoch_s_no_backbone": no_backbone,
+               "epoch_s": no_backbone + scale * shared["backbone_s"] + shared["prediction_s"]}
         results.append(row)
         print(f"  {text}: {row}", flush=True)
     base, base_nb = results[0]["epoch_s"], results[0]["epoch_s_no_backbone"]
-    print(f"\n## {args.epochs} epoch(s) of updates per setting ({results[0]['train_batches']} training batches), same "
-          f"start and batch order, interleaved batch by batch (prototype gap: |P - P_first| / |P_first - P_init|; "
-          f"val plan: the first validation batch's plan with each setting's prototypes vs the first setting's); "
-          f"epoch = training steps + held-out selection (+ backbone {shared['backbone']:.3g} s per batch and the "
-          f"validation prediction pass {shared['prediction']:.3g} s, medians); shared cores: read the ratios")
+    print(f"\n## {args.epochs} epoch(s) of updates per setting ({count} training batches timed, standing for {full}), "
+          f"same start and batch order, interleaved batch by batch (prototype gap: |P - P_first| / |P_first - P_init|;"
+          f" val plan: one validation batch's cost, plan with each setting's solver vs the first setting's). Epoch = "
+          f"{full} training steps + held-out selection ({len(ctx.val_normals)} normals) [+ backbone "
+          f"{shared['backbone_s'] / count:.3g} s per training batch + validation prediction pass "
+          f"{shared['prediction_s']:.3g} s, timed in the same loops]; shared cores: read the ratios")
     print(table([[r["setting"], r["sinkhorn_s_per_batch"], r["step_s_per_batch"], r["iterations_per_batch"],
                   r["absorptions_per_batch"], r["prototype_gap"], r["min_cosine_to_first"], r["val_loss_own"],
                   r["val_loss_100"], r["val_plan_vs_first"]["max_abs_over_max"], r["val_image_auroc"],
-                  r["epoch_s_no_backbone"], base_nb / r["epoch_s_no_backbone"], r["epoch_s"], base / r["epoch_s"]]
-                 for r in results],
+                  r["selection_s"], r["epoch_s_no_backbone"], base_nb / r["epoch_s_no_backbone"], r["epoch_s"],
+                  base / r["epoch_s"]] for r in results],
                 ["setting", "sinkhorn s/batch", "step s/batch", "iterations", "absorptions", "prototype gap",
-                 "min cos", "val loss (own)", "val loss (100 it)", "val plan |d|/max", "val AUROC",
+                 "min cos", "val loss (own)", "val loss (100 it)", "val plan |d|/max", "val AUROC", "selection s",
                  "epoch s w/o backbone", "ratio", "epoch s", "ratio"]))
     report["epoch"] = results
-    report["epoch_shared_s"] = shared
+    report["epoch_shared_s"] = {**shared, "train_batches_timed": count, "train_batches_epoch": full}
 
 
 SECTIONS = {"profile": section_profile, "convergence": section_convergence, "solver": section_solver,
