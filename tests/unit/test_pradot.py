@@ -264,8 +264,8 @@ def test_absorbing_often_changes_nothing(monkeypatch: pytest.MonkeyPatch, iterat
 @pytest.mark.parametrize("guard", [1 / 96, math.inf])
 def test_lost_kernel_sums_are_computed_in_the_log_domain(monkeypatch: pytest.MonkeyPatch, guard: float) -> None:
     """A kernel row or column sum below the guard (terms lost to float32 underflow) is computed again in the log
-    domain and absorbed: no inf or nan, and still POT's iterates. Raising the guard makes some (1/96: about half of
-    the column sums) or all (inf) rows and columns take that path."""
+    domain and absorbed: no inf or nan, and still POT's iterates. Raising the guard makes some (1/96) or all (inf)
+    rows and columns take that path."""
     calls = {"rows": 0, "columns": 0}
     rows, columns = torch_model._log_rows, torch_model._log_columns
 
