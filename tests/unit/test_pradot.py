@@ -11,12 +11,15 @@ import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 
 from uad_plugins.errors import ConfigError, WeightsError
+from uad_plugins.plugins.pradot import torch_model
 from uad_plugins.plugins.pradot.model import Pradot
 from uad_plugins.plugins.pradot.torch_model import (
     PradotModel,
     PradotTrainOutput,
     PrototypeBank,
+    SinkhornResult,
     grid_coordinates,
+    sinkhorn_log,
     sinkhorn_plan,
     spatial_cost,
     variant_alphas,
@@ -127,6 +130,209 @@ def test_sinkhorn_plan_is_pots_log_domain_sinkhorn(shape: tuple[int, int], reg: 
     torch.testing.assert_close(sinkhorn_plan(cost, reg, iterations), want, rtol=1e-5, atol=1e-9)
 
 
+def pot_plan(cost: torch.Tensor, reg: float, iterations: int) -> torch.Tensor:
+    """POT's log-domain Sinkhorn with uniform marginals, as the official code calls it."""
+    ot = pytest.importorskip("ot")
+    a = torch.full((cost.shape[0],), 1 / cost.shape[0], dtype=cost.dtype)
+    b = torch.full((cost.shape[1],), 1 / cost.shape[1], dtype=cost.dtype)
+    return ot.bregman.sinkhorn(a, b, cost, reg, method="sinkhorn_log", numItermax=iterations, warn=False)
+
+
+def pradot_like_cost(n: int, k: int, seed: int = 0) -> torch.Tensor:
+    """A cost shaped like PRADOT's: cosine cost of clustered features to prototypes, divided by its maximum, so
+    that with reg 0.01 most plan entries lie far below float32's range (exp's slow path without the clamp)."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(4, 16, generator=gen)
+    features = centres[torch.randint(0, 4, (n,), generator=gen)] + 0.3 * torch.randn(n, 16, generator=gen)
+    prototypes = centres[torch.randint(0, 4, (k,), generator=gen)] + 0.5 * torch.randn(k, 16, generator=gen)
+    cost = 1 - F.normalize(features, dim=1) @ F.normalize(prototypes, dim=1).T
+    return cost / cost.max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sinkhorn_log_at_pots_rule_is_pots_plan_on_a_pradot_like_cost(dtype: torch.dtype) -> None:
+    """The exp clamp (LOG_FLOOR) changes nothing visible: 100 iterations, POT's rule, equal to POT's plan."""
+    cost = pradot_like_cost(64, 96).to(dtype)
+    result = sinkhorn_log(cost, 0.01, 100)
+    assert isinstance(result, SinkhornResult) and result.iterations == 100  # stopThr 1e-9: never reached
+    assert float((cost / -0.01).min()) < -88  # entries whose exp underflows float32 are there
+    torch.testing.assert_close(result.plan, pot_plan(cost, 0.01, 100), rtol=1e-5, atol=1e-9)
+    assert result.plan.dtype == dtype
+
+
+def test_tolerance_stops_early_on_an_easy_problem_with_pots_plan_at_that_count() -> None:
+    cost = torch.rand(40, 30, generator=torch.Generator().manual_seed(1))
+    result = sinkhorn_log(cost, reg=0.5, num_iterations=100, tolerance=1e-4)
+    assert 1 < result.iterations < 20 and result.violation <= 1e-4
+    torch.testing.assert_close(result.plan, pot_plan(cost, 0.5, result.iterations), rtol=1e-5, atol=1e-9)
+    # the rule read the row masses of the dual pair the last u update started from: check it by hand
+    duals: list[tuple[torch.Tensor, torch.Tensor]] = []
+    sinkhorn_log(cost, 0.5, result.iterations, monitor=lambda i, u, v: duals.append((u.clone(), v.clone())))
+    u_before, v_last = duals[-2][0], duals[-1][1]
+    rows = torch.exp(cost / -0.5 + u_before[:, None] + v_last[None, :]).sum(dim=1)
+    assert result.violation == pytest.approx(float((rows - 1 / 40).abs().sum()), rel=1e-2)  # float32 cancellation
+
+
+def test_tolerance_reaches_the_cap_on_a_hard_problem() -> None:
+    cost = pradot_like_cost(64, 96)
+    result = sinkhorn_log(cost, reg=0.01, num_iterations=30, tolerance=1e-7)
+    assert result.iterations == 30 and result.violation > 1e-7
+    torch.testing.assert_close(result.plan, pot_plan(cost, 0.01, 30), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("tolerance", [1e-2, 1e-3])
+def test_tolerance_stops_early_at_reg_0_01_with_pots_plan_at_that_count(tolerance: float) -> None:
+    cost = torch.rand(96, 160, generator=torch.Generator().manual_seed(2))  # converges in 8 / 15 iterations
+    result = sinkhorn_log(cost, 0.01, 100, tolerance=tolerance)
+    assert result.iterations < 100 and result.violation <= tolerance
+    torch.testing.assert_close(result.plan, pot_plan(cost, 0.01, result.iterations), rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(sinkhorn_plan(cost, 0.01, 100, tolerance=tolerance), result.plan)
+    # the row marginal is exact (u was updated last); the columns are within the tolerance's order
+    torch.testing.assert_close(result.plan.sum(dim=1), torch.full((96,), 1 / 96), atol=1e-6, rtol=0)
+    assert float((result.plan.sum(dim=0) - 1 / 160).abs().sum()) < 10 * tolerance
+
+
+@pytest.mark.parametrize("cost", [torch.rand(96, 160, generator=torch.Generator().manual_seed(2)),
+                                  pradot_like_cost(64, 96, seed=3)], ids=["uniform", "clustered"])
+def test_a_looser_tolerance_never_runs_more_iterations(cost: torch.Tensor) -> None:
+    counts = [sinkhorn_log(cost, 0.01, 300, tolerance=t).iterations for t in (1e-1, 1e-2, 1e-3, 1e-4)]
+    assert counts == sorted(counts) and counts[0] < counts[-1]
+
+
+# ---------------------------------------------------------------------------------------------- stabilised scaling form
+def far_prototype_cost(n: int, k: int, seed: int = 0) -> torch.Tensor:
+    """PRADOT-like cost with three prototypes (columns) and two features (rows) far from everything: with reg 0.01,
+    ``exp(-cost / reg)`` underflows float32's normal range (denormal or 0) on those whole columns and rows."""
+    cost = pradot_like_cost(n, k, seed).clone()
+    gen = torch.Generator().manual_seed(seed + 100)
+    cost[:, :3] = 0.92 + 0.08 * torch.rand(n, 3, generator=gen)
+    cost[:2, :] = 0.92 + 0.08 * torch.rand(2, k, generator=gen)
+    return cost
+
+
+def assert_pots_iterates(plan: torch.Tensor, cost: torch.Tensor, reg: float, iterations: int) -> None:
+    """``plan`` is POT's float32 ``sinkhorn_log`` plan after ``iterations`` iterations to float32 tolerance, and no
+    further from POT's float64 plan than POT's own float32 plan is (within a factor 2)."""
+    assert bool(torch.isfinite(plan).all())
+    want32 = pot_plan(cost, reg, iterations)
+    want64 = pot_plan(cost.double(), reg, iterations).float()
+    big = want64 > 1e-12 * want64.max()
+    ours = float(((plan - want64).abs()[big] / want64[big]).max())
+    pots = float(((want32 - want64).abs()[big] / want64[big]).max())
+    assert ours <= max(2 * pots, 1e-5), (ours, pots)
+    torch.testing.assert_close(plan, want32, rtol=4 * max(pots, 1e-5), atol=1e-9)
+
+
+COSTS = {
+    "uniform": (lambda: torch.rand(96, 160, generator=torch.Generator().manual_seed(5)), 0.01),
+    "pradot, underflowing columns": (lambda: far_prototype_cost(64, 96), 0.01),
+    "pradot, reg 0.001": (lambda: far_prototype_cost(64, 96, seed=1), 0.001),
+}
+
+
+@pytest.mark.parametrize("iterations", [1, 10, 100])
+@pytest.mark.parametrize("case", list(COSTS))
+def test_scaling_form_runs_pots_log_domain_iterates(case: str, iterations: int) -> None:
+    """The stabilised scaling form (issue 15) computes POT's ``sinkhorn_log`` iterates: same plan after 1, 10 and
+    100 iterations, on uniform costs, on PRADOT-like costs whose kernel ``exp(-cost / reg)`` underflows on whole
+    columns and rows, and at reg 0.001 (whose scalings outgrow the threshold: absorbed)."""
+    make, reg = COSTS[case]
+    cost = make()
+    if case != "uniform":
+        underflowed = torch.exp(cost / -reg) < torch.finfo(torch.float32).tiny
+        assert bool(underflowed.all(dim=0).any()) and bool(underflowed.all(dim=1).any())
+    result = sinkhorn_log(cost, reg, iterations)
+    assert result.iterations == iterations
+    assert_pots_iterates(result.plan, cost, reg, iterations)
+    torch.testing.assert_close(result.plan.sum(dim=1), torch.full((cost.shape[0],), 1 / cost.shape[0]),
+                               atol=1e-6, rtol=1e-4)
+    if case == "pradot, reg 0.001" and iterations == 100:
+        assert result.absorptions >= 2
+
+
+@pytest.mark.parametrize("iterations", [10, 100])
+def test_absorbing_often_changes_nothing(monkeypatch: pytest.MonkeyPatch, iterations: int) -> None:
+    """With a low absorption threshold the scalings are absorbed many times (each one rebuilds the kernel); the
+    iterates are still POT's."""
+    cost = pradot_like_cost(64, 96, seed=2)
+    monkeypatch.setattr(torch_model, "ABSORB_THRESHOLD", 0.5)
+    result = sinkhorn_log(cost, 0.01, iterations)
+    assert result.absorptions >= (5 if iterations == 10 else 20)
+    assert_pots_iterates(result.plan, cost, 0.01, iterations)
+
+
+@pytest.mark.parametrize("guard", [1 / 96, math.inf])
+def test_lost_kernel_sums_are_computed_in_the_log_domain(monkeypatch: pytest.MonkeyPatch, guard: float) -> None:
+    """A kernel row or column sum below the guard (terms lost to float32 underflow) is computed again in the log
+    domain and absorbed: no inf or nan, and still POT's iterates. Raising the guard makes some (1/96) or all (inf)
+    rows and columns take that path."""
+    calls = {"rows": 0, "columns": 0}
+    rows, columns = torch_model._log_rows, torch_model._log_columns
+
+    def counted_rows(*args: object) -> torch.Tensor:
+        calls["rows"] += 1
+        return rows(*args)
+
+    def counted_columns(*args: object) -> torch.Tensor:
+        calls["columns"] += 1
+        return columns(*args)
+
+    monkeypatch.setattr(torch_model, "_SUM_GUARD", guard)
+    monkeypatch.setattr(torch_model, "_log_rows", counted_rows)
+    monkeypatch.setattr(torch_model, "_log_columns", counted_columns)
+    cost = far_prototype_cost(64, 96)
+    result = sinkhorn_log(cost, 0.01, 30)
+    assert calls["columns"] > 0 and (calls["rows"] > 0 or guard < math.inf)
+    assert result.iterations == 30 and result.absorptions >= calls["columns"]
+    assert_pots_iterates(result.plan, cost, 0.01, 30)
+    tolerant = sinkhorn_log(cost, 0.01, 30, tolerance=1e-9)  # the tolerance rule across rescued rows
+    assert math.isfinite(tolerant.violation) and tolerant.iterations == 30
+
+
+def reference_log_domain(cost: torch.Tensor, reg: float, num_iterations: int, tolerance: float,
+                         stop_threshold: float = 1e-9) -> int:
+    """Iterations the log-domain loop (float64, torch.logsumexp) runs under our rules (see ``sinkhorn_log``)."""
+    scaled = cost.double() / -reg
+    n, k = cost.shape
+    u = torch.zeros(n, dtype=torch.float64)
+    for iteration in range(num_iterations):
+        v = -math.log(k) - torch.logsumexp(scaled + u[:, None], 0)
+        previous, u = u, -math.log(n) - torch.logsumexp(scaled + v[None, :], 1)
+        if tolerance > 0:
+            if float((previous - u).exp().sub(1).abs().mean()) <= tolerance:
+                return iteration + 1
+        elif iteration % 10 == 0:
+            columns = torch.exp(scaled + u[:, None] + v[None, :]).sum(0)
+            if float(torch.linalg.vector_norm(columns - 1 / k)) < stop_threshold:
+                return iteration + 1
+    return num_iterations
+
+
+@pytest.mark.parametrize(("tolerance", "stop_threshold"), [(0.0, 1e-6), (0.0, 1e-5), (0.0, 1e-4), (3e-2, 1e-9),
+                                                           (1e-2, 1e-9), (1e-3, 1e-9)])
+def test_iteration_counts_are_the_log_domain_loops(tolerance: float, stop_threshold: float) -> None:
+    """Both stopping rules stop at the iteration the log-domain loop stops at (POT's rule: checked at iterations
+    1, 11, 21, ... on the column marginal; the tolerance rule: every iteration on the row marginal)."""
+    cost = torch.rand(96, 160, generator=torch.Generator().manual_seed(2))
+    result = sinkhorn_log(cost, 0.01, 100, tolerance=tolerance, stop_threshold=stop_threshold)
+    assert result.iterations == reference_log_domain(cost, 0.01, 100, tolerance, stop_threshold)
+    assert result.iterations < 100
+    if tolerance == 0:
+        ot = pytest.importorskip("ot")
+        a, b = torch.full((96,), 1 / 96), torch.full((160,), 1 / 160)
+        _, log = ot.bregman.sinkhorn(a, b, cost, 0.01, method="sinkhorn_log", numItermax=100,
+                                     stopThr=stop_threshold, log=True, warn=False)
+        assert result.iterations == min(int(log["niter"]) + 1, 100)
+        assert_pots_iterates(result.plan, cost, 0.01, result.iterations)
+
+
+def test_training_update_reports_the_iterations_the_tolerance_allowed() -> None:
+    loose = tiny_net(num_iterations=50, tolerance=0.5).train()(textures(4))
+    assert loose.iterations.shape == (1,) and 1 <= float(loose.iterations[0]) < 50
+    pots_rule = tiny_net(num_iterations=50).train()(textures(4))
+    assert float(pots_rule.iterations[0]) == 50
+
+
 @pytest.mark.parametrize("ema", [0.0, 0.95])
 def test_update_moves_prototypes_to_the_transported_feature_means(ema: float) -> None:
     bank = small_bank(0.3)
@@ -209,7 +415,7 @@ def test_eval_forward_shapes_and_never_transports(monkeypatch: pytest.MonkeyPatc
         raise AssertionError("the eval forward must not call the Sinkhorn solver")
 
     net = tiny_net().eval()
-    monkeypatch.setattr("uad_plugins.plugins.pradot.torch_model.sinkhorn_plan", forbidden)
+    monkeypatch.setattr("uad_plugins.plugins.pradot.torch_model.sinkhorn_log", forbidden)
     images = textures(3)
     with torch.no_grad():
         out = net(images)
@@ -266,7 +472,9 @@ def test_lightning_module_defaults() -> None:
 
 @pytest.mark.parametrize(("key", "value"), [("alpha", -0.1), ("alpha", 1.5), ("num_prototypes", 0),
                                             ("reg", 0.0), ("reg", -0.01), ("ema", 1.0), ("ema", -0.1),
-                                            ("num_iterations", 0), ("variant", "mixed"), ("image_size", 16)])
+                                            ("num_iterations", 0), ("variant", "mixed"), ("image_size", 16),
+                                            ("tolerance", -1e-3), ("tolerance", 1.0), ("tolerance", float("nan")),
+                                            ("tolerance", "1e-3"), ("tolerance", True)])
 def test_invalid_settings(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"pradot: {key}=.*is not usable") as info:
         Pradot(**{**TINY, key: value})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -43,7 +44,11 @@ class Pradot(UadModule):
             and a local bank per layer, maps averaged; with ``layers=[layer2, layer3]`` the paper's 4-model average).
         alpha: weight of the spatial grid cost of the local prototypes, in [0, 1] (0.3).
         reg: entropic regularisation of the Sinkhorn solver, > 0 (0.01).
-        num_iterations: log-domain Sinkhorn iterations per training batch (100).
+        num_iterations: at most this many log-domain Sinkhorn iterations per transport (100, the official code's
+            ``numItermax``).
+        tolerance: stop a transport early once its marginal violation (the share of the mass in the wrong place,
+            see :func:`~uad_plugins.plugins.pradot.torch_model.sinkhorn_log`) is at most this; ``0`` runs POT's rule
+            as the official code does (``stopThr`` 1e-9, never reached in float32: ``num_iterations`` always).
         ema: prototype momentum in [0, 1): ``p <- ema * p + (1 - ema) * transported mean`` (0.95).
         normalize_per_image: at test time divide each image's cosine cost by its maximum (the official code).
         select_on_validation: keep, per bank, the prototypes with the lowest transport cost on the held-out
@@ -68,6 +73,7 @@ class Pradot(UadModule):
         alpha: float = 0.3,
         reg: float = 0.01,
         num_iterations: int = 100,
+        tolerance: float = 0.0,
         ema: float = 0.95,
         normalize_per_image: bool = True,
         select_on_validation: bool = True,
@@ -81,7 +87,8 @@ class Pradot(UadModule):
         if isinstance(layers, str):
             layers = [layers]
         _validate(image_size=image_size, num_prototypes=num_prototypes, variant=variant, alpha=alpha, reg=reg,
-                  num_iterations=num_iterations, ema=ema, max_epochs=max_epochs, max_steps=max_steps)
+                  num_iterations=num_iterations, tolerance=tolerance, ema=ema, max_epochs=max_epochs,
+                  max_steps=max_steps)
         if pre_processor is True:  # the default needs this instance's image size and backbone normalisation
             pre_processor = self.configure_pre_processor(image_size, backbone=backbone)
         super().__init__(pre_processor=pre_processor, post_processor=post_processor, evaluator=evaluator,
@@ -93,7 +100,7 @@ class Pradot(UadModule):
         self.model: PradotModel = PradotModel(
             backbone=backbone, layers=list(layers), pretrained=pretrained, image_size=self.image_size,
             num_prototypes=num_prototypes, variant=variant, alpha=alpha, reg=reg, num_iterations=num_iterations,
-            ema=ema, normalize_per_image=normalize_per_image,
+            ema=ema, normalize_per_image=normalize_per_image, tolerance=tolerance,
         )
         self._warned_no_normals = False
 
@@ -127,6 +134,7 @@ class Pradot(UadModule):
             self.model.select_current()
         size = batch.image.shape[0]
         self.log("loss", output.loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        self.log("sinkhorn_iterations", output.iterations.mean(), on_step=False, on_epoch=True, batch_size=size)
         if len(output.bank_losses) > 1:
             self.log_dict({f"loss_bank{i}": value for i, value in enumerate(output.bank_losses)}, on_step=False,
                           on_epoch=True, batch_size=size)
@@ -199,6 +207,10 @@ def _validate(**values: Any) -> None:
         ("reg", number(values["reg"]) and values["reg"] > 0, "> 0: the entropic regularisation (0.01 in the paper)"),
         ("num_iterations", positive_int(values["num_iterations"]),
          "an integer >= 1: Sinkhorn iterations per batch (100 in the paper)"),
+        ("tolerance", number(values["tolerance"]) and math.isfinite(values["tolerance"])
+         and 0 <= values["tolerance"] < 1,
+         "in [0, 1): stop Sinkhorn once the share of misplaced mass is at most this (0 = POT's rule, as the "
+         "official code: num_iterations always)"),
         ("ema", number(values["ema"]) and 0 <= values["ema"] < 1,
          "in [0, 1): the prototype momentum (0.95 in the paper)"),
         *schedule_checks(values),
