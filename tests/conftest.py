@@ -103,6 +103,23 @@ def uad(capsys: pytest.CaptureFixture[str]):
     return run
 
 
+#: Python source that makes importing torch, lightning, anomalib or torchvision fail in the process that runs it
+BLOCK_TORCH = """\
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'lightning', 'anomalib', 'torchvision'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+@pytest.fixture(scope="session")
+def block_torch() -> str:
+    """Source to put first in a subprocess's script so that the torch stack cannot be imported there."""
+    return BLOCK_TORCH
+
+
 @pytest.fixture(scope="session")
 def tiny_edge_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An FP32 bundle of a tiny PBAS (64 px, random weights, 1 epoch of 3 batches) for edge-runtime tests."""

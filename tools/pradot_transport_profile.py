@@ -65,48 +65,27 @@ TRACE_POINTS = (1, 2, 3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200
 
 
 # ---------------------------------------------------------------------------------------------- the old solver
-def _previous_logsumexp_(values: torch.Tensor, dim: int) -> torch.Tensor:
+def _log_domain_logsumexp_(values: torch.Tensor, dim: int, clamp: bool = True) -> torch.Tensor:
     peak = values.amax(dim=dim, keepdim=True)
     peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    values.sub_(peak).exp_()
+    values.sub_(peak)
+    if clamp:
+        values.clamp_(min=-80.0)
+    values.exp_()
     return values.sum(dim=dim).log_().add_(peak.squeeze(dim))
 
 
-def previous_sinkhorn_plan(cost: torch.Tensor, reg: float, num_iterations: int,
-                           stop_threshold: float = 1e-9) -> torch.Tensor:
-    """``sinkhorn_plan`` as it was before issue 15 (commit 5dcafdf): the baseline of the before/after ratios."""
-    n, k = cost.shape
-    scaled = cost / -reg
-    work = torch.empty_like(scaled)
-    log_a, log_b = -math.log(n), -math.log(k)
-    u = torch.zeros(n, dtype=cost.dtype, device=cost.device)
-    v = torch.zeros(k, dtype=cost.dtype, device=cost.device)
-    for iteration in range(num_iterations):
-        torch.add(scaled, u[:, None], out=work)
-        v = _previous_logsumexp_(work, 0).neg_().add_(log_b)
-        torch.add(scaled, v[None, :], out=work)
-        u = _previous_logsumexp_(work, 1).neg_().add_(log_a)
-        if iteration % 10 == 0:
-            torch.add(scaled, u[:, None], out=work)
-            column_mass = work.add_(v[None, :]).exp_().sum(dim=0)
-            if float(torch.linalg.vector_norm(column_mass - 1.0 / k)) < stop_threshold:
-                break
-    torch.add(scaled, u[:, None], out=work)
-    return work.add_(v[None, :]).exp_()
-
-
-def _log_domain_logsumexp_(values: torch.Tensor, dim: int) -> torch.Tensor:
-    peak = values.amax(dim=dim, keepdim=True)
-    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    values.sub_(peak).clamp_(min=-80.0).exp_()
-    return values.sum(dim=dim).log_().add_(peak.squeeze(dim))
+def previous_sinkhorn_plan(cost: torch.Tensor, reg: float, num_iterations: int) -> torch.Tensor:
+    """``sinkhorn_plan`` as it was before issue 15 (commit 5dcafdf: the log-domain loop without the exp clamp)."""
+    return log_domain_sinkhorn(cost, reg, num_iterations, clamp=False).plan
 
 
 def log_domain_sinkhorn(cost: torch.Tensor, reg: float, num_iterations: int, tolerance: float = 0.0,
-                        stop_threshold: float = 1e-9) -> Any:
+                        stop_threshold: float = 1e-9, clamp: bool = True) -> Any:
     """``sinkhorn_log`` as it was before the stabilised scaling form (commit 218dfe0, unchanged up to f0db0da: the
     log-domain loop with the exp clamp and the tolerance rule, ~10 passes over the matrix per iteration): the
-    baseline of the "old vs new" ratios. Returns the package's ``SinkhornResult``."""
+    baseline of the "old vs new" ratios; ``clamp=False`` is the loop of commit 5dcafdf, before issue 15). Returns the
+    package's ``SinkhornResult``."""
     from uad_plugins.plugins.pradot.torch_model import SinkhornResult
 
     n, k = cost.shape
@@ -120,21 +99,23 @@ def log_domain_sinkhorn(cost: torch.Tensor, reg: float, num_iterations: int, tol
     for iteration in range(num_iterations):
         iterations = iteration + 1
         torch.add(scaled, u[:, None], out=work)
-        v = _log_domain_logsumexp_(work, 0).neg_().add_(log_b)
+        v = _log_domain_logsumexp_(work, 0, clamp).neg_().add_(log_b)
         torch.add(scaled, v[None, :], out=work)
-        previous, u = u, _log_domain_logsumexp_(work, 1).neg_().add_(log_a)
+        previous, u = u, _log_domain_logsumexp_(work, 1, clamp).neg_().add_(log_a)
         if tolerance > 0:
             violation = float((previous - u).exp_().sub_(1.0).abs_().mean())
             if violation <= tolerance:
                 break
         elif iteration % 10 == 0:
             torch.add(scaled, u[:, None], out=work)
-            column_mass = work.add_(v[None, :]).clamp_(min=-80.0).exp_().sum(dim=0)
+            work.add_(v[None, :])
+            column_mass = (work.clamp_(min=-80.0) if clamp else work).exp_().sum(dim=0)
             violation = float(torch.linalg.vector_norm(column_mass - 1.0 / k))
             if violation < stop_threshold:
                 break
     torch.add(scaled, u[:, None], out=work)
-    return SinkhornResult(work.add_(v[None, :]).clamp_(min=-80.0).exp_(), iterations, violation)
+    work.add_(v[None, :])
+    return SinkhornResult((work.clamp_(min=-80.0) if clamp else work).exp_(), iterations, violation)
 
 
 # ---------------------------------------------------------------------------------------------- data

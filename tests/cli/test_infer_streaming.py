@@ -176,15 +176,9 @@ def test_overwrite_replaces_only_its_own_files(tiny_edge_bundle: Path, tmp_path:
     assert (out / "thesis.txt").read_text() == "years of work"
 
 
-def test_streaming_infer_never_imports_torch(tiny_edge_bundle: Path, tmp_path: Path) -> None:
+def test_streaming_infer_never_imports_torch(tiny_edge_bundle: Path, tmp_path: Path, block_torch: str) -> None:
     _pngs(tmp_path / "imgs", 3)
-    code = textwrap.dedent(f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split('.')[0] in ('torch', 'lightning', 'anomalib', 'torchvision'):
-                    raise ImportError('blocked: ' + name)
-        sys.meta_path.insert(0, Block())
+    code = block_torch + textwrap.dedent(f"""
         from uad_plugins.cli.main import main
         rc = main(['infer', {str(tiny_edge_bundle)!r}, {str(tmp_path / 'imgs')!r}, '--output',
                    {str(tmp_path / 'o')!r}, '--format', 'csv'])

@@ -239,15 +239,9 @@ def test_cli_errors(bundle: Path, tmp_path: Path, uad) -> None:
     assert code == 2 and "cannot be used in a URL" in err
 
 
-def test_cli_serves_without_torch(bundle: Path) -> None:
+def test_cli_serves_without_torch(bundle: Path, block_torch: str) -> None:
     """`uad serve` in a process where importing torch fails: it answers, and Ctrl-C stops it with status 0."""
-    code = textwrap.dedent(f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split('.')[0] in ('torch', 'lightning', 'anomalib', 'torchvision'):
-                    raise ImportError('blocked: ' + name)
-        sys.meta_path.insert(0, Block())
+    code = block_torch + textwrap.dedent(f"""
         from uad_plugins.cli.main import main
         rc = main(['serve', {str(bundle)!r}, '--port', '0'])
         assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'anomalib', 'lightning')]
