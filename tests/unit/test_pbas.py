@@ -248,7 +248,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pbas, object, Path
     datamodule = Folder(name="tiny", root=root / "data", normal_dir="good", abnormal_dir="bad",
                         train_batch_size=4, eval_batch_size=4, num_workers=0, seed=0)
     torch.manual_seed(0)
-    model = Pbas(**TINY)
+    model = Pbas(**{**TINY, "max_epochs": 1, "max_steps": 4})  # anomalib's Engine applies the model's suggestion
     engine = Engine(max_epochs=1, max_steps=4, logger=False, enable_progress_bar=False, default_root_dir=root,
                     accelerator="cpu")
     engine.fit(model=model, datamodule=datamodule)
