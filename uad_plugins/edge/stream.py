@@ -202,4 +202,10 @@ def iter_predictions(model: Any, sources: Iterable[Any], *, batch_size: int = 8,
             yield from _results(window.popleft(), model.input_size, maps, on_error)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        # requests still in flight (an early stop: Ctrl-C, an error, a consumer that stopped reading): wait for their
+        # callbacks with the GIL released (Event.wait), so that no callback is left pending when the queue and the
+        # compiled model are dropped; a pending one needs the GIL and can deadlock the interpreter's shutdown
+        for pending in window:
+            for request in pending.requests:
+                request.done.wait()
         queue.wait_all()
