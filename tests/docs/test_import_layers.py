@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "uad_plugins"
 #: floors, lowest first; a module may import its own floor and the ones below, never one above
 FLOORS: list[tuple[str, ...]] = [
     ("errors", "version", "imports", "protocols", "edge"),
-    ("specs", "hookspecs", "serving"),
+    ("specs", "hookspecs", "serving", "scale"),
     ("manager",),
     ("registry",),
     ("trust", "provenance"),
