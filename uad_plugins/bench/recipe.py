@@ -27,7 +27,8 @@ A recipe looks like::
     precisions: [fp32, fp16, int8]
     batch_sizes: [1, 8]
     timing: {warmup: 3, iterations: 20}
-    export: {parity_samples: 16, calibration_samples: 64, max_metric_drop: 0.01, timeout_s: 1800}
+    export: {parity_samples: 16, calibration_samples: 64, max_metric_drop: 0.01, timeout_s: 1800,
+             int8_strategy: accuracy_control}
     seed: 0
     threads: 2
 
@@ -80,7 +81,7 @@ FIT_OPTIONS = frozenset({"feature_cache", "feature_cache_budget_mb", "feature_ca
 _NOT_WITH_CKPT = ("init_args", "trainer", "image_size", "backbone_weights", "fit")
 _DATA_KEYS = {"name", "class_path", "init_args"}
 _TIMING_KEYS = {"warmup", "iterations"}
-_EXPORT_KEYS = {"parity_samples", "calibration_samples", "max_metric_drop", "timeout_s"}
+_EXPORT_KEYS = {"parity_samples", "calibration_samples", "max_metric_drop", "timeout_s", "int8_strategy"}
 _DATA_ALIASES = {"UadDemo": "uad_plugins.data.UadDemo",
                  "MitBihBeats": "uad_plugins.data.signals.MitBihBeats",
                  "MitBihWindows": "uad_plugins.data.signals.MitBihWindows",
@@ -142,6 +143,7 @@ class Recipe:
     calibration_samples: int = 64
     max_metric_drop: float = 0.01
     timeout_s: float = 1800.0
+    int8_strategy: str = "accuracy_control"
     description: str = ""
     path: str | None = None
     text: str = ""
@@ -190,7 +192,8 @@ class Recipe:
             "timing": {"warmup": self.warmup, "iterations": self.iterations}, "seed": self.seed,
             "threads": self.threads, "metrics": dict(self.metrics),
             "export": {"parity_samples": self.parity_samples, "calibration_samples": self.calibration_samples,
-                       "max_metric_drop": self.max_metric_drop, "timeout_s": self.timeout_s},
+                       "max_metric_drop": self.max_metric_drop, "timeout_s": self.timeout_s,
+                       "int8_strategy": self.int8_strategy},
         }
 
 
@@ -408,8 +411,18 @@ def parse_recipe(data: Any, *, source: str = "<recipe>", name: str | None = None
         max_metric_drop=_number(export.get("max_metric_drop", 0.01), _where(source, "export.max_metric_drop"),
                                 0.0, 1.0),
         timeout_s=_number(export.get("timeout_s", 1800), _where(source, "export.timeout_s"), 1.0),
+        int8_strategy=_int8_strategy(export.get("int8_strategy", "accuracy_control"),
+                                     _where(source, "export.int8_strategy")),
         description=description, path=None if source.startswith("<") else source, text=text,
     )
+
+
+def _int8_strategy(value: Any, where: str) -> str:
+    from uad_plugins.edge.manifest import INT8_STRATEGIES
+
+    if value not in INT8_STRATEGIES:
+        raise ConfigError(f"{where} is {value!r}.", hint=f"Choose one of: {', '.join(INT8_STRATEGIES)}.")
+    return str(value)
 
 
 def _metric_overrides(value: Any, source: str) -> dict[str, str]:

@@ -361,7 +361,8 @@ def _openvino_job(checkpoint: str, datamodule: Any, precision: str, bundle_dir: 
     manifest = export_checkpoint(checkpoint, bundle_dir, precision=precision, datamodule=datamodule,
                                  parity_samples=recipe.parity_samples,
                                  calibration_samples=recipe.calibration_samples,
-                                 max_metric_drop=recipe.max_metric_drop, overwrite=True, provenance=provenance,
+                                 max_metric_drop=recipe.max_metric_drop, int8_strategy=recipe.int8_strategy,
+                                 overwrite=True, provenance=provenance,
                                  progress=lambda m: progress(f"    export: {m}")).manifest
     export_seconds = round(time.perf_counter() - started, 2)
     edge = load_bundle(bundle_dir, num_threads=recipe.threads)

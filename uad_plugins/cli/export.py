@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_metric_drop", type=float, default=0.01,
                         help="INT8: largest allowed drop of image/pixel AUROC (signals: sample/point AUROC) on "
                         "validation (0.01 = 1 point)")
+    parser.add_argument("--int8_strategy", default="accuracy_control",
+                        help="INT8: accuracy_control (default: NNCF returns the operations that cost the most "
+                        "validation AUROC to floating point until the drop fits --max_metric_drop), backbone "
+                        "(quantize the convolutions only) or ptq (quantize everything)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the validation split (default: the run's)")
     parser.add_argument("--layout", default="bundle", choices=["bundle", "ovms"],
                         help="ovms: also write OVMS_REPO/NAME/VERSION/model.xml|bin (OpenVINO Model Server's model "
@@ -49,7 +53,8 @@ def export(argv: list[str]) -> int:
     from uad_plugins.export.checkpoint import check_export_options
 
     check_export_options(parity_samples=args.parity_samples, calibration_samples=args.calibration_samples,
-                         max_metric_drop=args.max_metric_drop)  # before the checkpoint is read
+                         max_metric_drop=args.max_metric_drop,
+                         int8_strategy=args.int8_strategy)  # before the checkpoint is read
     from uad_plugins.cli.quiet import quiet_imports
 
     quiet_imports()
@@ -60,6 +65,7 @@ def export(argv: list[str]) -> int:
                                calibration_samples=args.calibration_samples, max_metric_drop=args.max_metric_drop,
                                overwrite=args.overwrite, image_check=args.image_check, layout=args.layout,
                                ovms_repo=args.ovms_repo, ovms_name=args.ovms_name,
+                               int8_strategy=args.int8_strategy,
                                progress=lambda msg: print(f"[export] {msg}", flush=True))
     parity = bundle.manifest["parity"]
     if parity["mode"] == "outputs":

@@ -32,9 +32,9 @@ from typing import Any
 from uad_plugins.edge.errors import EdgeError
 
 __all__ = ["BUNDLE_FILES", "DIGEST_KEY", "FORMAT", "FORMAT_VERSION", "IMAGE_SIDE", "INFERENCE_PRECISION",
-           "LISTED_FILES", "MANIFEST_FILE", "MODEL_BIN", "MODEL_XML", "PARITY_FILE", "PRECISIONS", "SIGNAL_LEADS",
-           "SIGNAL_LENGTH", "SUPPORTED_FORMAT_VERSIONS", "bundle_input", "canonical_json", "manifest_digest",
-           "read_bundle", "read_manifest", "seal_manifest", "sha256_file"]
+           "INT8_STRATEGIES", "LISTED_FILES", "MANIFEST_FILE", "MODEL_BIN", "MODEL_XML", "PARITY_FILE", "PRECISIONS",
+           "SIGNAL_LEADS", "SIGNAL_LENGTH", "SUPPORTED_FORMAT_VERSIONS", "bundle_input", "canonical_json",
+           "manifest_digest", "read_bundle", "read_manifest", "seal_manifest", "sha256_file"]
 
 FORMAT = "uad-bundle"
 #: 2: ``manifest_sha256`` seals the manifest, and model.xml, model.bin and parity.json must be listed in ``files``
@@ -58,6 +58,8 @@ BUNDLE_FILES = frozenset({MANIFEST_FILE, *LISTED_FILES})
 MODALITIES = ("image", "signal")
 #: the weights precisions of a bundle (``manifest.precision``)
 PRECISIONS = ("fp32", "fp16", "int8")
+#: how an INT8 bundle's graph was quantized (``parity.quantization.strategy``; see uad_plugins.export.quantize)
+INT8_STRATEGIES = ("accuracy_control", "ptq", "backbone")
 PRECISION_HINTS = ("f32", "f16", "bf16")
 #: ``manifest.inference_precision_hint`` of each precision: OpenVINO CPU runs FP32 IR in bf16 on CPUs that have it
 #: unless told otherwise, so every bundle pins f32

@@ -38,7 +38,8 @@ from uad_plugins.export.graph import (
     convert_raw,
     input_size_of,
 )
-from uad_plugins.export.parity import BUDGET_METRICS, ParityReport, auroc, compare_outputs, run_compiled, run_eager
+from uad_plugins.export.parity import BUDGET_METRICS, ParityReport, compare_outputs, run_compiled, run_eager
+from uad_plugins.export.quantize import budget_aurocs, quantize_int8
 from uad_plugins.export.samples import Samples
 from uad_plugins.protocols import modality_of
 
@@ -106,19 +107,6 @@ def refit_post_stats(raw_scores: np.ndarray, raw_maps: np.ndarray, samples: Samp
                      image_min=image_min, image_max=image_max, pixel_min=pixel_min, pixel_max=pixel_max)
 
 
-def _quantize(raw_model: Any, calibration: Samples, progress: Callable[[str], None]) -> Any:
-    import nncf
-
-    if len(calibration) == 0:
-        raise ExportError("the calibration set is empty: INT8 quantization needs normal training inputs.",
-                          hint="Check the datamodule's training split.")
-    items = [np.ascontiguousarray(calibration.images[i:i + 1].numpy(), dtype=np.float32)
-             for i in range(len(calibration))]
-    what = "signal windows" if calibration.modality == "signal" else "images"
-    progress(f"quantizing to INT8 with NNCF post-training quantization on {len(items)} calibration {what}")
-    return nncf.quantize(raw_model, nncf.Dataset(items), subset_size=len(items))
-
-
 def _check_compiles_in_a_child(ov_model: Any, precision: str) -> None:
     """Compile the model in a separate process first: OpenVINO's CPU plugin can crash (SIGSEGV) on some
     quantized graphs, and a crash must become an error, not the end of the export process."""
@@ -139,13 +127,9 @@ def _check_compiles_in_a_child(ov_model: Any, precision: str) -> None:
 
 def _metric_budget(eager_raw: tuple[np.ndarray, np.ndarray], int8_raw: tuple[np.ndarray, np.ndarray],
                    samples: Samples, max_drop: float) -> tuple[dict[str, dict[str, float]], list[str]]:
-    labels = samples.labels.numpy()
-    sample_metric, map_metric = BUDGET_METRICS[samples.modality]
-    metrics = {sample_metric: {"eager": auroc(eager_raw[0], labels), "int8": auroc(int8_raw[0], labels)}}
-    if samples.masks is not None and bool(samples.masks.any()):
-        masks = samples.masks.numpy().ravel()
-        metrics[map_metric] = {"eager": auroc(eager_raw[1].ravel(), masks),
-                               "int8": auroc(int8_raw[1].ravel(), masks)}
+    names = dict(zip(("sample", "map"), BUDGET_METRICS[samples.modality], strict=True))
+    eager, int8 = budget_aurocs(*eager_raw, samples), budget_aurocs(*int8_raw, samples)
+    metrics = {names[key]: {"eager": eager[key], "int8": int8[key]} for key in eager}
     failures = []
     for name, values in metrics.items():
         values["drop"] = values["eager"] - values["int8"]
@@ -159,7 +143,7 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
                   calibration: Samples | None = None, parity_samples: int = 16, max_metric_drop: float = 0.01,
                   overwrite: bool = False, provenance: dict[str, Any] | None = None,
                   input_preparation: dict[str, Any] | None = None,
-                  threshold: tuple[str, float] = ("f1_adaptive", 0.01),
+                  threshold: tuple[str, float] = ("f1_adaptive", 0.01), int8_strategy: str = "accuracy_control",
                   progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Export ``model`` to an OpenVINO bundle at ``output``; returns the manifest.
 
@@ -167,7 +151,8 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
     and their bundles also return the raw score and map. ``validation`` and ``calibration`` come from
     :func:`~uad_plugins.export.samples.take_samples`; ``input_preparation`` (signals) says how the datamodule
     prepared the windows (recorded in the manifest: a bundle takes windows prepared that way). ``threshold`` is the
-    run's threshold rule, used where INT8 re-fits the thresholds after quantization.
+    run's threshold rule, used where INT8 re-fits the thresholds after quantization; ``int8_strategy`` is one of
+    :data:`~uad_plugins.export.quantize.INT8_STRATEGIES` (how much of the graph is quantized, see that module).
     Raises :class:`ExportError` (nothing written) when conversion fails or the parity gate does not pass.
     """
     import openvino as ov
@@ -198,7 +183,9 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
     if precision == "int8":
         if calibration is None:
             raise ExportError("INT8 export needs calibration inputs (normal training images or windows).")
-        raw_q = _quantize(raw, calibration, progress)
+        quantized = quantize_int8(raw, calibration, validation, strategy=int8_strategy, max_drop=max_metric_drop,
+                                  batch_size=batch_size, progress=progress)
+        raw_q = quantized.model
         _check_compiles_in_a_child(raw_q, precision)
         progress(f"re-fitting thresholds and normalisation on the INT8 model's outputs ({len(validation)} "
                  f"validation {'windows' if modality == 'signal' else 'images'})")
@@ -208,7 +195,8 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
         refitted = True
         metrics, failures = _metric_budget(eager_raw, int8_raw, validation, max_metric_drop)
         report = ParityReport(precision=precision, samples=len(validation), passed=not failures, mode="metrics",
-                              tolerances={"max_metric_drop": max_metric_drop}, metrics=metrics, failures=failures)
+                              tolerances={"max_metric_drop": max_metric_drop}, metrics=metrics, failures=failures,
+                              quantization=quantized.describe())
         raw = raw_q
     # raw outputs too: the normalised score is clipped to [0, 1], so only raw scores rank every input (metrics)
     full = append_postprocessing(raw, stats, keep_raw=True)

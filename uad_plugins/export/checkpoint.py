@@ -37,7 +37,8 @@ def default_bundle_path(ckpt_path: str | Path, precision: str) -> Path:
     return (run_dir or Path(ckpt_path).parent) / f"bundle_{precision}"
 
 
-def check_export_options(*, parity_samples: int, calibration_samples: int, max_metric_drop: float) -> None:
+def check_export_options(*, parity_samples: int, calibration_samples: int, max_metric_drop: float,
+                         int8_strategy: str = "accuracy_control") -> None:
     """Refuse sample counts and metric budgets that cannot work, before anything is read."""
     if parity_samples < 1:
         raise ConfigError(f"--parity_samples must be at least 1, got {parity_samples}.")
@@ -46,6 +47,11 @@ def check_export_options(*, parity_samples: int, calibration_samples: int, max_m
     if not 0 <= max_metric_drop <= 1:
         raise ConfigError(f"--max_metric_drop must be in [0, 1] (a fraction: 0.01 = 1 point), got "
                           f"{max_metric_drop}.")
+    from uad_plugins.edge.manifest import INT8_STRATEGIES
+
+    if int8_strategy not in INT8_STRATEGIES:
+        raise ConfigError(f"unknown --int8_strategy {int8_strategy!r}.",
+                          hint=f"Choose one of: {', '.join(INT8_STRATEGIES)} (see docs/deploy.md, INT8).")
 
 
 def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *, precision: str = "fp32",
@@ -54,6 +60,7 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
                       overwrite: bool = False, image_check: str = "header",
                       provenance: Mapping[str, Any] | None = None, layout: str = "bundle",
                       ovms_repo: str | Path | None = None, ovms_name: str | None = None,
+                      int8_strategy: str = "accuracy_control",
                       progress: Callable[[str], None] = print) -> ExportedBundle:
     """Export the model of ``ckpt_path`` to an OpenVINO bundle, written only if the parity gate passes.
 
@@ -69,6 +76,8 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
         parity_samples: validation samples the parity gate compares on.
         calibration_samples: normal training inputs for INT8 calibration.
         max_metric_drop: INT8: the largest allowed drop of image/pixel (sample/point) AUROC on validation.
+        int8_strategy: INT8: ``accuracy_control`` (default), ``ptq`` or ``backbone``
+            (:mod:`uad_plugins.export.quantize`).
         overwrite: replace an existing bundle folder (only a folder holding a uad bundle).
         image_check: how image files are checked while the data are set up (``header`` or ``full``).
         provenance: more fields for the manifest (``uad bench`` names its recipe).
@@ -93,7 +102,7 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
     from uad_plugins.provenance import component_record
 
     check_export_options(parity_samples=parity_samples, calibration_samples=calibration_samples,
-                         max_metric_drop=max_metric_drop)
+                         max_metric_drop=max_metric_drop, int8_strategy=int8_strategy)
     if layout not in ("bundle", "ovms"):
         raise ConfigError(f"unknown layout {layout!r}.", hint="Choose bundle or ovms.")
     expected = None
@@ -140,7 +149,7 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
                                  max_metric_drop=max_metric_drop, overwrite=overwrite,
                                  provenance=manifest_provenance, threshold=(record.threshold, record.false_alarm_rate),
                                  input_preparation=describe_signal_preparation(datamodule) if signal else None,
-                                 progress=progress)
+                                 int8_strategy=int8_strategy, progress=progress)
     ovms = None
     if layout == "ovms":  # from the written bundle: only a model that passed the parity gate reaches OVMS
         ovms = write_ovms_layout(output, ovms_repo, name=ovms_name)

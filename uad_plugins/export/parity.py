@@ -40,6 +40,8 @@ class ParityReport:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     per_sample: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    #: INT8: how the model was quantized (strategy, operations kept in floating point, seconds)
+    quantization: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -45,13 +45,16 @@ class Samples:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def take(self, index: torch.Tensor) -> Samples:
+        """The samples at ``index`` (a long tensor), in that order."""
+        return Samples(self.images[index], None if self.labels is None else self.labels[index],
+                       None if self.masks is None else self.masks[index], self.source, self.modality)
+
     def subset(self, count: int) -> Samples:
         """``count`` samples spread evenly over the set (so both normal and anomalous ones are included)."""
         if count >= len(self):
             return self
-        index = torch.linspace(0, len(self) - 1, count).round().long()
-        return Samples(self.images[index], None if self.labels is None else self.labels[index],
-                       None if self.masks is None else self.masks[index], self.source, self.modality)
+        return self.take(torch.linspace(0, len(self) - 1, count).round().long())
 
 
 def _is_signal_dataset(dataset: Any) -> bool:
