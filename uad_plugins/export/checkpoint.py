@@ -25,7 +25,7 @@ class ExportedBundle:
 
     path: Path
     manifest: dict[str, Any]
-    #: with ``layout="ovms"``: the OVMS version written from the bundle (:class:`~uad_plugins.edge.ovms.OvmsModel`)
+    #: with ``layout="ovms"``: the OVMS version written from the bundle (:class:`~uad_edge.ovms.OvmsModel`)
     ovms: Any = None
 
 
@@ -81,8 +81,8 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
         UadError: a checkpoint that cannot be read or trusted, data that cannot be rebuilt, a failed gate
             (:class:`~uad_plugins.export.graph.ExportError`); nothing is written then.
     """
-    from uad_plugins.edge.ovms import check_ovms_target, write_ovms_layout
-    from uad_plugins.edge.tempdirs import owned_tempdir
+    from uad_edge.ovms import check_ovms_target, write_ovms_layout
+    from uad_edge.tempdirs import owned_tempdir
     from uad_plugins.engine import UadEngine
     from uad_plugins.engine.checkpoint import load_checkpoint
     from uad_plugins.export.bundle import export_bundle

@@ -1,6 +1,6 @@
 """Edge runtime: run an exported bundle with ``openvino`` + ``numpy`` (+ ``pillow`` for image files and plots) only.
 
-    from uad_plugins.edge import load_bundle
+    from uad_edge import load_bundle           # the same names: from uad_plugins.edge import ...
     model = load_bundle("bundle_fp32")
     result = model.predict(["part_001.png"], resize=True)       # an image bundle
     result.pred_score, result.pred_label, result.anomaly_map
@@ -10,11 +10,12 @@
     ecg = load_bundle("ecg_bundle_fp32")                         # a signal bundle: windows [K, Q] or [B, K, Q]
     result = ecg.predict(windows.astype("float32"))              # anomaly_map / pred_mask [B, K, Q]
 
-Importing this package never imports torch (``uad_plugins/__init__`` is light too).
+Importing this package never imports torch, and nothing of it imports ``uad_plugins``: ``pip install uad-edge``
+(``packages/uad-edge`` in the uad_plugins repository) brings openvino, numpy and pillow only.
 """
 
-from uad_plugins.edge.errors import EdgeError
-from uad_plugins.edge.runtime import (
+from uad_edge.errors import EdgeError, UadError
+from uad_edge.runtime import (
     MODALITIES,
     SUPPORTED_FORMAT_VERSIONS,
     EdgeModel,
@@ -24,8 +25,9 @@ from uad_plugins.edge.runtime import (
     load_bundle,
     read_manifest,
 )
-from uad_plugins.edge.signals import check_signals, list_signal_files, read_signal_file, signal_plot
+from uad_edge.signals import check_signals, list_signal_files, read_signal_file, signal_plot
+from uad_edge.version import __version__
 
 __all__ = ["MODALITIES", "SUPPORTED_FORMAT_VERSIONS", "EdgeError", "EdgeModel", "EdgePrediction", "EdgeResult",
-           "check_signals", "list_images", "list_signal_files", "load_bundle", "read_manifest", "read_signal_file",
-           "signal_plot"]
+           "UadError", "__version__", "check_signals", "list_images", "list_signal_files", "load_bundle",
+           "read_manifest", "read_signal_file", "signal_plot"]

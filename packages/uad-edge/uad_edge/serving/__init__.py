@@ -1,9 +1,9 @@
 """``uad serve``: a KServe v2 (Open Inference Protocol) HTTP server over one bundle, torch-free.
 
-It needs the edge runtime (openvino, numpy, pillow) plus fastapi and uvicorn (``pip install uad_plugins[serve]``),
-never torch: it imports only ``uad_plugins.edge``, ``uad_plugins.errors`` and ``uad_plugins.version``.
+It needs the edge runtime (openvino, numpy, pillow) plus fastapi and uvicorn (``pip install 'uad-edge[serve]'``),
+never torch: it imports only ``uad_edge``.
 
-    from uad_plugins.serving import load_app, serve
+    from uad_edge.serving import load_app, serve
     serve("RUN/bundle_fp32", host="127.0.0.1", port=8000)     # blocks; Ctrl-C stops it
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from uad_plugins.errors import UadError
+from uad_edge.errors import UadError
 
 __all__ = ["DEFAULT_PORT", "load_app", "model_name_of", "serve"]
 
@@ -34,10 +34,10 @@ def model_name_of(bundle: str | Path, name: str | None = None) -> str:
 
 def load_app(bundle: str | Path, *, name: str | None = None, device: str = "CPU", infer_requests: int | None = None,
              limits: Any = None) -> tuple[Any, str]:
-    """Load and verify ``bundle`` (sha256, format version: an :class:`~uad_plugins.edge.EdgeError` otherwise) and
+    """Load and verify ``bundle`` (sha256, format version: an :class:`~uad_edge.EdgeError` otherwise) and
     build the application; returns ``(app, model name)``."""
-    from uad_plugins.edge import load_bundle
-    from uad_plugins.serving.app import create_app
+    from uad_edge import load_bundle
+    from uad_edge.serving.app import create_app
 
     served = model_name_of(bundle, name)
     if infer_requests is not None and infer_requests < 1:
@@ -51,7 +51,7 @@ def serve(bundle: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PO
           announce: Callable[[str], None] = print) -> None:
     """Load ``bundle``, listen on ``host:port`` and serve until interrupted; everything that can fail (the bundle,
     the name, the port) fails before the first request, as a :class:`UadError`."""
-    from uad_plugins.serving.server import bind, run
+    from uad_edge.serving.server import bind, run
 
     app, served = load_app(bundle, name=name, device=device, infer_requests=infer_requests, limits=limits)
     sock = bind(host, port)
