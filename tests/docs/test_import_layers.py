@@ -264,3 +264,15 @@ def test_uad_plugins_edge_and_serving_re_export_uad_edge() -> None:
     # the edge runtime's errors are the package's user errors: every `except UadError` catches them
     assert uad_plugins.errors.UadError is uad_edge.UadError
     assert issubclass(uad_edge.EdgeError, uad_plugins.errors.UadError)
+
+
+def test_uad_edge_errors_and_cli_stay_light() -> None:
+    """`uad_plugins.errors` stands on `uad_edge.errors`: importing it (and `uad_edge.cli`) loads no numpy or openvino,
+    so `uad plugins list` stays fast; the runtime's names load on first use."""
+    import subprocess
+
+    code = ("import sys, uad_plugins.errors, uad_edge.cli; heavy = [m for m in ('numpy', 'openvino', 'PIL') "
+            "if m in sys.modules]; assert not heavy, heavy; from uad_edge import load_bundle; "
+            "assert 'numpy' in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
