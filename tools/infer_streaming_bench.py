@@ -66,7 +66,7 @@ def _run(model: object, path: str, files: list[str], batch_size: int) -> float:
 
 
 def _child(args: argparse.Namespace) -> None:
-    from uad_plugins.edge import load_bundle
+    from uad_edge import load_bundle
 
     files = sorted(str(p) for p in Path(args.images).glob("*.png"))[:args.count]
     model = load_bundle(args.bundle)
@@ -103,7 +103,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="uad-stream-bench-") as tmp:
         bundle = Path(args.bundle) if args.bundle else _tiny_bundle(Path(tmp))
-        from uad_plugins.edge import load_bundle
+        from uad_edge import load_bundle
 
         model = load_bundle(bundle)
         files = _images(Path(tmp) / "images", args.n, model.input_size)

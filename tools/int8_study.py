@@ -48,7 +48,7 @@ def main() -> None:
     import openvino as ov
     import torch
 
-    from uad_plugins.edge.tempdirs import owned_tempdir
+    from uad_edge.tempdirs import owned_tempdir
     from uad_plugins.engine import UadEngine
     from uad_plugins.engine.checkpoint import load_checkpoint
     from uad_plugins.export.graph import convert_raw, input_size_of

@@ -2,13 +2,17 @@
 
 Every error a user can cause is a :class:`UadError`. Its message is one block that says what was asked,
 what went wrong and what to do; the CLI prints it without a traceback and exits with status 2.
-This module imports the standard library only (the torch-free edge runtime imports it).
+:class:`UadError` itself is defined by the torch-free edge runtime (``uad_edge.errors``, a separate distribution that
+imports nothing of uad_plugins) and re-exported here, so that its ``EdgeError`` is a :class:`UadError` too. This
+module imports the standard library and ``uad_edge.errors`` only.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+
+from uad_edge.errors import UadError
 
 __all__ = [
     "BadReferenceError",
@@ -24,21 +28,6 @@ __all__ = [
     "WrongKindError",
     "close_matches",
 ]
-
-
-class UadError(Exception):
-    """Base class for every error meant for the user (exit status 2 in the CLI)."""
-
-    exit_code = 2
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        self.message = message.rstrip()
-        self.hint = hint
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        """The full message block: the error, then the hint on how to fix it."""
-        return self.message if not self.hint else f"{self.message}\n{self.hint}"
 
 
 class UnknownComponentError(UadError, KeyError):

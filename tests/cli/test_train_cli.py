@@ -118,8 +118,8 @@ def test_metrics_selection(uad, tiny_pbas, quiet, tmp_path: Path) -> None:
 def test_predict_output_lands_whole_and_never_costs_user_files(fitted, uad, quiet, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 11, item 7: no heatmaps without predictions.json, no mixing of two runs, no user file touched."""
+    from uad_edge.output import OutputFolder
     from uad_plugins.data import default_demo_root
-    from uad_plugins.edge.output import OutputFolder
 
     _, ckpt = fitted
     images = default_demo_root() / "washer" / "test" / "crack"

@@ -70,7 +70,7 @@ def test_signal_model_contract(reference: str, tmp_path: Path) -> None:
         traced = program.module()(batch.signal[:3])
         assert torch.allclose(traced.pred_score, again.pred_score[:3], atol=1e-4)
         assert tuple(traced.anomaly_map.shape) == (3, n_leads, length)
-        from uad_plugins.edge import load_bundle
+        from uad_edge import load_bundle
         from uad_plugins.testing import check_export_contract
 
         parity = check_export_contract(reference, engine.best_model_path, datamodule, tmp_path / "bundle")

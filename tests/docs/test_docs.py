@@ -58,12 +58,17 @@ def test_every_builtin_model_has_a_docs_page() -> None:
             assert (REPO / "docs" / "models" / f"{spec.name}.md").is_file(), spec.name
 
 
+#: the install line: uad-edge is in this repository (packages/uad-edge), not on PyPI, so pip gets both
+INSTALL = 'pip install -e packages/uad-edge -e ".[dev]"'
+
+
 def test_readme_gives_install_run_and_test_commands() -> None:
     readme = (REPO / "README.md").read_text()
-    assert 'pip install -e ".[dev]"' in readme and "uad fit --model plugin:pbas" in readme
+    assert INSTALL in readme and "uad fit --model plugin:pbas" in readme
     assert "python -m pytest" in readme
     ci = (REPO / ".ci" / "run").read_text()
     assert "\npython -m pytest\n" in ci  # CI runs exactly the README's test command
+    assert INSTALL.replace("pip install", "pip install -q") in ci  # ... after the README's install line
 
 
 def test_configs_reference_registered_plugins() -> None:

@@ -1,19 +1,25 @@
 """Every import points down: the walls of docs/architecture.md, checked by reading the source (lazy imports
-inside functions included)."""
+inside functions included). ``uad_edge`` (packages/uad-edge, a distribution of its own) lies below every floor: it
+imports nothing of uad_plugins, nor torch, lightning or anomalib."""
 
 from __future__ import annotations
 
 import ast
+import re
+import sys
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "uad_plugins"
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "uad_plugins"
+EDGE_DISTRIBUTION = REPO / "packages" / "uad-edge"
+EDGE_PACKAGE = EDGE_DISTRIBUTION / "uad_edge"
 
 #: floors, lowest first; a module may import its own floor and the ones below, never one above
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "version", "imports", "protocols", "edge"),
-    ("specs", "hookspecs", "serving", "scale"),
+    ("errors", "version", "imports", "protocols", "edge", "serving"),
+    ("specs", "hookspecs", "scale"),
     ("manager",),
     ("registry",),
     ("trust", "provenance"),
@@ -171,3 +177,102 @@ def test_architecture_page_lists_these_floors() -> None:
         if len(cells) == 3 and cells[0].isdigit():
             rows[int(cells[0])] = tuple(name.strip().strip("`") for name in cells[1].split(","))
     assert rows == dict(enumerate(FLOORS))
+
+
+# ------------------------------------------------------------------------------- uad_edge: below every floor
+
+#: never imported by uad_edge, anywhere (the slim install has none of them)
+FORBIDDEN_IN_EDGE = {"uad_plugins", "torch", "torchvision", "lightning", "anomalib"}
+#: what uad_edge may import besides the standard library and itself (serving/ and the serve command add the server)
+EDGE_RUNTIME_IMPORTS = {"openvino", "numpy", "PIL"}
+EDGE_SERVER_IMPORTS = {"fastapi", "starlette", "uvicorn", "multipart", "python_multipart"}
+
+
+def _top_imports(path: Path) -> list[tuple[int, str]]:
+    """``(line, top-level name)`` of every absolute import in a file, lazy ones included (relative: ``uad_edge``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.lineno, "uad_edge" if node.level else (node.module or "").split(".")[0]))
+    return found
+
+
+def _edge_files() -> list[Path]:
+    files = sorted(EDGE_PACKAGE.rglob("*.py"))
+    assert len(files) > 20, f"uad_edge not found under {EDGE_PACKAGE}"
+    return files
+
+
+def test_uad_edge_imports_no_uad_plugins_and_no_torch() -> None:
+    bad = [f"{path.relative_to(REPO)}:{line} imports {name}" for path in _edge_files()
+           for line, name in _top_imports(path) if name in FORBIDDEN_IN_EDGE]
+    assert not bad, "uad_edge must stand alone (openvino, numpy, pillow):\n" + "\n".join(bad)
+
+
+def test_uad_edge_imports_only_its_dependencies() -> None:
+    bad = []
+    for path in _edge_files():
+        server = "serving" in path.relative_to(EDGE_PACKAGE).parts or path.name == "serve.py"
+        allowed = {"uad_edge", "__future__", *EDGE_RUNTIME_IMPORTS, *(EDGE_SERVER_IMPORTS if server else ())}
+        bad += [f"{path.relative_to(REPO)}:{line} imports {name}" for line, name in _top_imports(path)
+                if name not in allowed and name not in sys.stdlib_module_names]
+    assert not bad, "imports outside uad-edge's dependencies:\n" + "\n".join(bad)
+
+
+def _pyproject(path: Path) -> dict:
+    tomllib = pytest.importorskip("tomllib")
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_uad_edge_distribution_depends_on_openvino_numpy_pillow_only() -> None:
+    project = _pyproject(EDGE_DISTRIBUTION / "pyproject.toml")["project"]
+    assert project["name"] == "uad-edge"
+    assert _names(project["dependencies"]) == {"openvino", "numpy", "pillow"}
+    assert _names(project["optional-dependencies"]["serve"]) == {"fastapi", "uvicorn", "python-multipart"}
+    assert project["scripts"] == {"uad-edge": "uad_edge.cli:main"}
+
+
+def test_uad_plugins_pins_this_uad_edge() -> None:
+    """The main package pins the uad-edge in this repository (its version.py), in its dependencies and extras."""
+    version = re.search(r'__version__ = "([^"]+)"', (EDGE_PACKAGE / "version.py").read_text()).group(1)
+    project = _pyproject(REPO / "pyproject.toml")["project"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    pins = [r for r in requirements if r.startswith("uad-edge")]
+    assert "uad-edge==" + version in project["dependencies"]
+    assert pins and all(r.endswith("==" + version) for r in pins), pins
+
+
+def test_uad_plugins_edge_and_serving_re_export_uad_edge() -> None:
+    import uad_edge
+    import uad_edge.serving
+    import uad_plugins.edge
+    import uad_plugins.errors
+    import uad_plugins.serving
+
+    assert {name: getattr(uad_plugins.edge, name) for name in uad_plugins.edge.__all__} == \
+        {name: getattr(uad_edge, name) for name in uad_plugins.edge.__all__}
+    assert uad_plugins.serving.serve is uad_edge.serving.serve
+    assert uad_plugins.serving.load_app is uad_edge.serving.load_app
+    # the edge runtime's errors are the package's user errors: every `except UadError` catches them
+    assert uad_plugins.errors.UadError is uad_edge.UadError
+    assert issubclass(uad_edge.EdgeError, uad_plugins.errors.UadError)
+
+
+def test_uad_edge_errors_and_cli_stay_light() -> None:
+    """`uad_plugins.errors` stands on `uad_edge.errors`: importing it (and `uad_edge.cli`) loads no numpy or openvino,
+    so `uad plugins list` stays fast; the runtime's names load on first use."""
+    import subprocess
+
+    code = ("import sys, uad_plugins.errors, uad_edge.cli; heavy = [m for m in ('numpy', 'openvino', 'PIL') "
+            "if m in sys.modules]; assert not heavy, heavy; from uad_edge import load_bundle; "
+            "assert 'numpy' in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -53,7 +53,7 @@ def _manifest(root: Path) -> dict[str, Any]:
 
 def _rewrite(root: Path, change: Callable[[dict[str, Any]], Any], *, reseal: bool = True) -> None:
     """Edit the manifest; ``reseal`` recomputes manifest_sha256, as someone who knows the format would."""
-    from uad_plugins.edge.manifest import seal_manifest
+    from uad_edge.manifest import seal_manifest
 
     manifest = _manifest(root)
     change(manifest)
@@ -82,9 +82,9 @@ def _flip_byte(path: Path) -> None:
 
 
 def test_export_writes_a_sealed_format_2_manifest(bundle: Path) -> None:
-    from uad_plugins.edge import load_bundle, read_manifest
-    from uad_plugins.edge.manifest import DIGEST_KEY, manifest_digest
-    from uad_plugins.edge.tempdirs import OWNER_MARKER
+    from uad_edge import load_bundle, read_manifest
+    from uad_edge.manifest import DIGEST_KEY, manifest_digest
+    from uad_edge.tempdirs import OWNER_MARKER
 
     manifest = _manifest(bundle)
     assert manifest["format_version"] == 2
@@ -97,7 +97,7 @@ def test_export_writes_a_sealed_format_2_manifest(bundle: Path) -> None:
 
 
 def test_tampered_model_bin_is_refused(copy: Path) -> None:
-    from uad_plugins.edge import EdgeError, load_bundle
+    from uad_edge import EdgeError, load_bundle
 
     size = (copy / "model.bin").stat().st_size
     _flip_byte(copy / "model.bin")
@@ -108,7 +108,7 @@ def test_tampered_model_bin_is_refused(copy: Path) -> None:
 
 @pytest.mark.parametrize("name", ["model.xml", "model.bin", "parity.json"])
 def test_files_must_list_the_model_and_parity(copy: Path, name: str) -> None:
-    from uad_plugins.edge import EdgeError, load_bundle
+    from uad_edge import EdgeError, load_bundle
 
     _rewrite(copy, lambda m: m["files"].pop(name))
     if name != "parity.json":
@@ -122,7 +122,7 @@ def test_files_must_list_the_model_and_parity(copy: Path, name: str) -> None:
 def test_files_keys_never_leave_the_bundle(copy: Path, tmp_path: Path, key: str) -> None:
     """Each key names a file whose hash matches (a forger's best case); it is still refused, and never opened."""
     global _OPENED
-    from uad_plugins.edge import EdgeError, read_manifest
+    from uad_edge import EdgeError, read_manifest
 
     outside = tmp_path / "outside"
     outside.write_bytes(b"secret outside the bundle\n")
@@ -151,7 +151,7 @@ def test_files_keys_never_leave_the_bundle(copy: Path, tmp_path: Path, key: str)
 
 
 def test_edited_manifest_is_refused(copy: Path, bundle: Path) -> None:
-    from uad_plugins.edge import EdgeError, load_bundle, read_manifest
+    from uad_edge import EdgeError, load_bundle, read_manifest
 
     _rewrite(copy, lambda m: m["postprocessing"].__setitem__("image_threshold", 0.0), reseal=False)
     with pytest.raises(EdgeError, match="does not match its manifest_sha256"):
@@ -174,7 +174,7 @@ def test_edited_manifest_is_refused(copy: Path, bundle: Path) -> None:
 
 def test_resealed_manifest_fails_a_pinned_checksum(copy: Path, bundle: Path) -> None:
     """manifest_sha256 alone is tamper-evidence (a forger can recompute it); pinning the exported value is not."""
-    from uad_plugins.edge import EdgeError, load_bundle, read_manifest
+    from uad_edge import EdgeError, load_bundle, read_manifest
 
     pinned = _manifest(bundle)["manifest_sha256"]
     _rewrite(copy, lambda m: m["postprocessing"].__setitem__("image_threshold", 0.0))
@@ -186,7 +186,7 @@ def test_resealed_manifest_fails_a_pinned_checksum(copy: Path, bundle: Path) -> 
 def test_format_1_bundles_load_only_unverified(copy: Path) -> None:
     """Version 1 has no manifest checksum: a verified load refuses it (else deleting manifest_sha256 and writing
     format_version 1 would bypass the check); verify=False still reads it."""
-    from uad_plugins.edge import EdgeError, EdgeModel, load_bundle
+    from uad_edge import EdgeError, EdgeModel, load_bundle
 
     def downgrade(m: dict[str, Any]) -> None:
         m["format_version"] = 1
@@ -203,7 +203,7 @@ def test_format_1_bundles_load_only_unverified(copy: Path) -> None:
 @pytest.mark.parametrize("text", ["[1, 2, 3]", "42", '"uad-bundle"', "null", "{not json", '{"a": [[[[', "\xff"])
 @pytest.mark.parametrize("verify", [True, False])
 def test_manifest_must_be_a_json_object(copy: Path, text: str, verify: bool) -> None:
-    from uad_plugins.edge import EdgeError, EdgeModel
+    from uad_edge import EdgeError, EdgeModel
 
     (copy / "manifest.json").write_bytes(text.encode("latin-1"))
     with pytest.raises(EdgeError, match=r"not an object|not valid JSON"):
@@ -223,7 +223,7 @@ def test_absurd_input_is_refused_before_reading_the_model(copy: Path, monkeypatc
                                                           value: Any, match: str) -> None:
     import openvino
 
-    from uad_plugins.edge import EdgeError, EdgeModel
+    from uad_edge import EdgeError, EdgeModel
 
     def no_model(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the model was read before the manifest was checked")
@@ -238,7 +238,7 @@ def test_absurd_input_is_refused_before_reading_the_model(copy: Path, monkeypatc
 def test_signal_bounds(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import openvino
 
-    from uad_plugins.edge import EdgeError, EdgeModel
+    from uad_edge import EdgeError, EdgeModel
 
     monkeypatch.setattr(openvino, "Core", None)
     for spec, match in (({"leads": 2000, "length": 64}, r"input\.leads is 2000"),
@@ -255,7 +255,7 @@ def test_signal_bounds(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ({"dynamic_batch": False}, r"\[1, 3, 64, 64\]"),
 ])
 def test_input_disagreeing_with_the_graph_is_refused(copy: Path, change: dict[str, Any], said: str) -> None:
-    from uad_plugins.edge import EdgeError, load_bundle
+    from uad_edge import EdgeError, load_bundle
 
     _rewrite(copy, lambda m: m["input"].update(change))
     with pytest.raises(EdgeError, match=rf"manifest\.json says the input is {said} but model\.xml takes "
@@ -283,12 +283,12 @@ def test_cli_infer_on_tampered_bundles_exits_2(bundle: Path, tmp_path: Path) -> 
 
 
 def test_stale_temp_folder_of_a_killed_process_is_removed(tmp_path: Path) -> None:
-    from uad_plugins.edge.tempdirs import OWNER_MARKER, remove_stale_tempdirs
+    from uad_edge.tempdirs import OWNER_MARKER, remove_stale_tempdirs
 
     prefix = ".fp32."
     code = textwrap.dedent(f"""
         import sys, time
-        from uad_plugins.edge.tempdirs import make_owned_tempdir
+        from uad_edge.tempdirs import make_owned_tempdir
         print(make_owned_tempdir({prefix!r}, {str(tmp_path)!r}), flush=True)
         time.sleep(120)
     """)
@@ -326,8 +326,8 @@ def test_stale_temp_folder_of_a_killed_process_is_removed(tmp_path: Path) -> Non
 
 
 def test_export_removes_stale_temp_folders(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from uad_edge.tempdirs import OWNER_MARKER
     from uad_plugins.cli.main import main
-    from uad_plugins.edge.tempdirs import OWNER_MARKER
 
     outputs, scratch = tmp_path / "out", tmp_path / "tmp"
     outputs.mkdir()

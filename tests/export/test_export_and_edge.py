@@ -37,7 +37,7 @@ def test_fp32_bundle_contents_and_parity(bundle: Path) -> None:
 
 
 def test_edge_matches_eager_and_takes_any_batch(bundle: Path, checkpoint: Path) -> None:
-    from uad_plugins.edge import load_bundle
+    from uad_edge import load_bundle
     from uad_plugins.engine import load_model_from_checkpoint
 
     edge = load_bundle(bundle)
@@ -74,7 +74,7 @@ def test_infer_cli_writes_scores_and_overlays(bundle: Path, tmp_path: Path, uad)
 def test_edge_runtime_never_imports_torch(bundle: Path, tmp_path: Path, block_torch: str) -> None:
     """The edge path runs in a process where `import torch` fails."""
     code = block_torch + textwrap.dedent(f"""
-        from uad_plugins.edge import load_bundle
+        from uad_edge import load_bundle
         import numpy as np
         result = load_bundle({str(bundle)!r}).predict(np.zeros((2, 3, 64, 64), dtype=np.float32))
         from uad_plugins.cli.main import main
@@ -100,7 +100,7 @@ def test_fp16_and_int8_exports(checkpoint: Path, tmp_path: Path, uad) -> None:
     manifest = json.loads((tmp_path / "int8" / "manifest.json").read_text())
     assert manifest["postprocessing"]["refitted_after_quantization"] is True
     assert manifest["parity"]["mode"] == "metrics" and "image_AUROC" in manifest["parity"]["metrics"]
-    from uad_plugins.edge import load_bundle
+    from uad_edge import load_bundle
 
     assert load_bundle(tmp_path / "int8").predict(np.zeros((1, 3, 64, 64), np.float32)).pred_score.shape == (1,)
 
@@ -146,7 +146,7 @@ def test_empty_calibration_set_is_an_error(checkpoint: Path) -> None:
 def test_bad_bundles_and_inputs(bundle: Path, tmp_path: Path, uad) -> None:
     import shutil
 
-    from uad_plugins.edge import EdgeError, load_bundle
+    from uad_edge import EdgeError, load_bundle
 
     broken = tmp_path / "broken"
     shutil.copytree(bundle, broken)

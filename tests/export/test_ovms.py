@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_layout_from_a_bundle(bundle: Path, tmp_path: Path) -> None:
-    from uad_plugins.edge import EdgeError
-    from uad_plugins.edge.ovms import OVMS_MANIFEST, write_ovms_layout
+    from uad_edge import EdgeError
+    from uad_edge.ovms import OVMS_MANIFEST, write_ovms_layout
 
     repo = tmp_path / "repo"
     first = write_ovms_layout(bundle, repo, name="washer")
@@ -48,10 +48,10 @@ def test_ovms_request_format_is_served(bundle: Path, tmp_path: Path) -> None:
     import httpx
     import openvino as ov
 
-    from uad_plugins.edge.ovms import write_ovms_layout
-    from uad_plugins.serving import load_app
-    from uad_plugins.serving.kserve import datatype_of
-    from uad_plugins.serving.server import running
+    from uad_edge.ovms import write_ovms_layout
+    from uad_edge.serving import load_app
+    from uad_edge.serving.kserve import datatype_of
+    from uad_edge.serving.server import running
 
     ovms = write_ovms_layout(bundle, tmp_path / "repo", name="washer")
     compiled = ov.Core().compile_model(ovms.path / "model.xml", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

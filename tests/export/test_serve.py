@@ -34,7 +34,7 @@ def _demo_images(n: int = 3) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def edge(bundle: Path):
-    from uad_plugins.edge import load_bundle
+    from uad_edge import load_bundle
 
     return load_bundle(bundle)
 
@@ -42,9 +42,9 @@ def edge(bundle: Path):
 @pytest.fixture(scope="module")
 def server(bundle: Path) -> Iterator[tuple[httpx.Client, str]]:
     """The server of the session's bundle (served as its folder's name) and a client; stopped after the module."""
-    from uad_plugins.serving import load_app
-    from uad_plugins.serving.limits import ServeLimits
-    from uad_plugins.serving.server import running
+    from uad_edge.serving import load_app
+    from uad_edge.serving.limits import ServeLimits
+    from uad_edge.serving.server import running
 
     app, name = load_app(bundle, limits=ServeLimits(max_body_bytes=LIMIT, max_batch=4), infer_requests=4)
     with running(app, timeout=60) as url, httpx.Client(base_url=url, timeout=60) as client:

@@ -83,7 +83,7 @@ def test_signal_bundle_manifest_and_parity(bundle: Path) -> None:
 
 
 def test_edge_signal_round_trip_matches_eager(bundle: Path, checkpoint: Path, signal_data: Path) -> None:
-    from uad_plugins.edge import load_bundle
+    from uad_edge import load_bundle
     from uad_plugins.engine import load_model_from_checkpoint
 
     edge = load_bundle(bundle)
@@ -122,7 +122,7 @@ def test_edge_signal_round_trip_matches_eager(bundle: Path, checkpoint: Path, si
     pytest.param(lambda w: w[:0], "holds no windows", id="empty"),
 ])
 def test_edge_signal_input_errors(bundle: Path, signal_data: Path, make, message: str) -> None:
-    from uad_plugins.edge import EdgeError, load_bundle
+    from uad_edge import EdgeError, load_bundle
 
     with pytest.raises(EdgeError) as info:
         load_bundle(bundle).predict(make(_windows(signal_data)))
@@ -193,7 +193,7 @@ def test_signal_edge_never_imports_torch(bundle: Path, signal_data: Path, tmp_pa
                     raise ImportError('blocked: ' + name)
         sys.meta_path.insert(0, Block())
         import numpy as np
-        from uad_plugins.edge import load_bundle
+        from uad_edge import load_bundle
         result = load_bundle({str(bundle)!r}).predict(np.zeros((3, 1, 64), dtype=np.float32))
         from uad_plugins.cli.main import main
         rc = main(['infer', {str(bundle)!r}, {str(signal_data / 'test' / 'good')!r}, '--output',
@@ -220,7 +220,7 @@ def test_signal_int8_export(checkpoint: Path, tmp_path: Path, uad) -> None:
     assert manifest["postprocessing"]["refitted_after_quantization"] is True
     assert manifest["parity"]["mode"] == "metrics"
     assert set(manifest["parity"]["metrics"]) == {"sample_AUROC", "point_AUROC"}
-    from uad_plugins.edge import load_bundle
+    from uad_edge import load_bundle
 
     out8 = load_bundle(tmp_path / "int8").predict(np.zeros((2, 1, 64), np.float32))
     assert out8.pred_score.shape == (2,) and np.isfinite(out8.raw_map).all()
@@ -249,8 +249,8 @@ def test_failed_signal_gate_and_wrong_data_leave_nothing(checkpoint: Path, tmp_p
 @pytest.mark.skipif(not (MITBIH / "100.npz").is_file(), reason="shared MIT-BIH subset not present")
 def test_mitbih_export_and_edge(tmp_path: Path, uad) -> None:
     """Real beats: a 1-epoch tiny model on two MIT-BIH records exports, and the bundle scores test beats like eager."""
+    from uad_edge import load_bundle
     from uad_plugins.data.signals import MitBihBeats
-    from uad_plugins.edge import load_bundle
     from uad_plugins.engine import load_model_from_checkpoint
 
     code, _, err = uad("fit", "--model", "plugin:mmae_ecg", "--model.embed_dim", "16", "--model.depth", "1",

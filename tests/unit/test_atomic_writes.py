@@ -1,4 +1,4 @@
-"""The one atomic-write door (`uad_plugins.edge.atomic`): a file lands whole or not at all."""
+"""The one atomic-write door (`uad_edge.atomic`): a file lands whole or not at all."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from uad_plugins.edge.atomic import (
+from uad_edge.atomic import (
     atomic_open,
     atomic_path,
     publish_folder,

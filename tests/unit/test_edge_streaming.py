@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uad_plugins.edge import EdgeError
-from uad_plugins.edge.inputs import expand_inputs
-from uad_plugins.edge.results import COLUMNS, ResultsFile
+from uad_edge import EdgeError
+from uad_edge.inputs import expand_inputs
+from uad_edge.results import COLUMNS, ResultsFile
 
 
 def _pngs(folder: Path, n: int, size: int = 64, seed: int = 0) -> list[str]:
@@ -82,7 +82,7 @@ def test_inputs_from_globs_and_lists(tmp_path: Path, monkeypatch: pytest.MonkeyP
 # ------------------------------------------------------------------------------------------------ runtime (slow)
 @pytest.mark.slow
 def test_predict_iter_equals_predict_in_order(tiny_edge_bundle: Path, tmp_path: Path) -> None:
-    from uad_plugins.edge import load_bundle
+    from uad_edge import load_bundle
 
     model = load_bundle(tiny_edge_bundle)
     files = _pngs(tmp_path / "imgs", 21)
@@ -100,7 +100,7 @@ def test_predict_iter_equals_predict_in_order(tiny_edge_bundle: Path, tmp_path: 
 
 @pytest.mark.slow
 def test_predict_iter_bad_inputs(tiny_edge_bundle: Path, tmp_path: Path) -> None:
-    from uad_plugins.edge import load_bundle
+    from uad_edge import load_bundle
 
     model = load_bundle(tiny_edge_bundle)
     files = _pngs(tmp_path / "imgs", 6)
@@ -131,8 +131,8 @@ def test_predict_iter_bad_inputs(tiny_edge_bundle: Path, tmp_path: Path) -> None
 def test_predict_iter_holds_a_bounded_number_of_decoded_images(tiny_edge_bundle: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Counted, not timed: decoded-but-not-yielded images never exceed (requests + 2) chunks, whatever N is."""
-    from uad_plugins.edge import load_bundle
-    from uad_plugins.edge.runtime import EdgeModel
+    from uad_edge import load_bundle
+    from uad_edge.runtime import EdgeModel
 
     model = load_bundle(tiny_edge_bundle)
     files = _pngs(tmp_path / "imgs", 8)

@@ -1,6 +1,6 @@
 """Hostile input files: a .npy/.npz/.tiff header is checked against the bytes the file holds before anything is
 allocated; symbolic-link loops, broken links and pipes are named errors in every listing, never skipped or crashed
-on. The shared helpers live in uad_plugins.edge.signals (torch-free); the core readers raise DataError with them."""
+on. The shared helpers live in uad_edge.signals (torch-free); the core readers raise DataError with them."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uad_plugins.edge.errors import EdgeError
-from uad_plugins.edge.files import find_files, npy_header, path_problem, read_npy
-from uad_plugins.edge.signals import list_signal_files, read_signal_file
+from uad_edge.errors import EdgeError
+from uad_edge.files import find_files, npy_header, path_problem, read_npy
+from uad_edge.signals import list_signal_files, read_signal_file
 from uad_plugins.errors import DataError
 
 HUGE = (10**9, 256)  # 954 GiB of float32

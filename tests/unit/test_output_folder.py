@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from uad_plugins.edge import EdgeError
-from uad_plugins.edge.output import OutputFolder
+from uad_edge import EdgeError
+from uad_edge.output import OutputFolder
 
 
 def _write(folder: OutputFolder, files: dict[str, str], doc: dict | None = None) -> None:
@@ -107,7 +107,7 @@ def test_a_failure_while_writing_leaves_the_output_as_it_was(tmp_path: Path) -> 
 
 
 def test_temporaries_of_killed_processes_are_removed_by_the_next_run(tmp_path: Path) -> None:
-    code = ("import os, sys; from uad_plugins.edge.tempdirs import make_owned_tempdir; "
+    code = ("import os, sys; from uad_edge.tempdirs import make_owned_tempdir; "
             "t = make_owned_tempdir('.out.uad-', sys.argv[1]); open(os.path.join(t, 'half.png'), 'w').close(); "
             "print(t, flush=True); os._exit(9)")  # dies without cleaning up, as a SIGKILLed run would
     child = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)

@@ -418,7 +418,7 @@ def parse_recipe(data: Any, *, source: str = "<recipe>", name: str | None = None
 
 
 def _int8_strategy(value: Any, where: str) -> str:
-    from uad_plugins.edge.manifest import INT8_STRATEGIES
+    from uad_edge.manifest import INT8_STRATEGIES
 
     if value not in INT8_STRATEGIES:
         raise ConfigError(f"{where} is {value!r}.", hint=f"Choose one of: {', '.join(INT8_STRATEGIES)}.")

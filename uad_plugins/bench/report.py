@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from uad_plugins.edge.atomic import atomic_path, write_json_atomic, write_text_atomic
+from uad_edge.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 __all__ = ["PLOTS", "load_report", "plot_accuracy_vs_latency", "plot_latency_by_backend", "render_markdown",
            "time_to_model", "write_report"]

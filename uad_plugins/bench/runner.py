@@ -29,6 +29,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from uad_edge.atomic import atomic_path, write_json_atomic
 from uad_plugins.bench import measure
 from uad_plugins.bench.recipe import (
     DataEntry,
@@ -40,7 +41,6 @@ from uad_plugins.bench.recipe import (
     model_reference,
     resolve_references,
 )
-from uad_plugins.edge.atomic import atomic_path, write_json_atomic
 from uad_plugins.errors import ConfigError, UadError
 from uad_plugins.protocols import modality_of
 
@@ -354,7 +354,7 @@ def _openvino_job(checkpoint: str, datamodule: Any, precision: str, bundle_dir: 
                   provenance: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     """Export (through the export door, on the run's honest validation split), load, score and time one bundle
     (runs in the child)."""
-    from uad_plugins.edge.runtime import load_bundle
+    from uad_edge.runtime import load_bundle
     from uad_plugins.export import export_checkpoint
 
     started = time.perf_counter()

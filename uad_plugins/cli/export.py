@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from uad_plugins.edge.manifest import PRECISIONS
+from uad_edge.manifest import PRECISIONS
 
 __all__ = ["export"]
 

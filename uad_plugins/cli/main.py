@@ -1,7 +1,8 @@
 """The ``uad`` command: a table of sub-commands, global flags, and one place that turns errors into messages.
 
 Light sub-commands (``plugins``) never import torch; the training ones build their jsonargparse parser only when
-they are asked for.
+they are asked for. ``infer`` and ``serve`` are the edge distribution's commands (``uad_edge.commands``, the same
+code as ``uad-edge infer|serve``), and errors are printed by its :func:`uad_edge.cli.exit_status`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import argparse
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 
+from uad_edge.cli import exit_status
 from uad_plugins.errors import UadError
 from uad_plugins.version import __version__
 
@@ -25,9 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("test a checkpoint and write metrics.json", "uad_plugins.cli.train:test"),
     "predict": ("score images with a checkpoint; heatmaps + JSON/CSV of scores", "uad_plugins.cli.train:predict"),
     "export": ("export a checkpoint to an OpenVINO bundle, checked by a parity gate", "uad_plugins.cli.export:export"),
-    "infer": ("score images or signal windows with a bundle (openvino + numpy only)", "uad_plugins.cli.infer:infer"),
+    "infer": ("score images or signal windows with a bundle (openvino + numpy only)", "uad_edge.commands.infer:infer"),
     "serve": ("serve a bundle over HTTP: KServe v2 endpoints and an image upload (no torch)",
-              "uad_plugins.cli.serve:serve"),
+              "uad_edge.commands.serve:serve"),
     "synth": ("make synthetic anomalies from images, point clouds or signals", "uad_plugins.cli.synth:synth"),
     "bench": ("benchmark models x data x precisions: bench.json, bench.md, plots", "uad_plugins.cli.bench:bench"),
     "plugins": ("list and inspect plugins (list [PATTERN] [--kind K] [--json] | show NAME)", ""),
@@ -135,30 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse/jsonargparse usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: never a bare traceback by default
-        wrapped = _wrap_known(exc)
-        if wrapped is not None:
-            if show_tb:
-                traceback.print_exc()
-            print(f"error: {wrapped.render()}", file=sys.stderr)
-            return wrapped.exit_code
-        if show_tb:
-            traceback.print_exc()
-        print(f"error: unexpected failure: {type(exc).__name__}: {exc}\n"
-              "This is probably a bug in uad_plugins or a plugin; run again with --traceback and report it.",
-              file=sys.stderr)
-        return 1
-
-
-def _wrap_known(exc: BaseException) -> UadError | None:
-    """A user error found in the chain of causes (Lightning wraps errors raised inside hooks)."""
-    seen = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, UadError):  # the edge runtime's EdgeError too
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+        # a UadError anywhere in the chain of causes (Lightning wraps errors raised inside hooks; the edge runtime's
+        # EdgeError is one): its block, status 2; anything else: an unexpected failure, status 1
+        return exit_status(exc, show_traceback=show_tb, culprit="uad_plugins or a plugin")
 
 
 if __name__ == "__main__":

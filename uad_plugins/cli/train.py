@@ -378,7 +378,7 @@ def _predict_rows(cfg, parser, model, loader, folder: Any) -> tuple[list[dict[st
 def predict(argv: list[str]) -> int:
     """``uad predict``: heatmaps plus predictions.json and predictions.csv, written whole into a new or empty
     --output (``--overwrite``: replace only what predict writes there)."""
-    from uad_plugins.edge.output import OutputFolder
+    from uad_edge.output import OutputFolder
 
     argv, data_overrides = split_prefixed_options(list(argv), "data")
     parser, cfg, norm = _parse("predict", argv)

@@ -14,7 +14,7 @@ reads only frozen features of unaugmented, pre-processed images (``supports_feat
   (one log line says so) and those images are computed every epoch.
 * ``disk``: one ``.npy`` file per image in a folder (all tensors flattened into one array), written whole (a
   temporary file renamed into place), counted against the same budget. A file is read back only through
-  :func:`uad_plugins.edge.files.read_npy` (header checked against the file size, never unpickled) after its header
+  :func:`uad_edge.files.read_npy` (header checked against the file size, never unpickled) after its header
   matches the layout: an unreadable, truncated or foreign entry is a miss, never a crash, and is left where it is.
   :meth:`FeatureCache.close` removes only the files this cache wrote, and only when asked to (a folder inside the
   run); nothing else in the folder is ever deleted.
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from uad_plugins.edge.atomic import atomic_path
-from uad_plugins.edge.files import npy_header, read_npy
+from uad_edge.atomic import atomic_path
+from uad_edge.files import npy_header, read_npy
 from uad_plugins.errors import ConfigError, UadError
 
 __all__ = ["DEFAULT_BUDGET_MB", "MODES", "FeatureCache", "Features", "check_cache_options",

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from uad_plugins.edge.files import find_files, path_problem
+from uad_edge.files import find_files, path_problem
 from uad_plugins.errors import ConfigError, DataError, UadError
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ from anomalib.data import MVTecAD
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from uad_plugins.edge.atomic import publish_folder
+from uad_edge.atomic import publish_folder
 from uad_plugins.errors import DataError, close_matches
 
 __all__ = [

@@ -1,30 +1,25 @@
-"""Edge runtime: run an exported bundle with ``openvino`` + ``numpy`` (+ ``pillow`` for image files and plots) only.
+"""The edge runtime's public names, re-exported from ``uad_edge`` (``packages/uad-edge``, a distribution of its own
+that uad_plugins depends on): ``from uad_plugins.edge import load_bundle`` is ``from uad_edge import load_bundle``.
 
-    from uad_plugins.edge import load_bundle
-    model = load_bundle("bundle_fp32")
-    result = model.predict(["part_001.png"], resize=True)       # an image bundle
-    result.pred_score, result.pred_label, result.anomaly_map
-    for r in model.predict_iter(paths, batch_size=8, resize=True):   # any number of files, bounded memory
-        r.source, r.pred_score, r.error
-
-    ecg = load_bundle("ecg_bundle_fp32")                         # a signal bundle: windows [K, Q] or [B, K, Q]
-    result = ecg.predict(windows.astype("float32"))              # anomaly_map / pred_mask [B, K, Q]
-
-Importing this package never imports torch (``uad_plugins/__init__`` is light too).
+The modules behind them are ``uad_edge.<module>`` (``uad_edge.ovms``, ``uad_edge.atomic``, ...); on an edge box,
+``pip install uad-edge`` gives them without torch.
 """
 
-from uad_plugins.edge.errors import EdgeError
-from uad_plugins.edge.runtime import (
+from uad_edge import (
     MODALITIES,
     SUPPORTED_FORMAT_VERSIONS,
+    EdgeError,
     EdgeModel,
     EdgePrediction,
     EdgeResult,
+    check_signals,
     list_images,
+    list_signal_files,
     load_bundle,
     read_manifest,
+    read_signal_file,
+    signal_plot,
 )
-from uad_plugins.edge.signals import check_signals, list_signal_files, read_signal_file, signal_plot
 
 __all__ = ["MODALITIES", "SUPPORTED_FORMAT_VERSIONS", "EdgeError", "EdgeModel", "EdgePrediction", "EdgeResult",
            "check_signals", "list_images", "list_signal_files", "load_bundle", "read_manifest", "read_signal_file",

@@ -38,13 +38,13 @@ from typing import Any
 from anomalib.engine import Engine
 from lightning.pytorch import Trainer, seed_everything
 
+from uad_edge.atomic import write_json_atomic, write_text_atomic
 from uad_plugins.components.feature_cache import (
     DEFAULT_BUDGET_MB,
     FeatureCache,
     check_cache_options,
     deterministic_transform,
 )
-from uad_plugins.edge.atomic import write_json_atomic, write_text_atomic
 from uad_plugins.engine.checkpoint import RunRecord, UadCheckpointMetadata
 from uad_plugins.engine.metrics import RawOutputs, attach_metrics
 from uad_plugins.engine.progress import LogProgress, output_is_a_terminal

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uad_plugins.edge.manifest import (
+from uad_edge.manifest import (
     BUNDLE_FILES,
     FORMAT,
     FORMAT_VERSION,
@@ -30,7 +30,7 @@ from uad_plugins.edge.manifest import (
     seal_manifest,
     sha256_file,
 )
-from uad_plugins.edge.tempdirs import OWNER_MARKER, make_owned_tempdir, owned_tempdir
+from uad_edge.tempdirs import OWNER_MARKER, make_owned_tempdir, owned_tempdir
 from uad_plugins.export.graph import (
     ExportError,
     PostStats,
@@ -45,7 +45,7 @@ from uad_plugins.protocols import modality_of
 
 __all__ = ["BUNDLE_FORMAT_VERSION", "PRECISIONS", "export_bundle"]
 
-#: the edge runtime's current format (2: the manifest carries manifest_sha256; see uad_plugins.edge.manifest, which
+#: the edge runtime's current format (2: the manifest carries manifest_sha256; see uad_edge.manifest, which
 #: owns the bundle format: file names, precisions, versions)
 BUNDLE_FORMAT_VERSION = FORMAT_VERSION
 

@@ -25,7 +25,7 @@ class ExportedBundle:
 
     path: Path
     manifest: dict[str, Any]
-    #: with ``layout="ovms"``: the OVMS version written from the bundle (:class:`~uad_plugins.edge.ovms.OvmsModel`)
+    #: with ``layout="ovms"``: the OVMS version written from the bundle (:class:`~uad_edge.ovms.OvmsModel`)
     ovms: Any = None
 
 
@@ -47,7 +47,7 @@ def check_export_options(*, parity_samples: int, calibration_samples: int, max_m
     if not 0 <= max_metric_drop <= 1:
         raise ConfigError(f"--max_metric_drop must be in [0, 1] (a fraction: 0.01 = 1 point), got "
                           f"{max_metric_drop}.")
-    from uad_plugins.edge.manifest import INT8_STRATEGIES
+    from uad_edge.manifest import INT8_STRATEGIES
 
     if int8_strategy not in INT8_STRATEGIES:
         raise ConfigError(f"unknown --int8_strategy {int8_strategy!r}.",
@@ -90,8 +90,8 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
         UadError: a checkpoint that cannot be read or trusted, data that cannot be rebuilt, a failed gate
             (:class:`~uad_plugins.export.graph.ExportError`); nothing is written then.
     """
-    from uad_plugins.edge.ovms import check_ovms_target, write_ovms_layout
-    from uad_plugins.edge.tempdirs import owned_tempdir
+    from uad_edge.ovms import check_ovms_target, write_ovms_layout
+    from uad_edge.tempdirs import owned_tempdir
     from uad_plugins.engine import UadEngine
     from uad_plugins.engine.checkpoint import load_checkpoint
     from uad_plugins.export.bundle import export_bundle

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uad_plugins.edge.manifest import INT8_STRATEGIES
+from uad_edge.manifest import INT8_STRATEGIES
 from uad_plugins.export.graph import ExportError
 from uad_plugins.export.parity import auroc, run_compiled
 from uad_plugins.export.samples import Samples

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from uad_plugins.edge.atomic import staged_folder
+from uad_edge.atomic import staged_folder
 from uad_plugins.errors import ConfigError, DataError, UadError
 from uad_plugins.factory import create_synthesizer
 from uad_plugins.protocols import modality_of

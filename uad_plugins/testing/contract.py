@@ -134,7 +134,7 @@ def check_export_contract(reference: str, checkpoint: str | Path, datamodule: An
     import numpy as np
     import torch
 
-    from uad_plugins.edge import load_bundle
+    from uad_edge import load_bundle
     from uad_plugins.engine import load_model_from_checkpoint
     from uad_plugins.export import export_checkpoint, take_samples
     from uad_plugins.export.graph import input_size_of

@@ -32,8 +32,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from uad_plugins.edge.atomic import atomic_open
-from uad_plugins.edge.files import find_files, path_problem, read_npy
+from uad_edge.atomic import atomic_open
+from uad_edge.files import find_files, path_problem, read_npy
 from uad_plugins.errors import ConfigError, DataError
 
 __all__ = [

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from uad_plugins.edge.files import find_files, path_problem, read_npy, read_npy_header
-from uad_plugins.edge.signals import read_signal_csv
+from uad_edge.files import find_files, path_problem, read_npy, read_npy_header
+from uad_edge.signals import read_signal_csv
 from uad_plugins.errors import ConfigError, DataError
 
 __all__ = [

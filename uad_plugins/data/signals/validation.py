@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from uad_edge.atomic import atomic_path
 from uad_plugins.data.signals.dataset import SignalDataset
-from uad_plugins.edge.atomic import atomic_path
 from uad_plugins.errors import ConfigError, DataError
 from uad_plugins.protocols import modality_of
 

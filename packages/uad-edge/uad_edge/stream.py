@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from uad_plugins.edge.errors import EdgeError
+from uad_edge.errors import EdgeError
 
 __all__ = ["EdgeResult", "iter_predictions"]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from uad_plugins.serving.errors import RequestError
+from uad_edge.serving.errors import RequestError
 
 __all__ = ["InferRequest", "datatype_of", "model_metadata", "output_tensors", "parse_infer_request"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from uad_plugins.edge.errors import EdgeError
-from uad_plugins.edge.files import ErrorFactory, find_files, path_problem, read_npy
+from uad_edge.errors import EdgeError
+from uad_edge.files import ErrorFactory, find_files, path_problem, read_npy
 
 __all__ = ["SIGNAL_SUFFIXES", "check_signals", "list_signal_files", "read_signal_csv", "read_signal_file",
            "signal_plot"]

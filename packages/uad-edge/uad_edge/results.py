@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from uad_plugins.edge.atomic import write_json_atomic
-from uad_plugins.edge.errors import EdgeError
+from uad_edge.atomic import write_json_atomic
+from uad_edge.errors import EdgeError
 
 __all__ = ["COLUMNS", "FORMATS", "RUN_DOCUMENT", "ResultsFile", "open_results"]
 
@@ -203,7 +203,7 @@ def open_results(folder: str | os.PathLike[str], fmt: str, run: dict[str, Any], 
     ``run`` describes this run (``bundle``, ``manifest_sha256``, ``format``, ``resize``...); ``resume`` requires the
     previous run to match it on those keys. ``protect``: paths the output may not be or lie in (the bundle, inputs).
     """
-    from uad_plugins.edge.output import OutputFolder
+    from uad_edge.output import OutputFolder
 
     path = Path(folder)
     if resume and overwrite:

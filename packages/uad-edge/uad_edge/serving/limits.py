@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from uad_plugins.serving.errors import RequestError
+from uad_edge.serving.errors import RequestError
 
 __all__ = ["BodyLimit", "ServeLimits"]
 

@@ -1,5 +1,6 @@
-"""``uad serve BUNDLE``: serve a bundle over HTTP (KServe v2 / Open Inference Protocol, plus an image upload
-endpoint); torch-free: openvino, numpy, pillow, fastapi, uvicorn (``pip install uad_plugins[serve]``)."""
+"""``uad serve BUNDLE`` (and ``uad-edge serve``, the same code): serve a bundle over HTTP (KServe v2 / Open Inference
+Protocol, plus an image upload endpoint); torch-free: openvino, numpy, pillow, fastapi, uvicorn
+(``pip install 'uad-edge[serve]'``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import argparse
 __all__ = ["serve"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uad serve", description="Serve a bundle over HTTP: KServe v2 endpoints "
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Serve a bundle over HTTP: KServe v2 endpoints "
                                      "(/v2/health/ready, /v2/models/NAME, /v2/models/NAME/infer) and "
                                      "/v2/models/NAME/score (an image file in, score, label and heatmap PNG out). "
                                      "No authentication or TLS: keep it on 127.0.0.1 or behind a proxy.")
@@ -26,19 +27,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve(argv: list[str]) -> int:
-    """Entry point of ``uad serve``: parse, call :func:`uad_plugins.serving.serve`, print."""
-    from uad_plugins.errors import UadError
+def serve(argv: list[str], prog: str = "uad serve") -> int:
+    """Entry point of ``uad serve`` and ``uad-edge serve`` (``prog``, for usage and messages): parse, call
+    :func:`uad_edge.serving.serve`, print."""
+    from uad_edge.errors import UadError
 
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     if args.max_body_mb <= 0 or args.max_batch < 1:
         raise UadError("--max_body_mb must be positive and --max_batch at least 1.")
     try:
-        from uad_plugins.serving import serve as serve_bundle
-        from uad_plugins.serving.limits import ServeLimits
+        from uad_edge.serving import serve as serve_bundle
+        from uad_edge.serving.limits import ServeLimits
     except ImportError as exc:
-        raise UadError(f"uad serve needs fastapi and uvicorn ({exc}).",
-                       hint="pip install 'uad_plugins[serve]'") from exc
+        raise UadError(f"{prog} needs fastapi and uvicorn ({exc}).",
+                       hint="pip install 'uad-edge[serve]' (in the uad_plugins repository: "
+                            "pip install 'packages/uad-edge[serve]').") from exc
     limits = ServeLimits(max_body_bytes=int(args.max_body_mb * (1 << 20)), max_batch=args.max_batch)
     try:
         serve_bundle(args.bundle, host=args.host, port=args.port, name=args.name, device=args.device,

@@ -24,9 +24,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from uad_plugins.edge.atomic import publish_folder
-from uad_plugins.edge.errors import EdgeError
-from uad_plugins.edge.tempdirs import OWNER_MARKER, make_owned_tempdir
+from uad_edge.atomic import publish_folder
+from uad_edge.errors import EdgeError
+from uad_edge.tempdirs import OWNER_MARKER, make_owned_tempdir
 
 __all__ = ["OutputFolder"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uad_plugins.serving.errors import RequestError
+from uad_edge.serving.errors import RequestError
 
 __all__ = ["DecodedImage", "decode_image", "heatmap_png"]
 
@@ -56,7 +56,7 @@ def heatmap_png(rgb: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray | Non
     """The normalised anomaly map blended over the image (predicted mask outlined), as PNG bytes."""
     from PIL import Image
 
-    from uad_plugins.edge.overlay import overlay
+    from uad_edge.overlay import overlay
 
     buffer = io.BytesIO()
     Image.fromarray(overlay(rgb, anomaly_map, mask)).save(buffer, format="PNG")

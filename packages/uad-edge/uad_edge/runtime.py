@@ -1,8 +1,8 @@
 """The torch-free edge runtime: load a bundle with openvino + numpy (+ pillow for image files) and score images or
 signal windows (``manifest.modality``: ``image`` or ``signal``).
 
-This module must never import torch, lightning, anomalib or any other part of uad_plugins except
-``uad_plugins.edge`` and ``uad_plugins.errors`` (a test runs it in a process where importing torch fails).
+This module must never import torch, lightning, anomalib or anything of uad_plugins: only ``uad_edge`` (a test runs
+it in a process where importing torch fails, and another reads every file of the package).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from uad_plugins.edge.errors import EdgeError
-from uad_plugins.edge.files import find_files, path_problem
-from uad_plugins.edge.manifest import (
+from uad_edge.errors import EdgeError
+from uad_edge.files import find_files, path_problem
+from uad_edge.manifest import (
     MODALITIES,
     MODEL_BIN,
     MODEL_XML,
@@ -25,8 +25,8 @@ from uad_plugins.edge.manifest import (
     read_bundle,
     read_manifest,
 )
-from uad_plugins.edge.signals import check_signals, read_signal_file
-from uad_plugins.edge.stream import EdgeResult, OnError, iter_predictions
+from uad_edge.signals import check_signals, read_signal_file
+from uad_edge.stream import EdgeResult, OnError, iter_predictions
 
 __all__ = ["MODALITIES", "SUPPORTED_FORMAT_VERSIONS", "EdgeError", "EdgeModel", "EdgePrediction", "EdgeResult",
            "load_bundle", "read_manifest"]

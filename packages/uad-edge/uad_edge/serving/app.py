@@ -21,16 +21,16 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from uad_plugins.serving.errors import RequestError
-from uad_plugins.serving.images import decode_image, heatmap_png
-from uad_plugins.serving.kserve import model_metadata, output_tensors, parse_infer_request
-from uad_plugins.serving.limits import BodyLimit, ServeLimits
-from uad_plugins.serving.pool import InferPool
-from uad_plugins.version import __version__
+from uad_edge.serving.errors import RequestError
+from uad_edge.serving.images import decode_image, heatmap_png
+from uad_edge.serving.kserve import model_metadata, output_tensors, parse_infer_request
+from uad_edge.serving.limits import BodyLimit, ServeLimits
+from uad_edge.serving.pool import InferPool
+from uad_edge.version import __version__
 
 __all__ = ["ModelService", "create_app"]
 
-LOG = logging.getLogger("uad_plugins.serving")
+LOG = logging.getLogger("uad_edge.serving")
 VERSION = "1"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -113,7 +113,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def create_app(model: Any, *, name: str, limits: ServeLimits | None = None,
                infer_requests: int | None = None) -> FastAPI:
-    """The server's application for a loaded :class:`~uad_plugins.edge.runtime.EdgeModel` served as ``name``."""
+    """The server's application for a loaded :class:`~uad_edge.runtime.EdgeModel` served as ``name``."""
     limits = limits or ServeLimits()
     service = ModelService(model=model, name=name, pool=InferPool(model, infer_requests), limits=limits)
     app = FastAPI(title="uad serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
@@ -123,7 +123,7 @@ def create_app(model: Any, *, name: str, limits: ServeLimits | None = None,
 
     @app.get("/v2")
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "uad_plugins", "version": __version__, "extensions": []}
+        return {"name": "uad-edge", "version": __version__, "extensions": []}
 
     @app.get("/v2/health/live")
     async def live() -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """A pool of OpenVINO infer requests over one compiled model: each call borrows its own request, so concurrent
 callers (the server's worker threads) never share one. Imports openvino-free code only (the compiled model comes
-from :class:`~uad_plugins.edge.runtime.EdgeModel`)."""
+from :class:`~uad_edge.runtime.EdgeModel`)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from uad_plugins.errors import UadError
+from uad_edge.errors import UadError
 
 __all__ = ["bind", "run", "running"]
 

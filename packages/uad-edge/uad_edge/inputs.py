@@ -13,9 +13,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from uad_plugins.edge.errors import EdgeError
-from uad_plugins.edge.files import path_problem
-from uad_plugins.edge.runtime import IMAGE_SUFFIXES, list_images
+from uad_edge.errors import EdgeError
+from uad_edge.files import path_problem
+from uad_edge.runtime import IMAGE_SUFFIXES, list_images
 
 __all__ = ["expand_inputs", "read_list"]
 

@@ -15,7 +15,7 @@ What a bundle holds and what is verified (``verify=True``, the default everywher
 - ``input`` must have integer dims within :data:`IMAGE_SIDE` (images, 3 channels) or :data:`SIGNAL_LEADS` /
   :data:`SIGNAL_LENGTH` (signals); the runtime then compares them with the graph's input shape before compiling it.
 
-This module imports nothing of uad_plugins outside ``uad_plugins.edge`` and ``uad_plugins.errors`` (the exporter
+This module imports nothing outside ``uad_edge`` and the standard library (the exporter, ``uad_plugins.export``,
 imports it to write the checksum).
 """
 
@@ -29,7 +29,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from uad_plugins.edge.errors import EdgeError
+from uad_edge.errors import EdgeError
 
 __all__ = ["BUNDLE_FILES", "DIGEST_KEY", "FORMAT", "FORMAT_VERSION", "IMAGE_SIDE", "INFERENCE_PRECISION",
            "INT8_STRATEGIES", "LISTED_FILES", "MANIFEST_FILE", "MODEL_BIN", "MODEL_XML", "PARITY_FILE", "PRECISIONS",
@@ -75,6 +75,7 @@ SIGNAL_MAX_POINTS = 1 << 28
 _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _REEXPORT = "Export the bundle again with 'uad export', or copy the original bundle folder."
+_UPGRADE = "Upgrade uad-edge (or uad_plugins, which installs it)."
 
 
 def canonical_json(value: Any) -> bytes:
@@ -156,7 +157,7 @@ def bundle_input(manifest: dict[str, Any], root: str | Path = "bundle") -> tuple
     modality = manifest.get("modality") or "image"
     if modality not in MODALITIES:
         raise EdgeError(f"bundle {root} holds a {modality!r} model; this runtime reads "
-                        f"{' and '.join(MODALITIES)} bundles.", hint="Upgrade uad_plugins.")
+                        f"{' and '.join(MODALITIES)} bundles.", hint=_UPGRADE)
     spec = manifest.get("input")
     if not isinstance(spec, dict):
         raise EdgeError(f"bundle {root}: manifest.json has no 'input' object (got {type(spec).__name__}).",
@@ -209,7 +210,7 @@ def _parse(root: Path, verify: bool) -> dict[str, Any]:
     version = manifest.get("format_version")
     if not _is_int(version) or version not in SUPPORTED_FORMAT_VERSIONS:
         raise EdgeError(f"bundle {root} has format version {version!r}; this runtime reads "
-                        f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}.", hint="Upgrade uad_plugins.")
+                        f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}.", hint=_UPGRADE)
     return manifest
 
 

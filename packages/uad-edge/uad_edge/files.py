@@ -3,8 +3,8 @@
 :func:`read_npy` checks a ``.npy`` header (never unpickled; object arrays refused) against the bytes the file holds
 before reading exactly those bytes, and :func:`find_files` lists folders, naming symbolic-link loops, broken links
 and pipes instead of skipping them. The edge runtime raises :class:`EdgeError`; the core readers
-(``uad_plugins.data``, ``uad_plugins.data.pointcloud``) pass ``error=DataError`` (the edge runtime may not import
-the core, the core may import this module).
+(``uad_plugins.data``, ``uad_plugins.data.pointcloud``) pass ``error=DataError`` (``uad_edge`` may not import
+``uad_plugins``; ``uad_plugins`` may import this module).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from uad_plugins.edge.errors import EdgeError
+from uad_edge.errors import EdgeError
 
 __all__ = ["NPY_HINT", "find_files", "npy_header", "path_problem", "read_npy", "read_npy_header"]
 

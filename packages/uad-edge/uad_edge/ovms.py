@@ -3,7 +3,7 @@ verified ``model.xml`` and ``model.bin`` (and its ``manifest.json`` as ``uad_man
 precision hint), written whole (a hidden temporary sibling renamed into place, so a watching OVMS never loads half a
 version) and never over anything: an existing version is refused, the default version is the next free number.
 
-Standard library and ``uad_plugins.edge`` only, like the rest of the edge runtime.
+Standard library and ``uad_edge`` only, like the rest of the edge runtime.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from uad_plugins.edge.atomic import staged_folder
-from uad_plugins.edge.errors import EdgeError
-from uad_plugins.edge.manifest import MANIFEST_FILE, MODEL_BIN, MODEL_XML, read_bundle
+from uad_edge.atomic import staged_folder
+from uad_edge.errors import EdgeError
+from uad_edge.manifest import MANIFEST_FILE, MODEL_BIN, MODEL_XML, read_bundle
 
 __all__ = ["OVMS_MANIFEST", "OvmsModel", "check_ovms_target", "ovms_command", "write_ovms_layout"]
 

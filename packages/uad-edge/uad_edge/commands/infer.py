@@ -1,6 +1,6 @@
-"""``uad infer BUNDLE INPUTS...``: score images or signal windows with an exported bundle (openvino + numpy + pillow
-only). An image bundle reads image files, folders, globs and lists; a signal bundle reads ``.npy``/``.csv`` windows
-(``SignalFolder`` layouts).
+"""``uad infer BUNDLE INPUTS...`` (and ``uad-edge infer``, the same code): score images or signal windows with an
+exported bundle (openvino + numpy + pillow only). An image bundle reads image files, folders, globs and lists; a
+signal bundle reads ``.npy``/``.csv`` windows (``SignalFolder`` layouts).
 
 ``--format json`` (the default) writes ``scores.json`` at the end, whole or not at all, and stops at the first bad
 input (exit 2). ``--format jsonl|csv`` streams: rows are appended a chunk at a time, ``--resume`` continues, a bad
@@ -23,8 +23,8 @@ __all__ = ["PARTIAL_EXIT", "infer"]
 PARTIAL_EXIT = 2
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uad infer", description="Score images or signals with an exported bundle; "
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Score images or signals with an exported bundle; "
                                      "writes scores.json and heatmap overlays (signals: one plot per window). Needs "
                                      "only openvino, numpy, pillow.")
     parser.add_argument("bundle", help="bundle folder written by 'uad export'")
@@ -62,7 +62,7 @@ def _infer_signals(args: argparse.Namespace, model: Any, output: Any) -> int:
     import numpy as np
     from PIL import Image
 
-    from uad_plugins.edge import EdgeError, list_signal_files, read_signal_file, signal_plot
+    from uad_edge import EdgeError, list_signal_files, read_signal_file, signal_plot
 
     if args.resize:
         raise EdgeError("--resize is for image bundles; this bundle takes signal windows of "
@@ -101,7 +101,7 @@ def _overlay(file: Path, model: Any, result: Any) -> Any:
     import numpy as np
     from PIL import Image
 
-    from uad_plugins.edge.overlay import overlay
+    from uad_edge.overlay import overlay
 
     height, width = model.input_size
     with Image.open(file) as im:
@@ -137,10 +137,10 @@ def _infer_document(args: argparse.Namespace, model: Any, files: list[str], outp
 
 def _infer_stream(args: argparse.Namespace, model: Any, files: list[str], protect: list[str]) -> int:
     """``--format jsonl|csv``: rows appended a chunk at a time; bad inputs get error rows; ``--resume``."""
-    from uad_plugins.edge.atomic import atomic_path
-    from uad_plugins.edge.manifest import manifest_digest
-    from uad_plugins.edge.progress import Progress
-    from uad_plugins.edge.results import open_results
+    from uad_edge.atomic import atomic_path
+    from uad_edge.manifest import manifest_digest
+    from uad_edge.progress import Progress
+    from uad_edge.results import open_results
 
     out = Path(args.output)
     run = {"bundle": str(Path(args.bundle).resolve()), "manifest_sha256": manifest_digest(model.manifest),
@@ -201,19 +201,20 @@ def _infer_stream(args: argparse.Namespace, model: Any, files: list[str], protec
     return PARTIAL_EXIT
 
 
-def infer(argv: list[str]) -> int:
-    """Entry point of ``uad infer``: the invocation (output, bundle, inputs) is checked before anything is scored."""
-    from uad_plugins.edge import EdgeError, load_bundle
-    from uad_plugins.edge.inputs import expand_inputs
-    from uad_plugins.edge.output import OutputFolder
+def infer(argv: list[str], prog: str = "uad infer") -> int:
+    """Entry point of ``uad infer`` and ``uad-edge infer`` (``prog``, for usage and messages): the invocation
+    (output, bundle, inputs) is checked before anything is scored."""
+    from uad_edge import EdgeError, load_bundle
+    from uad_edge.inputs import expand_inputs
+    from uad_edge.output import OutputFolder
 
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     if args.batch_size < 1:
         raise EdgeError(f"--batch_size must be at least 1, got {args.batch_size}.")
     if args.requests is not None and args.requests < 1:
         raise EdgeError(f"--requests must be at least 1, got {args.requests}.")
     if not args.inputs and not args.list:
-        raise EdgeError("uad infer: no inputs given.", hint="Give image files, folders, glob patterns or --list FILE.")
+        raise EdgeError(f"{prog}: no inputs given.", hint="Give image files, folders, glob patterns or --list FILE.")
     streaming = args.format != "json"
     if args.resume and not streaming:
         raise EdgeError("--resume continues a streaming run: it needs --format jsonl or csv.",
@@ -221,7 +222,7 @@ def infer(argv: list[str]) -> int:
     output = None
     if not streaming:  # the output is checked first: never the bundle or an input, never non-empty w/o --overwrite
         output = OutputFolder(args.output, document="scores.json", overwrite=args.overwrite,
-                              protect=[args.bundle, *args.inputs, *args.list], what="uad infer")
+                              protect=[args.bundle, *args.inputs, *args.list], what=prog)
     model = load_bundle(args.bundle, device=args.device)
     if model.modality == "signal":
         if streaming or args.list:
