@@ -1,10 +1,14 @@
 """Streaming inference: any number of images, a bounded number of them in memory (``EdgeModel.predict_iter``).
 
 Inputs are decoded a chunk (``batch_size`` inputs) at a time by a small thread pool, one chunk ahead of inference.
-Each chunk goes to an ``openvino.AsyncInferQueue`` on a copy of the model compiled with the ``THROUGHPUT``
-performance hint (``requests`` chunks in flight, so every core is busy); a callback copies each request's outputs
-out, and results are yielded in input order. At most ``requests + 2`` chunks are decoded and not yet yielded, so
-memory does not grow with the number of inputs.
+Each chunk goes to one of ``requests`` OpenVINO infer requests (``start_async``) on a copy of the model compiled
+with the ``THROUGHPUT`` performance hint, so every core is busy; when a request's turn comes its outputs are copied
+out (``wait`` releases the GIL) and the request is reused; results are yielded in input order. At most
+``requests + 2`` chunks are decoded and not yet yielded, so memory does not grow with the number of inputs.
+
+No Python callback runs on OpenVINO's threads (``AsyncInferQueue`` with a callback did: a callback still finishing
+after its request was waited for needs the GIL, and the compiled model's destructor, which holds it, waits for that
+thread, so a process could hang at exit).
 
 A file that cannot be scored (missing, truncated, not an image, the wrong size without ``resize``) raises its
 :class:`EdgeError` when its turn comes (``on_error="raise"``), or is yielded as a result with ``error`` set
@@ -14,7 +18,6 @@ A file that cannot be scored (missing, truncated, not an image, the wrong size w
 from __future__ import annotations
 
 import itertools
-import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,13 +63,64 @@ class EdgeResult:
 
 
 class _Request:
-    """One infer request's inputs (positions in the chunk) and, once the callback ran, its outputs."""
+    """One started inference: its inputs (positions in the chunk), the OpenVINO request running it and, once
+    finished, its outputs (or its failure)."""
 
-    def __init__(self, positions: list[int]) -> None:
+    def __init__(self, positions: list[int], infer: Any, slots: _Slots) -> None:
         self.positions = positions
+        self.infer: Any = infer
+        self.slots = slots
         self.outputs: dict[str, np.ndarray] | None = None
         self.failure: BaseException | None = None
-        self.done = threading.Event()
+
+    @property
+    def done(self) -> bool:
+        return self.infer is None
+
+    def finish(self) -> None:
+        """Wait for the inference (GIL released), copy its outputs out and give the OpenVINO request back."""
+        if self.infer is None:
+            return
+        try:
+            self.infer.wait()
+            self.outputs = {name: np.array(self.infer.get_output_tensor(i).data, copy=True)
+                            for i, name in enumerate(self.slots.names)}
+        except Exception as exc:  # noqa: BLE001 - reported with the chunk's inputs
+            self.failure = exc
+        finally:
+            self.slots.idle.append(self.infer)
+            self.infer = None
+
+    def poll(self) -> bool:
+        """Finish the request if its inference is over; whether it is done."""
+        if self.infer is not None and self.infer.wait_for(0):
+            self.finish()
+        return self.done
+
+
+class _Slots:
+    """``depth`` OpenVINO infer requests, reused in the order they were started."""
+
+    def __init__(self, compiled: Any, depth: int) -> None:
+        if depth < 1:
+            depth = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.names = [port.get_any_name() for port in compiled.outputs]
+        self.idle: deque[Any] = deque(compiled.create_infer_request() for _ in range(max(1, depth)))
+        self.depth = len(self.idle)
+        self.running: deque[_Request] = deque()
+
+    def start(self, positions: list[int], batch: np.ndarray) -> _Request:
+        while not self.idle:  # every request busy: the oldest one finishes first
+            self.running.popleft().finish()
+        request = _Request(positions, self.idle.popleft(), self)
+        request.infer.start_async({0: batch})
+        self.running.append(request)
+        return request
+
+    def drain(self) -> None:
+        """Wait for every inference still running (an early stop), so none outlives the compiled model."""
+        while self.running:
+            self.running.popleft().finish()
 
 
 class _Chunk:
@@ -78,7 +132,7 @@ class _Chunk:
         self.requests: list[_Request] = []
 
     def ready(self) -> bool:
-        return all(request.done.is_set() for request in self.requests)
+        return all(request.poll() for request in self.requests)
 
 
 def _source_name(index: int, item: Any) -> str:
@@ -102,24 +156,22 @@ def _decode(model: Any, item: Any, name: str, resize: bool) -> np.ndarray:
     return model._fit_size(array, name, resize)
 
 
-def _submit(queue: Any, chunk: _Chunk, dynamic_batch: bool) -> None:
+def _submit(slots: _Slots, chunk: _Chunk, dynamic_batch: bool) -> None:
     """Send the chunk's decoded inputs: one request (dynamic batch) or one per input (a batch-1 bundle)."""
     good = [i for i, future in enumerate(chunk.decoded) if future.exception() is None]
     groups = [good] if dynamic_batch else [[i] for i in good]
     for positions in groups:
         if not positions:
             continue
-        request = _Request(positions)
         batch = np.stack([chunk.decoded[i].result() for i in positions])
-        chunk.requests.append(request)
-        queue.start_async({0: batch}, request)
+        chunk.requests.append(slots.start(positions, batch))
 
 
 def _results(chunk: _Chunk, input_size: tuple[int, int], maps: bool, on_error: OnError) -> Iterator[EdgeResult]:
     """The chunk's results in input order (waits for its requests)."""
     by_position: dict[int, tuple[dict[str, np.ndarray], int]] = {}
     for request in chunk.requests:
-        request.done.wait()
+        request.finish()
         if request.failure is not None:
             raise EdgeError(f"inference failed on {chunk.names[request.positions[0]]} and the "
                             f"{len(request.positions) - 1} input(s) after it: {request.failure}") from request.failure
@@ -152,8 +204,6 @@ def iter_predictions(model: Any, sources: Iterable[Any], *, batch_size: int = 8,
     """Score ``sources`` (image files or ``HxWx3`` uint8 arrays, any iterable, read lazily) with ``model``'s
     throughput copy; see the module docstring. ``requests``: infer requests in flight (default: OpenVINO's optimal
     number); ``workers``: decode threads (default 4)."""
-    import openvino as ov
-
     if batch_size < 1:
         raise EdgeError(f"batch_size must be at least 1, got {batch_size}.")
     if on_error not in ("raise", "record"):
@@ -161,21 +211,8 @@ def iter_predictions(model: Any, sources: Iterable[Any], *, batch_size: int = 8,
     if model.modality != "image":
         raise EdgeError(f"predict_iter scores image bundles; {model.root} is a {model.modality} bundle.",
                         hint="Use predict for signal windows.")
-    compiled = model.throughput_model()
-    queue = ov.AsyncInferQueue(compiled, int(requests or 0))
-    names = [port.get_any_name() for port in compiled.outputs]
-
-    def collect(request: Any, userdata: _Request) -> None:
-        try:  # the request's tensors are reused: copy them out
-            userdata.outputs = {name: np.array(request.get_output_tensor(i).data, copy=True)
-                                for i, name in enumerate(names)}
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            userdata.failure = exc
-        finally:
-            userdata.done.set()
-
-    queue.set_callback(collect)
-    depth = len(queue)
+    slots = _Slots(model.throughput_model(), int(requests or 0))
+    depth = slots.depth
     items = enumerate(sources)
     pool = ThreadPoolExecutor(max_workers=workers or 4, thread_name_prefix="uad-decode")
 
@@ -194,7 +231,7 @@ def iter_predictions(model: Any, sources: Iterable[Any], *, batch_size: int = 8,
             chunk, upcoming = upcoming, decode_next()  # the next chunk decodes while this one is scored
             for future in chunk.decoded:
                 future.exception()  # wait for the decode
-            _submit(queue, chunk, model.dynamic_batch)
+            _submit(slots, chunk, model.dynamic_batch)
             window.append(chunk)
             while window and (len(window) > depth or window[0].ready()):
                 yield from _results(window.popleft(), model.input_size, maps, on_error)
@@ -202,10 +239,4 @@ def iter_predictions(model: Any, sources: Iterable[Any], *, batch_size: int = 8,
             yield from _results(window.popleft(), model.input_size, maps, on_error)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        # requests still in flight (an early stop: Ctrl-C, an error, a consumer that stopped reading): wait for their
-        # callbacks with the GIL released (Event.wait), so that no callback is left pending when the queue and the
-        # compiled model are dropped; a pending one needs the GIL and can deadlock the interpreter's shutdown
-        for pending in window:
-            for request in pending.requests:
-                request.done.wait()
-        queue.wait_all()
+        slots.drain()  # an early stop (Ctrl-C, an error, a consumer that stopped reading)
