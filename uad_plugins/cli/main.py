@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from uad_edge.cli import exit_status
+from uad_edge.cli import command_table_parser, exit_status
 from uad_plugins.errors import UadError
 from uad_plugins.version import __version__
 
@@ -52,14 +52,8 @@ global flags (any position): --traceback (show the stack on errors), --plugin-fi
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="uad", description="uad_plugins: unsupervised anomaly detection with pluggable models.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"uad_plugins {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, _) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
-    return parser
+    return command_table_parser("uad", "uad_plugins: unsupervised anomaly detection with pluggable models.", EPILOG,
+                                f"uad_plugins {__version__}", COMMANDS)
 
 
 def _pop_global_flags(argv: list[str]) -> tuple[list[str], bool, list[str]]:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from uad_edge.errors import UadError
 from uad_edge.version import __version__
 
-__all__ = ["COMMANDS", "exit_status", "main", "user_error"]
+__all__ = ["COMMANDS", "command_table_parser", "exit_status", "main", "user_error"]
 
 #: sub-command -> (one-line help, module that defines a function of that name taking ``(argv, prog)``)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -38,15 +38,23 @@ global flag (any position): --traceback (show the stack on errors)
 """
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uad-edge", description="uad-edge: score images or signals with an exported "
-                                     "uad bundle, or serve it over HTTP (openvino, numpy, pillow; no torch).",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"uad-edge {__version__}")
+def command_table_parser(prog: str, description: str, epilog: str, version: str,
+                         commands: dict[str, tuple[str, object]]) -> argparse.ArgumentParser:
+    """The top-level parser of a command table (``uad-edge``, ``uad``): ``--version`` and one sub-command per entry
+    of ``commands`` (name -> (help, runner)); each sub-command parses its own arguments."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, _) in COMMANDS.items():
+    for name, (help_text, _) in commands.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    return command_table_parser("uad-edge", "uad-edge: score images or signals with an exported uad bundle, or serve "
+                                "it over HTTP (openvino, numpy, pillow; no torch).", EPILOG,
+                                f"uad-edge {__version__}", COMMANDS)
 
 
 def user_error(exc: BaseException) -> UadError | None:
