@@ -52,7 +52,7 @@ def main() -> None:
     from uad_plugins.engine import UadEngine
     from uad_plugins.engine.checkpoint import load_checkpoint
     from uad_plugins.export.graph import convert_raw, input_size_of
-    from uad_plugins.export.quantize import budget_aurocs, quantize_int8
+    from uad_plugins.export.quantize import budget_aurocs, calibration_items, quantize_int8
     from uad_plugins.export.samples import take_samples
 
     torch.set_num_threads(2)
@@ -73,11 +73,10 @@ def main() -> None:
     batch = 8 if dynamic else 1
     core = ov.Core()
     fp32 = core.compile_model(raw, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    from uad_plugins.export.parity import run_compiled
+    from uad_plugins.export.parity import raw_outputs
 
     def metrics(compiled) -> dict[str, float]:
-        out = run_compiled(compiled, validation.images, batch)
-        return budget_aurocs(out["raw_score"], out["raw_map"], validation)
+        return budget_aurocs(*raw_outputs(compiled, validation, batch), validation)
 
     one = np.ascontiguousarray(validation.images[:1].numpy(), dtype=np.float32)
     reference = metrics(fp32)
@@ -92,8 +91,7 @@ def main() -> None:
                                        batch_size=batch)
                 quantized, extra = result.model, result.describe()
             else:
-                items = [np.ascontiguousarray(calibration.images[i:i + 1].numpy(), dtype=np.float32)
-                         for i in range(len(calibration))]
+                items = calibration_items(calibration)
                 quantized = nncf.quantize(raw, nncf.Dataset(items), subset_size=len(items),
                                           ignored_scope=nncf.IgnoredScope(types=[ignore], validate=False))
                 extra = {}

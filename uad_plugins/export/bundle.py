@@ -38,7 +38,14 @@ from uad_plugins.export.graph import (
     convert_raw,
     input_size_of,
 )
-from uad_plugins.export.parity import BUDGET_METRICS, ParityReport, compare_outputs, run_compiled, run_eager
+from uad_plugins.export.parity import (
+    BUDGET_METRICS,
+    ParityReport,
+    compare_outputs,
+    raw_outputs,
+    run_compiled,
+    run_eager,
+)
 from uad_plugins.export.quantize import budget_aurocs, quantize_int8
 from uad_plugins.export.samples import Samples
 from uad_plugins.protocols import modality_of
@@ -64,11 +71,6 @@ def _compile(model_or_path: Any, precision: str) -> Any:
     import openvino as ov
 
     return ov.Core().compile_model(model_or_path, "CPU", {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision]})
-
-
-def _raw_outputs(compiled: Any, samples: Samples, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    out = run_compiled(compiled, samples.images, batch_size)
-    return out["raw_score"], out["raw_map"]
 
 
 def refit_post_stats(raw_scores: np.ndarray, raw_maps: np.ndarray, samples: Samples,
@@ -183,14 +185,14 @@ def export_bundle(model: Any, output: str | Path, *, precision: str = "fp32", va
     if precision == "int8":
         if calibration is None:
             raise ExportError("INT8 export needs calibration inputs (normal training images or windows).")
+        eager_raw = raw_outputs(_compile(raw, "fp32"), validation, batch_size)
         quantized = quantize_int8(raw, calibration, validation, strategy=int8_strategy, max_drop=max_metric_drop,
-                                  batch_size=batch_size, progress=progress)
+                                  batch_size=batch_size, fp32_outputs=eager_raw, progress=progress)
         raw_q = quantized.model
         _check_compiles_in_a_child(raw_q, precision)
         progress(f"re-fitting thresholds and normalisation on the INT8 model's outputs ({len(validation)} "
                  f"validation {'windows' if modality == 'signal' else 'images'})")
-        int8_raw = _raw_outputs(_compile(raw_q, precision), validation, batch_size)
-        eager_raw = _raw_outputs(_compile(raw, "fp32"), validation, batch_size)
+        int8_raw = raw_outputs(_compile(raw_q, precision), validation, batch_size)
         stats = refit_post_stats(*int8_raw, validation, threshold)
         refitted = True
         metrics, failures = _metric_budget(eager_raw, int8_raw, validation, max_metric_drop)

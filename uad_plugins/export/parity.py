@@ -16,7 +16,8 @@ import torch
 
 from uad_plugins.protocols import modality_of
 
-__all__ = ["BUDGET_METRICS", "TOLERANCES", "ParityReport", "auroc", "compare_outputs", "run_compiled", "run_eager"]
+__all__ = ["BUDGET_METRICS", "TOLERANCES", "ParityReport", "auroc", "compare_outputs", "raw_outputs", "run_compiled",
+           "run_eager"]
 
 #: max-abs tolerances of the output comparison (normalised units), per precision
 TOLERANCES = {"fp32": {"score": 1e-3, "map": 1e-2}, "fp16": {"score": 1e-2, "map": 5e-2}}
@@ -139,3 +140,9 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     for start, count in zip(first, counts):
         ranks[order[start:start + count]] = start + (count + 1) / 2.0
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def raw_outputs(compiled: Any, samples: Any, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """A compiled graph's raw outputs ``(raw_score, raw_map)`` on ``samples`` (a :class:`Samples`)."""
+    out = run_compiled(compiled, samples.images, batch_size)
+    return out["raw_score"], out["raw_map"]

@@ -27,10 +27,10 @@ import torch
 
 from uad_edge.manifest import INT8_STRATEGIES
 from uad_plugins.export.graph import ExportError
-from uad_plugins.export.parity import auroc, run_compiled
+from uad_plugins.export.parity import auroc, raw_outputs
 from uad_plugins.export.samples import Samples
 
-__all__ = ["INT8_STRATEGIES", "QuantizedModel", "budget_aurocs", "quantize_int8"]
+__all__ = ["INT8_STRATEGIES", "QuantizedModel", "budget_aurocs", "calibration_items", "quantize_int8"]
 
 
 
@@ -60,7 +60,8 @@ def budget_aurocs(raw_scores: np.ndarray, raw_maps: np.ndarray, samples: Samples
     return values
 
 
-def _items(samples: Samples) -> list[np.ndarray]:
+def calibration_items(samples: Samples) -> list[np.ndarray]:
+    """Each input of ``samples`` as a contiguous float32 ``[1, ...]`` array (NNCF's calibration items)."""
     return [np.ascontiguousarray(samples.images[i:i + 1].numpy(), dtype=np.float32) for i in range(len(samples))]
 
 
@@ -83,11 +84,13 @@ def _conv_only_scope(model: Any) -> Any:
 
 def quantize_int8(raw_model: Any, calibration: Samples, validation: Samples, *, strategy: str = "accuracy_control",
                   max_drop: float = 0.01, batch_size: int = 1,
+                  fp32_outputs: tuple[np.ndarray, np.ndarray] | None = None,
                   progress: Callable[[str], None] = print) -> QuantizedModel:
     """Quantize ``raw_model`` (outputs ``raw_score``, ``raw_map``) to INT8 with ``strategy``.
 
     ``calibration``: normal training inputs; ``validation``: the honest validation samples (labels, and masks
-    where known), on which ``accuracy_control`` measures the drop it may spend (``max_drop``, absolute AUROC).
+    where known), on which ``accuracy_control`` measures the drop it may spend (``max_drop``, absolute AUROC)
+    against ``fp32_outputs`` (the FP32 graph's raw outputs on ``validation``; computed here when not given).
     """
     import nncf
 
@@ -97,7 +100,7 @@ def quantize_int8(raw_model: Any, calibration: Samples, validation: Samples, *, 
         raise ExportError("the calibration set is empty: INT8 quantization needs normal training inputs.",
                           hint="Check the datamodule's training split.")
     what = "signal windows" if calibration.modality == "signal" else "images"
-    items = _items(calibration)
+    items = calibration_items(calibration)
     started = time.perf_counter()
     if strategy in ("ptq", "backbone"):
         scope = _conv_only_scope(raw_model) if strategy == "backbone" else None
@@ -111,11 +114,12 @@ def quantize_int8(raw_model: Any, calibration: Samples, validation: Samples, *, 
         raise ExportError("INT8 with accuracy control needs validation samples with both normal and anomalous "
                           "inputs.", hint="Use the default honest validation (synthetic anomalies), or "
                           "--int8_strategy ptq.")
-    import openvino as ov
+    if fp32_outputs is None:
+        import openvino as ov
 
-    reference = budget_aurocs(*_raw(ov.Core().compile_model(raw_model, "CPU",
-                                                           {"INFERENCE_PRECISION_HINT": "f32"}),
-                                    validation, batch_size), validation)
+        fp32_outputs = raw_outputs(ov.Core().compile_model(raw_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}),
+                                   validation, batch_size)
+    reference = budget_aurocs(*fp32_outputs, validation)
     validation_items = list(range(len(validation)))
 
     def to_input(index: int) -> np.ndarray:
@@ -127,7 +131,7 @@ def quantize_int8(raw_model: Any, calibration: Samples, validation: Samples, *, 
         # outputs per item go back too, which makes NNCF rank operations by how far they move the outputs (an AUROC
         # has no per-item value)
         subset = validation.take(torch.as_tensor(list(indices), dtype=torch.long))
-        scores, maps = _raw(compiled, subset, batch_size)
+        scores, maps = raw_outputs(compiled, subset, batch_size)
         outputs = [[scores[i:i + 1], maps[i:i + 1]] for i in range(len(subset))]
         if len(set(subset.labels.tolist())) < 2:
             return 1.0, outputs
@@ -143,11 +147,6 @@ def quantize_int8(raw_model: Any, calibration: Samples, validation: Samples, *, 
     return QuantizedModel(quantized, strategy, time.perf_counter() - started,
                           kept_in_float=_convolutions_left_in_float(quantized),
                           fake_quantize_nodes=_count_fake_quantize(quantized))
-
-
-def _raw(compiled: Any, samples: Samples, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    out = run_compiled(compiled, samples.images, batch_size)
-    return out["raw_score"], out["raw_map"]
 
 
 def _convolutions_left_in_float(quantized: Any) -> list[str]:
