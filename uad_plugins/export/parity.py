@@ -79,10 +79,15 @@ def run_eager(model: Any, images: torch.Tensor, batch_size: int = 8) -> dict[str
 
 
 def run_compiled(compiled: Any, images: torch.Tensor, batch_size: int = 8) -> dict[str, np.ndarray]:
-    """An OpenVINO compiled model's outputs by name, as numpy."""
+    """An OpenVINO compiled model's outputs by name, as numpy.
+
+    Inputs are copied into the request (``share_inputs=False``): with OpenVINO's default shared mode the request
+    keeps ``images``' memory as its input tensor after the call, and a later inference on another request of the
+    same compiled model can write into it (seen with OpenVINO 2026.4 on dynamic-batch graphs: it silently changed
+    one validation image between the FP32 and the INT8 measurement of the gate)."""
     outs: dict[str, list[np.ndarray]] = {}
     for start in range(0, images.shape[0], batch_size):
-        result = compiled(images[start:start + batch_size].numpy())
+        result = compiled(images[start:start + batch_size].numpy(), share_inputs=False)
         for port in compiled.outputs:
             outs.setdefault(port.get_any_name(), []).append(np.asarray(result[port]))
     return {k: np.concatenate(v) for k, v in outs.items()}

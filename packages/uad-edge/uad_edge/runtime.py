@@ -252,7 +252,9 @@ class EdgeModel:
         if not self.dynamic_batch and len(batch) > 1:
             parts = [self.infer(batch[i:i + 1]) for i in range(len(batch))]
             return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-        result = self.compiled(batch)
+        # copied, never shared: a shared input stays bound to the caller's array after the call, and OpenVINO may
+        # write into it from another request of this compiled model (tests/export/test_input_buffers.py)
+        result = self.compiled(batch, share_inputs=False)
         return {port.get_any_name(): np.asarray(result[port]) for port in self.compiled.outputs}
 
     def throughput_model(self) -> Any:
