@@ -139,3 +139,40 @@ def test_recipe_checks_the_int8_strategy(tmp_path) -> None:
     path.write_text(text % "fastest")
     with pytest.raises(ConfigError, match=r"export\.int8_strategy"):
         load_recipe(path)
+
+
+class ConvChain(nn.Module):
+    """Seven 3x3 convolutions in a row (residual sums around convolutions 4 and 5), one output map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.convs = nn.ModuleList(nn.Conv2d(3 if i == 0 else 8, 8, 3, padding=1) for i in range(7))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = images
+        for i, conv in enumerate(self.convs):
+            x = F.relu(conv(x)) + (x if i in (4, 5) else 0)
+        amap = x.mean(dim=1, keepdim=True)
+        return amap.amax(dim=(1, 2, 3)), amap
+
+
+def _ordered_convolutions(model) -> list[str]:
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+
+
+def test_boundary_convolutions_are_the_first_layer_and_the_last_two_before_the_output() -> None:
+    from uad_plugins.export.quantize import boundary_convolutions, quantize_int8
+
+    raw = _convert(ConvChain())
+    convs = _ordered_convolutions(raw)
+    assert len(convs) == 7
+    # within two convolutions of the output along any path: conv 6, then conv 5 and, through the residual sums
+    # that skip it, conv 4 and conv 3; conv 1 and conv 2 are interior
+    boundary = {convs[0], convs[3], convs[4], convs[5], convs[6]}
+    assert boundary_convolutions(raw) == sorted(boundary)
+    backbone = quantize_int8(raw, _samples(8), _samples(4), strategy="backbone", progress=lambda _m: None)
+    assert set(backbone.kept_in_float) == boundary and backbone.fake_quantize_nodes > 0
+    # a model made only of boundary convolutions quantizes them all rather than nothing
+    assert boundary_convolutions(_convert(CosineHead())) == []

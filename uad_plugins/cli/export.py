@@ -33,9 +33,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="INT8: largest allowed drop of image/pixel AUROC (signals: sample/point AUROC) on "
                         "validation (0.01 = 1 point)")
     parser.add_argument("--int8_strategy", default="accuracy_control",
-                        help="INT8: accuracy_control (default: NNCF returns the operations that cost the most "
-                        "validation AUROC to floating point until the drop fits --max_metric_drop), backbone "
-                        "(quantize the convolutions only) or ptq (quantize everything)")
+                        help="INT8: accuracy_control (default: the interior convolutions and the matrix products; "
+                        "NNCF returns the operations that cost the most validation AUROC to floating point until "
+                        "the drop fits --max_metric_drop), backbone (the interior convolutions only) or ptq "
+                        "(quantize everything); docs/deploy.md")
     parser.add_argument("--seed", type=int, default=None, help="seed of the validation split (default: the run's)")
     parser.add_argument("--layout", default="bundle", choices=["bundle", "ovms"],
                         help="ovms: also write OVMS_REPO/NAME/VERSION/model.xml|bin (OpenVINO Model Server's model "

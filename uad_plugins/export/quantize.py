@@ -2,15 +2,16 @@
 
 Strategies (``uad export --int8_strategy``):
 
-- ``accuracy_control`` (default): NNCF's ``quantize_with_accuracy_control``. It quantizes the whole model, and
-  while the validation metric drops by more than the budget it returns the operations that hurt it most to
-  floating point, one ranked group at a time. The metric is the gate's own: image and pixel AUROC (sample and
-  point AUROC for signals) of the raw outputs on the honest validation samples, worst of the two, relative to the
-  FP32 graph.
+- ``backbone``: post-training quantization of the backbone's interior convolutions. Every other operation stays in
+  floating point (every matrix product, and so every feature distance, cosine and attention score after the
+  backbone), and so do the *boundary* convolutions (:func:`boundary_convolutions`): the first layer, which reads
+  the image, and the last two convolutions before each feature tap, whose rounding the head reads undamped.
+- ``accuracy_control`` (default): NNCF's ``quantize_with_accuracy_control`` of the interior convolutions and the
+  matrix products (linear layers, projections); while the validation metric drops by more than the budget it
+  returns the operations that hurt it most to floating point, one ranked group at a time. The metric is the gate's own: image and pixel AUROC (sample and point AUROC
+  for signals) of the raw outputs on the honest validation samples, worst of the two, relative to the FP32 graph.
 - ``ptq``: plain NNCF post-training quantization of every operation (the fastest, and for many anomaly models
   not within budget: the distances and normalisations after the backbone collapse at 8 bits).
-- ``backbone``: post-training quantization of the convolutions only; every matrix product, and so every feature
-  distance, cosine and attention score after the backbone, stays in floating point.
 
 Whatever the strategy, the parity gate (:mod:`uad_plugins.export.bundle`) stays the final judge.
 """
@@ -30,7 +31,8 @@ from uad_plugins.export.graph import ExportError
 from uad_plugins.export.parity import auroc, raw_outputs
 from uad_plugins.export.samples import Samples
 
-__all__ = ["INT8_STRATEGIES", "QuantizedModel", "budget_aurocs", "calibration_items", "quantize_int8"]
+__all__ = ["INT8_STRATEGIES", "QuantizedModel", "boundary_convolutions", "budget_aurocs", "calibration_items",
+           "quantize_int8"]
 
 
 
@@ -71,15 +73,63 @@ def _count_fake_quantize(model: Any) -> int:
 
 #: the operations the ``backbone`` strategy quantizes (their inputs: activations per tensor, weights per channel)
 CONVOLUTIONS = frozenset({"Convolution", "GroupConvolution"})
+#: what ``accuracy_control`` quantizes besides: the matrix products (linear layers, projections; with them PBAS's
+#: embedding and discriminator run in INT8, 1.4x faster at batch 1 than with the convolutions alone)
+MATRIX_PRODUCTS = frozenset({"MatMul"})
 
 
-def _conv_only_scope(model: Any) -> Any:
-    """Every operation type of ``model`` but the convolutions: no quantizer on the inputs of a residual sum, a
-    feature tap, a norm, a cosine, a distance, a reduction or an upsampling."""
+def _convolutions_next_to(model: Any, starts: list[Any], upstream: bool, depth: int) -> set[str]:
+    """The convolutions reached from ``starts`` through at most ``depth`` convolutions (walking towards the inputs
+    when ``upstream``, towards the outputs otherwise)."""
+    found: set[str] = set()
+    seen: set[tuple[str, int]] = set()
+    stack = [(node, depth) for node in starts]
+    while stack:
+        node, left = stack.pop()
+        if (node.get_name(), left) in seen:  # Python wrappers are new objects on each access: compare unique names
+            continue
+        seen.add((node.get_name(), left))
+        if node.get_type_name() in CONVOLUTIONS:
+            found.add(node.get_friendly_name())
+            left -= 1
+            if left == 0:
+                continue
+        if upstream:
+            stack.extend((value.get_node(), left) for value in node.input_values())
+        else:
+            stack.extend((target.get_node(), left) for port in node.outputs() for target in port.get_target_inputs())
+    return found
+
+
+#: how many convolutions deep the boundary reaches back from each feature tap
+TAP_DEPTH = 2
+
+
+def boundary_convolutions(model: Any) -> list[str]:
+    """The convolutions that read the input directly (the first layer) and those within :data:`TAP_DEPTH`
+    convolutions of an output (the last block before each feature tap, its residual branches included): the layers
+    where 8-bit rounding reaches the scores undamped. Empty when every convolution is one of them (nothing would
+    be left to quantize).
+
+    Chosen on the honest validation splits of PBAS and PRADOT checkpoints on bottle and bsdata (Lite0 backbone):
+    quantizing the first convolution cost PBAS 8 of its 10.5 pixel-AUROC points on bottle, the last block's the
+    rest; one convolution deep left 1.2 points, two left 0.4 (``tools/int8_study.py``, docs/deploy.md)."""
+    first = _convolutions_next_to(model, list(model.get_parameters()), upstream=False, depth=1)
+    last = _convolutions_next_to(model, list(model.get_results()), upstream=True, depth=TAP_DEPTH)
+    every = {op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in CONVOLUTIONS}
+    boundary = first | last
+    return sorted(boundary) if every - boundary else []
+
+
+def _float_scope(model: Any, quantized_types: frozenset[str]) -> Any:
+    """NNCF's ignored scope that quantizes only ``quantized_types`` (never the inputs of a residual sum, a feature
+    tap, a norm, a cosine, a distance, a reduction or an upsampling) and keeps the boundary convolutions in
+    floating point."""
     import nncf
 
-    types = sorted({op.get_type_name() for op in model.get_ops()} - CONVOLUTIONS - {"Parameter", "Constant", "Result"})
-    return nncf.IgnoredScope(types=types, validate=False) if types else None
+    types = sorted({op.get_type_name() for op in model.get_ops()} - quantized_types - {"Parameter", "Constant", "Result"})
+    names = boundary_convolutions(model)
+    return nncf.IgnoredScope(types=types, names=names, validate=False) if types or names else None
 
 
 def quantize_int8(raw_model: Any, calibration: Samples, validation: Samples, *, strategy: str = "accuracy_control",
@@ -103,11 +153,12 @@ def quantize_int8(raw_model: Any, calibration: Samples, validation: Samples, *, 
     items = calibration_items(calibration)
     started = time.perf_counter()
     if strategy in ("ptq", "backbone"):
-        scope = _conv_only_scope(raw_model) if strategy == "backbone" else None
+        scope = _float_scope(raw_model, CONVOLUTIONS) if strategy == "backbone" else None
         progress(f"quantizing to INT8 ({strategy}) with NNCF post-training quantization on {len(items)} "
                  f"calibration {what}")
         quantized = nncf.quantize(raw_model, nncf.Dataset(items), subset_size=len(items), ignored_scope=scope)
         return QuantizedModel(quantized, strategy, time.perf_counter() - started,
+                              kept_in_float=_convolutions_left_in_float(quantized),
                               fake_quantize_nodes=_count_fake_quantize(quantized))
 
     if validation.labels is None or len(set(validation.labels.tolist())) < 2:
@@ -143,15 +194,15 @@ def quantize_int8(raw_model: Any, calibration: Samples, validation: Samples, *, 
     quantized = nncf.quantize_with_accuracy_control(
         raw_model, nncf.Dataset(items), nncf.Dataset(validation_items, to_input), worst_margin,
         max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(items),
-        ignored_scope=_conv_only_scope(raw_model))
+        ignored_scope=_float_scope(raw_model, CONVOLUTIONS | MATRIX_PRODUCTS))
     return QuantizedModel(quantized, strategy, time.perf_counter() - started,
                           kept_in_float=_convolutions_left_in_float(quantized),
                           fake_quantize_nodes=_count_fake_quantize(quantized))
 
 
 def _convolutions_left_in_float(quantized: Any) -> list[str]:
-    """Convolutions of the quantized model with no quantizer on their input: the ones the accuracy-control search
-    returned to floating point (every other operation is outside this strategy's scope anyway)."""
+    """Convolutions of the quantized model with no quantizer on their input: the boundary convolutions and the ones
+    the accuracy-control search returned to floating point."""
     kept = []
     for op in quantized.get_ops():
         if op.get_type_name() in CONVOLUTIONS and op.input_value(0).get_node().get_type_name() != "FakeQuantize":
