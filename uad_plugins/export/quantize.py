@@ -8,8 +8,9 @@ Strategies (``uad export --int8_strategy``):
   the image, and the last two convolutions before each feature tap, whose rounding the head reads undamped.
 - ``accuracy_control`` (default): NNCF's ``quantize_with_accuracy_control`` of the interior convolutions and the
   matrix products (linear layers, projections); while the validation metric drops by more than the budget it
-  returns the operations that hurt it most to floating point, one ranked group at a time. The metric is the gate's own: image and pixel AUROC (sample and point AUROC
-  for signals) of the raw outputs on the honest validation samples, worst of the two, relative to the FP32 graph.
+  returns the operations that hurt it most to floating point, one ranked group at a time. The metric is the
+  gate's own: image and pixel AUROC (sample and point AUROC for signals) of the raw outputs on the honest
+  validation samples, worst of the two, relative to the FP32 graph.
 - ``ptq``: plain NNCF post-training quantization of every operation (the fastest, and for many anomaly models
   not within budget: the distances and normalisations after the backbone collapse at 8 bits).
 
@@ -127,7 +128,8 @@ def _float_scope(model: Any, quantized_types: frozenset[str]) -> Any:
     floating point."""
     import nncf
 
-    types = sorted({op.get_type_name() for op in model.get_ops()} - quantized_types - {"Parameter", "Constant", "Result"})
+    every_type = {op.get_type_name() for op in model.get_ops()}
+    types = sorted(every_type - quantized_types - {"Parameter", "Constant", "Result"})
     names = boundary_convolutions(model)
     return nncf.IgnoredScope(types=types, names=names, validate=False) if types or names else None
 
