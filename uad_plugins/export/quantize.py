@@ -63,9 +63,14 @@ def budget_aurocs(raw_scores: np.ndarray, raw_maps: np.ndarray, samples: Samples
     return values
 
 
+def _item(samples: Samples, index: int) -> np.ndarray:
+    """Input ``index`` of ``samples`` as a contiguous float32 ``[1, ...]`` array (one NNCF dataset item)."""
+    return np.ascontiguousarray(samples.images[index:index + 1].numpy(), dtype=np.float32)
+
+
 def calibration_items(samples: Samples) -> list[np.ndarray]:
     """Each input of ``samples`` as a contiguous float32 ``[1, ...]`` array (NNCF's calibration items)."""
-    return [np.ascontiguousarray(samples.images[i:i + 1].numpy(), dtype=np.float32) for i in range(len(samples))]
+    return [_item(samples, i) for i in range(len(samples))]
 
 
 def _count_fake_quantize(model: Any) -> int:
@@ -175,9 +180,6 @@ def quantize_int8(raw_model: Any, calibration: Samples, validation: Samples, *, 
     reference = budget_aurocs(*fp32_outputs, validation)
     validation_items = list(range(len(validation)))
 
-    def to_input(index: int) -> np.ndarray:
-        return np.ascontiguousarray(validation.images[index:index + 1].numpy(), dtype=np.float32)
-
     def worst_margin(compiled: Any, indices: Any) -> tuple[float, list[list[np.ndarray]]]:
         # the gate's metric on the items NNCF hands over: 1 + the worst budget AUROC relative to the FP32 graph (1 =
         # no loss; NNCF divides by the FP32 model's metric even for an absolute drop, so it must not be 0); the raw
@@ -194,7 +196,8 @@ def quantize_int8(raw_model: Any, calibration: Samples, validation: Samples, *, 
     progress(f"quantizing to INT8 with NNCF accuracy control on {len(items)} calibration {what}; budget "
              f"{max_drop * 100:.2f} AUROC points on {len(validation)} validation samples")
     quantized = nncf.quantize_with_accuracy_control(
-        raw_model, nncf.Dataset(items), nncf.Dataset(validation_items, to_input), worst_margin,
+        raw_model, nncf.Dataset(items), nncf.Dataset(validation_items, lambda index: _item(validation, index)),
+        worst_margin,
         max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(items),
         ignored_scope=_float_scope(raw_model, CONVOLUTIONS | MATRIX_PRODUCTS))
     return QuantizedModel(quantized, strategy, time.perf_counter() - started,
