@@ -188,6 +188,21 @@ def test_models_selects_entries_and_the_checkpoints_they_need(tmp_path: Path,
     assert not (tmp_path / "out").exists()
 
 
+def test_data_selects_entries_by_name_or_category(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from uad_plugins.bench.recipe import parse_recipe
+
+    recipe = parse_recipe({**TINY_RECIPE, "data": [
+        {"class_path": "UadDemo", "init_args": {"category": "weave"}},
+        {"class_path": "UadDemo", "init_args": {"category": "bottle"}},
+        {"name": "third", "class_path": "UadDemo", "init_args": {"category": "grid"}}]})
+    assert [d.category for d in recipe.with_data(["bottle"]).data] == ["bottle"]
+    assert [d.category for d in recipe.with_data(["third", "weave"]).data] == ["weave", "grid"]  # recipe order
+    path = _write(tmp_path / "r.yaml", TINY_RECIPE)
+    code = main(["bench", "--recipe", str(path), "--data", "nope", "--output", str(tmp_path / "out")])
+    assert code == 2 and "has no data entry 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_overrides_are_written_over_a_checkpoints_hyper_parameters(tmp_path: Path) -> None:
     import torch
 

@@ -174,6 +174,18 @@ class Recipe:
                 source = by_name[source].ckpt_from
         return replace(self, models=tuple(m for m in self.models if m.name in wanted))
 
+    def with_data(self, names: list[str]) -> Recipe:
+        """The same recipe with only the data entries named (``uad bench --data``), matched on an entry's ``name``
+        or its category (``bottle``, ``bsdata_pitting``, ``weave``), in the recipe's order."""
+        labels = [(d.name, d.category) for d in self.data]
+        unknown = [n for n in names if not any(n in pair for pair in labels)]
+        if unknown:
+            known = ", ".join(sorted({label for pair in labels for label in pair if label}))
+            raise ConfigError(f"--data: recipe {self.name} has no data entry {unknown[0]!r}.",
+                              hint=f"Its data entries (name or category): {known}.")
+        wanted = set(names)
+        return replace(self, data=tuple(d for d in self.data if {d.name, d.category} & wanted))
+
     def precisions_for(self, model: ModelEntry) -> tuple[str, ...]:
         """The OpenVINO precisions benchmarked for one model (its own list, else the recipe's)."""
         return self.precisions if model.precisions is None else model.precisions

@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="run only these model entries of the recipe (and those they take checkpoints from); "
                         "each row is fitted with the recipe's seed on its own, so its numbers are those of the "
                         "full run")
+    parser.add_argument("--data", nargs="+", default=None, metavar="NAME",
+                        help="run only these data entries of the recipe, by name or category (e.g. bsdata_pitting)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: at most 1 warm-up and 3 timed iterations (latencies are indicative only)")
     return parser
@@ -43,6 +45,9 @@ def bench(argv: list[str]) -> int:
     if args.models:
         recipe = recipe.with_models(args.models)
         stem = f"{stem}_{'_'.join(m.name for m in recipe.models)}"
+    if args.data:
+        recipe = recipe.with_data(args.data)
+        stem = f"{stem}_{'_'.join(d.category or d.name for d in recipe.data)}"
     output = Path(args.output) if args.output else Path("bench_results") / stem
 
     from uad_plugins.cli.quiet import quiet_imports
