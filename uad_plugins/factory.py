@@ -62,6 +62,7 @@ def resolve_component(kind: str, reference: Reference, init_args: Mapping[str, A
                 raise ConfigError(f"a {kind} given as a mapping needs a 'class_path' key, got {sorted(reference)}.")
             extra = dict(reference.get("init_args") or {})
             reference = str(reference["class_path"])
+        reference = get_registry().expand(kind, reference)  # Padim: anomalib's class path
         spec = get_registry().resolve(kind, reference, flag=flag)
     if spec is not None:
         cls = spec.load()
@@ -80,11 +81,38 @@ def _create(kind: str, reference: Reference, init_args: dict[str, Any], flag: st
     merged = {k: _instantiate_nested(v, field=f"{flag}.{k}") for k, v in merged.items()}
     try:
         obj = cls(**merged)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # options the class does not take, or values it refuses
         name = spec.reference if spec else reference
         raise ConfigError(f"cannot build {kind} {name} with {sorted(merged)}: {exc}",
                           hint=f"'uad plugins show {spec.name if spec else name}' lists its options.") from exc
+    except Exception as exc:
+        if not _is_download_failure(exc):
+            raise
+        name = spec.reference if spec else reference
+        raise ComponentLoadError(
+            f"cannot build {kind} {name}: it downloads pretrained weights when built, and the download failed "
+            f"({type(exc).__name__}).",
+            hint="Offline, build it without them (anomalib models: --model.pre_trained false; uad plugins: "
+                 "pretrained: false or a local weights file, see the model's docs page), or run once where the "
+                 "model hub is reachable so the weights are cached.") from exc
     return obj
+
+
+#: modules whose errors mean "a download failed" (model hubs, HTTP clients)
+_DOWNLOAD_ERROR_MODULES = ("huggingface_hub", "requests", "urllib3", "urllib", "http", "socket")
+
+
+def _is_download_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) is a failed download."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError) or \
+                type(current).__module__.split(".", 1)[0] in _DOWNLOAD_ERROR_MODULES:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def create_model(reference: Reference, **init_args: Any) -> Any:

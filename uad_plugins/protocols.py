@@ -58,6 +58,15 @@ class ModelExtras(Protocol):
     #: ``True`` when training reads only frozen features of unaugmented, pre-processed images, so that a feature
     #: cache may serve them from epoch 2 on; engine (``feature_cache``: a model without it is refused)
     supports_feature_cache: ClassVar[bool]
+    #: ``True`` when the model trains in several processes (Lightning's DDP) to the same result as in one (what it
+    #: learns without gradients is combined across processes), or a sentence saying why it cannot; absent: a model
+    #: that learns by gradients only is let train, one that learns without them is refused; engine
+    #: (``uad_plugins.engine.distributed``)
+    distributed_training: ClassVar[bool | str]
+    #: ``True`` when some training steps leave parameters without a gradient (stages that train different parts),
+    #: so that DDP must look for unused parameters (``--trainer.strategy ddp`` becomes Lightning's
+    #: ``ddp_find_unused_parameters_true``); engine
+    distributed_unused_parameters: ClassVar[bool]
 
     def configure_visualizer(self) -> Any:
         """The callback that writes heatmaps (anomalib's image visualizer when absent); engine."""

@@ -34,10 +34,40 @@ from uad_plugins.errors import (
 from uad_plugins.manager import PluginFailure, UadPluginManager, describe_error, get_plugin_manager
 from uad_plugins.specs import KINDS, SPEC_TYPES, ComponentSpec
 
-__all__ = ["SCHEMES", "Registry", "get_registry", "parse_reference"]
+__all__ = ["ANOMALIB_MODELS", "SCHEMES", "Registry", "anomalib_model_path", "get_registry", "parse_reference"]
 
 SCHEMES = ("plugin",)
 _SCHEME_RE = re.compile(r"^([A-Za-z][\w+.-]*):(.*)$")
+
+
+#: where anomalib's models live: ``uad fit --model Padim`` means anomalib's Padim, as in anomalib's own CLI
+ANOMALIB_MODELS = "anomalib.models"
+
+
+def _squash(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
+def anomalib_model_path(name: str) -> str | None:
+    """The class path of anomalib's model called ``name`` (its class name, in any case, or anomalib's snake-case
+    name: ``Padim``, ``patchcore``, ``reverse_distillation``), or ``None`` when anomalib has no such model. The path
+    is the defining module's (``anomalib.models.image.padim.lightning_model.Padim``), as checkpoints record it.
+
+    Imports ``anomalib.models`` only when asked (a bare name that is no registered plugin)."""
+    if not name or not name.replace("_", "").isalnum():
+        return None
+    try:
+        import importlib
+
+        models = importlib.import_module(ANOMALIB_MODELS)
+    except ImportError:
+        return None
+    wanted = _squash(name)
+    for class_name in getattr(models, "__all__", ()):
+        cls = getattr(models, class_name, None)
+        if _squash(class_name) == wanted and isinstance(cls, type):
+            return f"{cls.__module__}.{cls.__qualname__}"  # where it is defined: what checkpoints record
+    return None
 
 
 def parse_reference(value: str) -> tuple[str | None, str]:
@@ -197,12 +227,27 @@ class Registry:
             )
         return "\n".join(lines)
 
+    def expand(self, kind: str, reference: str) -> str:
+        """``reference`` with a short anomalib model name (``Padim``) written as its class path
+        (``anomalib.models.image.padim.lightning_model.Padim``); anything else unchanged. A registered name keeps
+        its meaning (``resolve`` then asks for ``plugin:<name>``), so a plugin can never be shadowed by an anomalib
+        model or the other way round."""
+        scheme, ident = parse_reference(reference)
+        if kind != "model" or scheme is not None or "." in ident:
+            return reference
+        self.refresh()
+        if ident in self._index[kind].lookup or ident in self._index[kind].conflicts:
+            return reference
+        return anomalib_model_path(ident) or reference
+
     def resolve(self, kind: str, reference: str, *, flag: str | None = None) -> ComponentSpec | None:
         """Resolve a user reference for ``kind``.
 
         ``plugin:<name>`` gives its spec; a dotted class path gives ``None`` (the caller passes it through);
-        a bare registered name or an unknown scheme is an error with a hint.
+        a bare registered name or an unknown scheme is an error with a hint. Short anomalib model names are
+        written out by :meth:`expand` first (callers that pass the reference on use its result).
         """
+        reference = self.expand(kind, reference)
         scheme, ident = parse_reference(reference)
         if scheme is None:
             if "." in ident:
@@ -217,8 +262,9 @@ class Registry:
                 )
             guesses = close_matches(ident, self._index[kind].lookup)
             hint = f"Did you mean 'plugin:{guesses[0]}'? " if guesses else ""
+            also = " or an anomalib model name (Padim, Patchcore, ...)" if kind == "model" else ""
             raise BadReferenceError(
-                f"'{ident}' (from {shown}) is neither 'plugin:<name>' nor a dotted class path.",
+                f"'{ident}' (from {shown}) is neither 'plugin:<name>' nor a dotted class path{also}.",
                 hint=hint + f"See 'uad plugins list --kind {kind}' for the registered {kind}s.",
             )
         if scheme not in SCHEMES:

@@ -79,7 +79,9 @@ def test_test_from_checkpoint_rebuilds_the_unified_data(unified_run, uad, quiet)
     code, out, err = uad("test", "--ckpt_path", ckpt, *quiet)
     assert code == 0, err
     assert "per category" in out and all(c in out for c in DEMO_CATEGORIES) and "mean" in out
-    after = json.loads((run_dir / "metrics.json").read_text())["test_per_category"]
+    assert json.loads((run_dir / "metrics.json").read_text())["test_per_category"] == before  # the fit's, kept
+    record = max(run_dir.glob("test_*.json"))  # this test's own record
+    after = json.loads(record.read_text())["test_per_category"]
     assert set(after) == DEMO_CATEGORIES
     for category in DEMO_CATEGORIES:
         assert after[category]["image_AUROC"] == pytest.approx(before[category]["image_AUROC"], abs=1e-6)

@@ -468,18 +468,15 @@ def model_class(entry: ModelEntry) -> type:
     """The class a model entry builds (plugin references through the registry, others imported)."""
     from uad_plugins.factory import resolve_component
 
-    ref = entry.model
-    if not ref.startswith("plugin:") and "." not in ref:
-        ref = f"anomalib.models.{ref}"
-    cls, _, _ = resolve_component("model", ref)
+    cls, _, _ = resolve_component("model", entry.model)  # short anomalib names (Padim) expand there
     return cls
 
 
 def model_reference(entry: ModelEntry) -> str:
     """The reference ``create_model`` takes for an entry (short anomalib names expanded)."""
-    if not entry.model.startswith("plugin:") and "." not in entry.model:
-        return f"anomalib.models.{entry.model}"
-    return entry.model
+    from uad_plugins.registry import get_registry
+
+    return get_registry().expand("model", entry.model)
 
 
 def data_class(entry: DataEntry) -> type:

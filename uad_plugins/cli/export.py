@@ -45,12 +45,63 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ovms_name", default=None, help="OVMS model name (default: the bundle folder's name)")
     parser.add_argument("--image_check", default="header", choices=["header", "full"],
                         help="how image files are checked: header (default) or full (every image decoded)")
+    anomalib = parser.add_argument_group("anomalib's names (aliases of the options above)")
+    anomalib.add_argument("--export_type", default=None, help="openvino (= --format openvino)")
+    anomalib.add_argument("--compression_type", default=None,
+                          help=f"{', '.join(COMPRESSION_TYPES)}: fp16 = --precision fp16; int8_ptq = --precision int8 "
+                          "--int8_strategy ptq; int8_acq = --precision int8 --int8_strategy accuracy_control")
+    anomalib.add_argument("--export_root", default=None,
+                          help="folder the bundle goes into, as bundle_<precision> (= --output "
+                          "EXPORT_ROOT/bundle_<precision>)")
     return parser
+
+
+#: anomalib's ``--compression_type`` -> (our precision, our INT8 strategy or None)
+COMPRESSION_TYPES = {"fp16": ("fp16", None), "int8_ptq": ("int8", "ptq"), "int8_acq": ("int8", "accuracy_control")}
+
+
+def _apply_anomalib_names(args: argparse.Namespace, argv: list[str]) -> None:
+    """Turn anomalib's ``--export_type``, ``--compression_type`` and ``--export_root`` into our options (a clash
+    with our own spelling of the same option is an error)."""
+    from pathlib import Path
+
+    from uad_plugins.errors import ConfigError
+
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    if args.export_type is not None:
+        if args.export_type.lower() != "openvino":
+            raise ConfigError(f"--export_type {args.export_type}: uad exports OpenVINO bundles only (checked by the "
+                              "parity gate; the edge runtime and the server read them).",
+                              hint="Use --export_type openvino (or leave it out).")
+        args.format = "openvino"
+    if args.compression_type is not None:
+        key = args.compression_type.lower()
+        if key not in COMPRESSION_TYPES:
+            hint = "Use one of: " + ", ".join(COMPRESSION_TYPES) + "."
+            if key == "int8":
+                hint = ("anomalib's int8 compresses the weights only; uad quantizes weights and activations and "
+                        "checks the result: use int8_acq (accuracy-controlled) or int8_ptq.")
+            raise ConfigError(f"--compression_type {args.compression_type} is not offered.", hint=hint)
+        precision, strategy = COMPRESSION_TYPES[key]
+        if "--precision" in given and args.precision != precision:
+            raise ConfigError(f"--compression_type {key} and --precision {args.precision} disagree.",
+                              hint="Give one of them.")
+        args.precision = precision
+        if strategy is not None:
+            if "--int8_strategy" in given and args.int8_strategy != strategy:
+                raise ConfigError(f"--compression_type {key} and --int8_strategy {args.int8_strategy} disagree.",
+                                  hint="Give one of them.")
+            args.int8_strategy = strategy
+    if args.export_root is not None:
+        if args.output is not None:
+            raise ConfigError("--export_root and --output both say where the bundle goes.", hint="Give one of them.")
+        args.output = str(Path(args.export_root) / f"bundle_{args.precision}")
 
 
 def export(argv: list[str]) -> int:
     """Entry point of ``uad export``: parse, call :func:`uad_plugins.export.export_checkpoint`, print."""
     args = _parser().parse_args(argv)
+    _apply_anomalib_names(args, argv)
     from uad_plugins.export.checkpoint import check_export_options
 
     check_export_options(parity_samples=args.parity_samples, calibration_samples=args.calibration_samples,

@@ -22,6 +22,7 @@ __all__ = ["main"]
 #: sub-command -> (one-line help, module:function that runs it with the remaining argv)
 COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("train a model, then test it (default data: the embedded demo dataset)", "uad_plugins.cli.train:fit"),
+    "train": ("the same as fit (anomalib's name for it)", "uad_plugins.cli.train:fit"),
     "validate": ("run validation of a checkpoint", "uad_plugins.cli.train:validate"),
     "test": ("test a checkpoint and write metrics.json", "uad_plugins.cli.train:test"),
     "predict": ("score images with a checkpoint; heatmaps + JSON/CSV of scores", "uad_plugins.cli.train:predict"),
@@ -36,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 EPILOG = """examples:
   uad fit --model plugin:pbas
+  uad fit --model Padim --model.pre_trained false       (anomalib's models by name, through the same engine)
   uad fit --model plugin:pbas --data MVTecAD --data.root ../shared/data/mvtec_ad_256 --data.category bottle
   uad test --ckpt_path results/pbas/.../weights/lightning/model.ckpt
   uad predict --ckpt_path RUN/weights/lightning/model.ckpt --data_path my_images/ --output out/

@@ -46,11 +46,13 @@ class NormalisedArgs:
     """The rewritten argv plus the specs that were resolved on the way (flag -> spec)."""
 
     def __init__(self, argv: list[str], specs: dict[str, ComponentSpec], has: set[str],
-                 data_keys: set[str] | None = None) -> None:
+                 data_keys: set[str] | None = None, trainer_keys: set[str] | None = None) -> None:
         self.argv = argv
         self.specs = specs
         self.has = has  # top-level keys the user gave (model, data, ...), from argv or config
         self.data_keys = data_keys or set()  # datamodule options the user gave (num_workers, root, ...)
+        #: trainer options the user gave (on the command line or in a --config), whatever their value
+        self.trainer_keys = trainer_keys or set()
 
 
 def _component_json(spec: ComponentSpec, user_init_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -59,9 +61,10 @@ def _component_json(spec: ComponentSpec, user_init_args: Mapping[str, Any] | Non
 
 
 def _resolve_value(kind: str, value: str, flag: str, specs: dict[str, ComponentSpec]) -> str | None:
-    spec = get_registry().resolve(kind, value, flag=flag)
+    expanded = get_registry().expand(kind, value)  # an anomalib model name: its class path
+    spec = get_registry().resolve(kind, expanded, flag=flag)
     if spec is None:
-        return None
+        return None if expanded == value else expanded
     specs[flag] = spec
     return json.dumps(_component_json(spec))
 
@@ -122,8 +125,26 @@ def _data_option_names(value: Any) -> set[str]:
     return names
 
 
+def _trainer_option_names(value: Any) -> set[str]:
+    """Option names in a trainer value: a mapping, its JSON/YAML text or a YAML file."""
+    import yaml
+
+    if isinstance(value, str):
+        text = value
+        try:
+            if "\n" not in value and not value.lstrip().startswith("{") and Path(value).is_file():
+                text = Path(value).read_text(encoding="utf-8")
+        except OSError:
+            return set()
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return set()
+    return {str(k) for k in value} if isinstance(value, Mapping) else set()
+
+
 def _normalise_config(text_or_path: str, specs: dict[str, ComponentSpec], has: set[str],
-                      data_keys: set[str] | None = None) -> str:
+                      data_keys: set[str] | None = None, trainer_keys: set[str] | None = None) -> str:
     import yaml
 
     path = Path(text_or_path)
@@ -146,13 +167,18 @@ def _normalise_config(text_or_path: str, specs: dict[str, ComponentSpec], has: s
     has.update(data)
     if data_keys is not None:
         data_keys.update(_data_option_names(data.get("data")))
+    if trainer_keys is not None:
+        trainer_keys.update(_trainer_option_names(data.get("trainer")))
     for key, kind in (("model", "model"), ("synthesizer", "synthesizer")):
         value = data.get(key)
         if isinstance(value, str):
             value = {"class_path": value}
         if isinstance(value, dict) and isinstance(value.get("class_path"), str):
             flag = f"--{key}"
-            spec = get_registry().resolve(kind, value["class_path"], flag=f"{key}: in {text_or_path}")
+            expanded = get_registry().expand(kind, value["class_path"])
+            spec = get_registry().resolve(kind, expanded, flag=f"{key}: in {text_or_path}")
+            if spec is None and expanded != value["class_path"]:
+                data[key] = {**value, "class_path": expanded}
             if spec is not None:
                 specs[flag] = spec
                 data[key] = _component_json(spec, value.get("init_args"))
@@ -170,6 +196,7 @@ def normalise_argv(argv: list[str]) -> NormalisedArgs:
     specs: dict[str, ComponentSpec] = {}
     has: set[str] = set()
     data_keys: set[str] = set()
+    trainer_keys: set[str] = set()
     data_slot: tuple[str, int] | None = None  # where the data class was last given: ("flag"|"inline"|"config", i)
     categories = False
     i = 0
@@ -190,6 +217,10 @@ def normalise_argv(argv: list[str]) -> NormalisedArgs:
             data_keys.add(flag[len("--data."):].removeprefix("init_args.").split(".", 1)[0])
         elif flag == "--data" and (eq or i + 1 < len(argv)):
             data_keys.update(_data_option_names(inline if eq else argv[i + 1]))
+        if flag.startswith("--trainer."):  # --trainer.max_epochs, --trainer.logger.save_dir, --trainer.callbacks+=
+            trainer_keys.add(flag[len("--trainer."):].split(".", 1)[0].rstrip("+"))
+        elif flag == "--trainer" and (eq or i + 1 < len(argv)):
+            trainer_keys.update(_trainer_option_names(inline if eq else argv[i + 1]))
         if flag in FLAG_KINDS:
             value = inline if eq else argv[i + 1]
             i += 1 if eq else 2
@@ -208,7 +239,7 @@ def normalise_argv(argv: list[str]) -> NormalisedArgs:
         if flag in ("--config", "-c"):
             value = inline if eq else argv[i + 1]
             i += 1 if eq else 2
-            text = _normalise_config(value, specs, has, data_keys)
+            text = _normalise_config(value, specs, has, data_keys, trainer_keys)
             out += [flag, text]
             if _config_data(text) is not None:
                 data_slot = ("config", len(out) - 1)
@@ -229,7 +260,7 @@ def normalise_argv(argv: list[str]) -> NormalisedArgs:
         i += 1
     if categories:
         out = _unify_data(out, data_slot, has)
-    return NormalisedArgs(out, specs, has, data_keys)
+    return NormalisedArgs(out, specs, has, data_keys, trainer_keys)
 
 
 def _config_data(text: str) -> Any:

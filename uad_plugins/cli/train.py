@@ -162,10 +162,35 @@ def _ns_dict(ns: Any) -> Any:
     return ns
 
 
-def _explicit_trainer_args(parser, cfg) -> dict[str, Any]:
-    """Trainer options the user set (anything that differs from Lightning's defaults)."""
-    defaults = parser.get_defaults()
-    return {k: v for k, v in vars(cfg.trainer).items() if getattr(defaults.trainer, k, object()) != v}
+def _explicit_trainer_args(cfg, norm) -> dict[str, Any]:
+    """The trainer options the user gave (command line or ``--config``), whatever their value, with the ones given
+    as classes (``--trainer.logger CSVLogger --trainer.logger.save_dir logs``, lists of callbacks) built by
+    jsonargparse, type coercion included, as anomalib's and Lightning's CLIs build them."""
+    given = {k: v for k, v in vars(cfg.trainer).items() if k in norm.trainer_keys}
+    if not any(_has_class_path(v) for v in given.values()):
+        return given
+    from jsonargparse import ArgumentParser, Namespace
+    from lightning.pytorch import Trainer
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(Trainer, "trainer", instantiate=False, fail_untyped=False)
+    try:
+        built = parser.instantiate_classes(Namespace(trainer=cfg.trainer.clone()))
+    except (TypeError, ValueError) as exc:  # a class that refuses its arguments
+        reason = str(exc).strip().splitlines()
+        refused = next((line.strip(" -") for line in reason if "is not a valid" in line), reason[0] if reason else "")
+        raise ConfigError(f"--trainer: cannot build {', '.join(k for k in given if _has_class_path(given[k]))}: "
+                          f"{refused}", hint="Check the class's init args (Lightning's documentation of that "
+                                             "logger or callback).") from exc
+    return {k: getattr(built.trainer, k) for k in given}
+
+
+def _has_class_path(value: Any) -> bool:
+    from jsonargparse import Namespace
+
+    if isinstance(value, (list, tuple)):
+        return any(_has_class_path(v) for v in value)
+    return isinstance(value, Namespace) and "class_path" in value
 
 
 def _seed(cfg) -> None:
@@ -218,10 +243,10 @@ def _root_dir(cfg, trainer_args: dict[str, Any]) -> str:
     return str(root)
 
 
-def _engine(cfg, parser, config_text: str | None = None, **extra: Any):
+def _engine(cfg, norm, config_text: str | None = None, **extra: Any):
     from uad_plugins.engine import UadEngine
 
-    trainer_args = _explicit_trainer_args(parser, cfg)
+    trainer_args = _explicit_trainer_args(cfg, norm)
     root = _root_dir(cfg, trainer_args)
     options = {k: getattr(cfg, k) for k in ("honest_validation", "validation_synthesizer", "validation_ratio",
                                             "heatmaps", "image_check", "feature_cache", "feature_cache_budget_mb",
@@ -284,17 +309,31 @@ def fit(argv: list[str]) -> int:
     _seed(cfg)
     model = _make_model(cfg, norm)
     data_cfg = _user_data(cfg, norm)
-    datamodule = _make_data(data_cfg)
+    resume_with_run_data = cfg.ckpt_path and "data" not in norm.has and not norm.data_keys
+    record = _resume_record(cfg.ckpt_path) if resume_with_run_data else None
+    if record is not None and record.data:  # resuming without --data: the run's own data (checked door)
+        data_cfg, datamodule = dict(record.data), record.build_datamodule()
+    else:
+        datamodule = _make_data(data_cfg)
     config_text = parser.dump(cfg, skip_none=False)
     spec = norm.specs.get("--model")
     if spec is not None:
         config_text = f"# model: {spec.reference} ({spec.provider})\n" + config_text
-    engine = _engine(cfg, parser, config_text=config_text, data_config=data_cfg,
+    engine = _engine(cfg, norm, config_text=config_text, data_config=data_cfg,
                      model_reference=spec)
     engine.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if not engine.is_global_zero:  # DDP: rank 0 tests and reports; the other processes are done
+        return 0
     results = engine.test(model=model, datamodule=datamodule, verbose=False) if cfg.test else None
     _print_results(engine, results)
     return 0
+
+
+def _resume_record(ckpt_path: str):
+    """The checked run record of a checkpoint to resume from (errors for an unreadable one are the engine's)."""
+    from uad_plugins.engine.checkpoint import RunRecord, read_checkpoint_metadata
+
+    return RunRecord.from_metadata(ckpt_path, read_checkpoint_metadata(ckpt_path)[0])
 
 
 def _load_for_eval(cfg, norm):
@@ -320,11 +359,11 @@ def _eval_data(cfg, norm, record, overrides: dict[str, Any] | None = None):
 
 def validate(argv: list[str]) -> int:
     """``uad validate``."""
-    parser, cfg, norm = _parse("validate", argv)
+    _, cfg, norm = _parse("validate", argv)
     model, record, run_dir = _load_for_eval(cfg, norm)
     datamodule = _eval_data(cfg, norm, record)
     # the same honest validation as the fit: held-back training normals + the recorded synthesizer, ratio and seed
-    engine = _engine(cfg, parser, honest_validation=record.honest_validation,
+    engine = _engine(cfg, norm, honest_validation=record.honest_validation,
                      validation_synthesizer=record.validation_synthesizer,
                      validation_ratio=record.validation_ratio, seed_override=record.seed,
                      threshold=record.threshold, false_alarm_rate=record.false_alarm_rate)
@@ -336,20 +375,22 @@ def validate(argv: list[str]) -> int:
 
 def test(argv: list[str]) -> int:
     """``uad test``."""
-    parser, cfg, norm = _parse("test", argv)
+    _, cfg, norm = _parse("test", argv)
     model, record, run_dir = _load_for_eval(cfg, norm)
     datamodule = _eval_data(cfg, norm, record)
-    engine = _engine(cfg, parser, threshold=record.threshold, false_alarm_rate=record.false_alarm_rate)
+    engine = _engine(cfg, norm, threshold=record.threshold, false_alarm_rate=record.false_alarm_rate)
     engine.open_run(model, datamodule, run_dir=run_dir)
     results = engine.test(model=model, datamodule=datamodule, verbose=False)
     _print_results(engine, results)
+    if engine.test_record is not None:
+        print(f"test record: {engine.test_record} (the fit's metrics.json is kept)")
     return 0
 
 
-def _predict_rows(cfg, parser, model, loader, folder: Any) -> tuple[list[dict[str, Any]], Path]:
+def _predict_rows(cfg, norm, model, loader, folder: Any) -> tuple[list[dict[str, Any]], Path]:
     """Run the prediction into the output folder (heatmaps, predictions.json and .csv), written whole; return the
     rows and the folder."""
-    engine = _engine(cfg, parser)
+    engine = _engine(cfg, norm)
     with folder.writing() as tmp:
         engine.open_run(model, None, run_dir=tmp)
         if loader is not None:
@@ -381,7 +422,7 @@ def predict(argv: list[str]) -> int:
     from uad_edge.output import OutputFolder
 
     argv, data_overrides = split_prefixed_options(list(argv), "data")
-    parser, cfg, norm = _parse("predict", argv)
+    _, cfg, norm = _parse("predict", argv)
     model, record, run_dir = _load_for_eval(cfg, norm)
     images = modality_of(model) == "image"
     if data_overrides and images:
@@ -394,7 +435,7 @@ def predict(argv: list[str]) -> int:
     # non-image inputs are read with the checkpoint's own data settings (windows, filters, normalisation), and
     # before anything is written: bad data or options leave nothing behind
     loader = None if images else _eval_data(cfg, norm, record, data_overrides).predict_loader(cfg.data_path)
-    rows, output = _predict_rows(cfg, parser, model, loader, folder)
+    rows, output = _predict_rows(cfg, norm, model, loader, folder)
     what = "images" if "image_path" in rows[0] else "windows"
     print(f"{len(rows)} {what} scored; predictions: {output / 'predictions.json'}; heatmaps: {output / 'images'}")
     return 0

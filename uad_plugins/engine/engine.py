@@ -45,6 +45,7 @@ from uad_plugins.components.feature_cache import (
     check_cache_options,
     deterministic_transform,
 )
+from uad_plugins.engine import distributed
 from uad_plugins.engine.checkpoint import RunRecord, UadCheckpointMetadata
 from uad_plugins.engine.metrics import RawOutputs, attach_metrics
 from uad_plugins.engine.progress import LogProgress, output_is_a_terminal
@@ -124,6 +125,16 @@ def _no_optimizer_notices(model: Any) -> Iterator[None]:
     if trainer is not None and all(isinstance(o, _MockOptimizer) for o in trainer.optimizers):
         logger.info("%s has no optimizer: its training steps fit statistics or prototypes, not weights by gradient.",
                     type(model).__name__)
+
+
+def _without_workers(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A ``{class_path, init_args}`` record without ``num_workers`` (a machine setting, not the data)."""
+    if not data:
+        return None
+    init_args = data.get("init_args")
+    if isinstance(init_args, Mapping):
+        return {**data, "init_args": {k: v for k, v in init_args.items() if k != "num_workers"}}
+    return dict(data)
 
 
 class UadEngine(Engine):
@@ -220,6 +231,10 @@ class UadEngine(Engine):
         self.feature_cache_dir = Path(feature_cache_dir) if feature_cache_dir is not None else None
         self._model_specs: dict[int, Any] = {}  # id(model) -> its spec, looked up once
         self.run_dir: Path | None = None
+        self._adopted_run = False  # run_dir is an existing run's folder (uad test|validate), not this engine's
+        self._private_run = False  # run_dir is a temporary folder of a process other than rank 0 (DDP)
+        self._fitted_distributed = False  # the last fit ran in several processes: test once, in rank 0
+        self.test_record: Path | None = None  # where a test of an existing run wrote its record
         self._unpublished_run: Path | None = None  # a run folder this engine made that is not complete yet
         self.run_info: dict[str, Any] = {}
         self._prepared: set[int] = set()
@@ -247,6 +262,10 @@ class UadEngine(Engine):
             if run_dir is not None:
                 self.run_dir = Path(run_dir).resolve()
                 self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._adopted_run = True
+            elif not distributed.is_global_zero():  # DDP: only rank 0 writes the run; the others work aside
+                self.run_dir = distributed.private_run_dir()
+                self._private_run = True
             else:
                 dataset = getattr(datamodule, "name", "") if datamodule is not None else ""
                 category = str(getattr(datamodule, "category", "") or "") if datamodule is not None else ""
@@ -267,6 +286,9 @@ class UadEngine(Engine):
                 self.run_dir = self._unpublished_run = None
                 self._trainer = None  # its default_root_dir was the removed folder
             raise
+        finally:
+            if self._private_run and self.run_dir is not None:  # DDP, not rank 0: nothing of it is kept
+                distributed.remove_private_run_dir(self.run_dir)
         if self._unpublished_run is not None:
             publish_run(self._unpublished_run)
             self._unpublished_run = None
@@ -282,6 +304,36 @@ class UadEngine(Engine):
         if stored and stored != own:
             raise ConfigError(f"--ckpt_path {ckpt_path} holds a {stored}; it cannot resume training of a {own}.",
                               hint="Resume with a checkpoint of the same model, or drop --ckpt_path.")
+
+    def _continue_run_of(self, ckpt_path: str | Path, datamodule: Any) -> None:
+        """Resuming from a checkpoint inside a run folder continues that run (same folder, same honest validation
+        split): the seed, validation settings and data must be the run's, else ConfigError. A checkpoint outside
+        any run folder starts a new run."""
+        from uad_plugins.engine.checkpoint import read_checkpoint_metadata
+        from uad_plugins.engine.run import find_run_dir
+
+        run = find_run_dir(ckpt_path)
+        if run is None or self.run_dir is not None:
+            return
+        record = RunRecord.from_metadata(ckpt_path, read_checkpoint_metadata(ckpt_path)[0])
+        ours = {"seed": self.seed, "validation ratio": self.validation_ratio,
+                "validation synthesizer": self.validation_synthesizer, "honest validation": self.honest_validation,
+                "data": _without_workers(self._data_record(datamodule))}
+        theirs = {"seed": record.seed, "validation ratio": record.validation_ratio,
+                  "validation synthesizer": record.validation_synthesizer,
+                  "honest validation": record.honest_validation, "data": _without_workers(record.data)}
+        differ = [k for k in ours if ours[k] != theirs[k] and not (k == "data" and ours[k] is None)]
+        if differ:
+            key = differ[0]
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path} continues the run {run}, whose {key} is {theirs[key]!r:.200}; this command "
+                f"asks for {ours[key]!r:.200}.",
+                hint="Resume with the run's settings (leave out --data to use the run's data), or start a new run "
+                     "from the weights by fitting without --ckpt_path.")
+        self.run_dir = run
+        self._cache.args["default_root_dir"] = run
+        self.run_info["resumed_from"] = str(Path(ckpt_path).resolve())
+        logger.info("Resuming the run in %s from %s.", run, ckpt_path)
 
     def _setup_workspace(self, model: Any, *args: Any, datamodule: Any = None, **kwargs: Any) -> None:
         """anomalib calls this from every entry point: our run folder replaces its layout."""
@@ -317,6 +369,7 @@ class UadEngine(Engine):
         self._install_weights_only_io()
         self._ensure_checkpoint_io_plugin(model)
         if self._trainer is None:
+            args["strategy"] = distributed.strategy_for(args.get("strategy", "auto"), model)
             self._trainer = Trainer(**args)
 
     def _install_weights_only_io(self) -> None:
@@ -523,6 +576,7 @@ class UadEngine(Engine):
         self._check_modalities(model, datamodule)
         if ckpt_path is not None:
             self._check_resume(model, ckpt_path)
+            self._continue_run_of(ckpt_path, datamodule)
         self._check_feature_cache(model, datamodule)
         attach_metrics(model, self._metrics_for(model))
         self._use_threshold_rule(model)
@@ -531,11 +585,20 @@ class UadEngine(Engine):
             self.prepare_data(datamodule, "fit")
             self._write_run_files(model, datamodule)
             self._setup_trainer(model)
+            processes = distributed.planned_processes(self.trainer.strategy)
+            distributed.check_distributed_model(model, self._model_name(model), processes)
             self._restore_metric_states_from(model)
             start = time.perf_counter()
-            with _no_optimizer_notices(model), self._feature_cache_attached(model, datamodule):
+            with _no_optimizer_notices(model), self._feature_cache_attached(model, datamodule), \
+                    warnings.catch_warnings():
+                if "resumed_from" in self.run_info:  # the run's own checkpoint folder, continued on purpose
+                    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
                 self.trainer.fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only=True)
             self._record_fit(time.perf_counter() - start)
+            if processes > 1:
+                self.run_info["processes"] = processes
+                self._fitted_distributed = True
+                distributed.end_process_group()
 
     # ------------------------------------------------------------------ feature cache
     def _check_feature_cache(self, model: Any, datamodule: Any) -> None:
@@ -592,6 +655,8 @@ class UadEngine(Engine):
         if self._stability is not None:
             self.run_info["stop_when_stable"] = self._stability.record()
         self._write_metrics()
+        self._log_run_metrics({f"fit/{k}": self.run_info[k] for k in ("fit_seconds", "epochs", "steps",
+                                                                        "seconds_per_epoch")})
 
     def validate(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | Path | None = None,
                  verbose: bool = True, datamodule: Any = None) -> Any:
@@ -606,7 +671,15 @@ class UadEngine(Engine):
 
     def test(self, model: Any = None, dataloaders: Any = None, ckpt_path: str | Path | None = None,
              verbose: bool = True, datamodule: Any = None) -> list[dict[str, float]]:
-        """Test on the datamodule's test split; metrics also land in ``metrics.json``."""
+        """Test on the datamodule's test split; metrics also land in ``metrics.json``. After a fit in several
+        processes (DDP) the test runs once, in rank 0, on one device over the whole test set (the other processes
+        return ``[]``): a distributed sampler would pad the test set with duplicates."""
+        if self._fitted_distributed:
+            if not distributed.is_global_zero():
+                return []
+            self._cache.args.update(distributed.single_device_arguments(self._cache.args))
+            self._trainer = None
+            self._fitted_distributed = False
         self._seed()
         self._check_modalities(model or self.model, datamodule)
         if model is not None and self._trainer is None:
@@ -627,13 +700,20 @@ class UadEngine(Engine):
             if per_category is not None:
                 self.run_info["test_per_category"] = per_category.per_category
                 self.run_info["test_mean_over_categories"] = per_category.mean
+                self._log_run_metrics({
+                    **{f"test_per_category/{category}/{name}": value
+                       for category, values in per_category.per_category.items() for name, value in values.items()},
+                    **{f"test_mean_over_categories/{name}": value for name, value in per_category.mean.items()}})
             if datamodule is not None:
                 # a Folder dataset has no category: its name says what was tested
                 category = getattr(datamodule, "category", "") or getattr(datamodule, "name", "") or ""
                 self.run_info["test_data"] = {"category": str(category), "datamodule": type(datamodule).__name__}
             self.run_info["test"] = metrics
             self.run_info.setdefault("threshold", self._threshold_record())  # the rule the thresholds came from
-            self._write_metrics()
+            if self._adopted_run:  # a test of an existing run: its own record; the fit's metrics.json is kept
+                self._write_test_record()
+            else:
+                self._write_metrics()
             return results
 
     def predict(self, model: Any = None, dataloaders: Any = None, datamodule: Any = None, dataset: Any = None,
@@ -669,6 +749,35 @@ class UadEngine(Engine):
             else contextlib.nullcontext()
         with quiet, self._after_model_callbacks(model, [writer]):
             return super().predict(model, dataloaders, datamodule, dataset, return_predictions, ckpt_path, data_path)
+
+    @property
+    def is_global_zero(self) -> bool:
+        """Whether this process is rank 0 (always, without DDP): the one that writes the run and tests."""
+        return distributed.is_global_zero()
+
+    def _log_run_metrics(self, values: Mapping[str, Any]) -> None:
+        """Send the run's own numbers (fit time and length, per-category test metrics) to the trainer's loggers
+        (``--trainer.logger``), beside the metrics Lightning logs itself; ``None`` values are left out."""
+        if self._trainer is None or not self.trainer.loggers:
+            return
+        numbers = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if not numbers:
+            return
+        for run_logger in self.trainer.loggers:
+            run_logger.log_metrics(numbers, step=int(self.trainer.global_step))
+            run_logger.save()
+
+    def _write_test_record(self) -> None:
+        """``test_<UTC time>.json`` in the run folder (a new name per test: earlier records are never replaced)."""
+        assert self.run_dir is not None
+        if self.test_record is None:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            path, n = self.run_dir / f"test_{stamp}.json", 1
+            while path.exists():
+                n += 1
+                path = self.run_dir / f"test_{stamp}_{n}.json"
+            self.test_record = path
+        write_json_atomic(self.test_record, {"run_dir": str(self.run_dir), **self.run_info})
 
     def _write_metrics(self) -> None:
         if self.run_dir is not None:

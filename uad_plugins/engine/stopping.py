@@ -92,22 +92,35 @@ class StopWhenStable(Callback):
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         del pl_module
-        if trainer.sanity_checking or not self._current:
+        if trainer.sanity_checking:
             return
-        current = torch.cat(self._current)
-        previous, self._previous = self._previous, current
-        if previous is None or previous.numel() != current.numel() or current.numel() < 2:
-            return
-        change = score_change(previous, current)
+        change = self._change(trainer)
         step = int(trainer.global_step)
-        self.history.append({"epoch": int(trainer.current_epoch), "step": step, "change": round(change, 6)})
-        self._stable_passes = self._stable_passes + 1 if change < self.tolerance else 0
-        if self._stable_passes >= self.patience and step >= self.min_steps:
+        stable = change is not None and self._stable_passes >= self.patience and step >= self.min_steps
+        # several processes (DDP) each see a share of the validation set: stop only when every one is stable, and
+        # every process takes part in this decision at every pass (a process that skipped it would hang the others)
+        if getattr(trainer, "world_size", 1) > 1:
+            stable = bool(trainer.strategy.reduce_boolean_decision(stable, all=True))
+        if stable:
             logger.info("Stopping at step %d (epoch %d): the validation normals' scores moved %.3g of their spread "
-                        "(tolerance %.3g, %d passes in a row).", step, trainer.current_epoch, change,
+                        "(tolerance %.3g, %d passes in a row).", step, trainer.current_epoch, change or 0.0,
                         self.tolerance, self.patience)
             self.stopped_at = step
             trainer.should_stop = True
+
+    def _change(self, trainer: Any) -> float | None:
+        """This pass's change against the previous one (recorded in ``history``), ``None`` when there is none."""
+        if not self._current:
+            return None
+        current = torch.cat(self._current)
+        previous, self._previous = self._previous, current
+        if previous is None or previous.numel() != current.numel() or current.numel() < 2:
+            return None
+        change = score_change(previous, current)
+        self.history.append({"epoch": int(trainer.current_epoch), "step": int(trainer.global_step),
+                             "change": round(change, 6)})
+        self._stable_passes = self._stable_passes + 1 if change < self.tolerance else 0
+        return change
 
     def record(self) -> dict[str, Any]:
         """What the run's metrics record: the rule, each pass's change and where training stopped."""

@@ -107,6 +107,9 @@ def export_checkpoint(ckpt_path: str | Path, output: str | Path | None = None, *
         raise ConfigError(f"unknown layout {layout!r}.", hint="Choose bundle or ovms.")
     expected = None
     if expected_model:
+        from uad_plugins.registry import get_registry
+
+        expected_model = get_registry().expand("model", expected_model)  # Padim: anomalib's class path
         spec = get_spec("model", expected_model, flag="--model")
         expected = spec.class_path if spec is not None else expected_model
     # the model class, data and validation synthesizer the checkpoint names are checked before anything is built

@@ -83,6 +83,8 @@ class Fader(UadModule):
         max_epochs: suggested length of the base stage (20; ``--trainer.max_epochs`` wins, see above).
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
+    distributed_training = True  # gradients in both stages; the FADeR stage's error statistics read all images
+    distributed_unused_parameters = True  # the base stage leaves the gates unused, the FADeR stage the base
 
     def __init__(
         self,

@@ -62,6 +62,7 @@ class HetNet(UadModule):
 
     #: training reads only the frozen teachers' features of unaugmented images (``uad fit --feature_cache``)
     supports_feature_cache = True
+    distributed_training = True  # learns by gradients only (the students; the teachers are frozen)
     #: both teachers' weights come from a checkpoint
     checkpoint_overrides: ClassVar[Mapping[str, Any]] = MappingProxyType({"pretrained": False,
                                                                           "vit_pretrained": False})

@@ -151,6 +151,7 @@ class MmaeEcg(UadModule):
         pre_processor: kept for the CLI signature; signals are normalised by the datamodule (``False``).
         post_processor, evaluator, visualizer: anomalib components (``True`` builds the signal defaults).
     """
+    distributed_training = True  # learns by gradients only
 
     #: the data kind, read by the uad engine
     modality: ClassVar[str] = "signal"

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
 from uad_plugins.components.backbones import backbone_normalization
+from uad_plugins.components.distributed import all_reduce_range, broadcast_from_zero, world_size
 from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.optim import adamw_with_one_decay
 from uad_plugins.components.preprocessing import backbone_pre_processor
@@ -48,6 +49,7 @@ class Onenip(UadModule):
         lr, weight_decay, lr_decay_at, gradient_clip_val, max_epochs, max_steps: as ``plugin:uniad``.
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
+    distributed_training = True  # gradients, plus a prompt bank and fusion scale combined over processes
 
     def __init__(
         self,
@@ -149,10 +151,15 @@ class Onenip(UadModule):
             logger.info("onenip: prompt bank already filled (restored); keeping it.")
             return
         loader = self.trainer.train_dataloader
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if world_size() > 1 and datamodule is not None:  # DDP: the whole training set, not this process's share
+            loader = datamodule.train_dataloader()
         dataset = getattr(loader, "dataset", None)
         total = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
         with torch.no_grad():
             kept = self.model.build_prompt_bank(self.preprocessed_images(loader), total)
+        # several processes (DDP): rank 0's bank is everyone's
+        broadcast_from_zero(self.model.prompt_bank, self.model.prompt_keys, self.model.prompt_bank_filled)
         logger.info("onenip: prompt bank holds %d distinct training images.", kept)
 
     def training_step(self, batch: Batch, batch_idx: int) -> STEP_OUTPUT:
@@ -184,6 +191,7 @@ class Onenip(UadModule):
                 for images in self.preprocessed_images(loader):
                     rec_map, _, _ = self.model.maps(images)
                     low, high = min(low, float(rec_map.min())), max(high, float(rec_map.max()))
+        low, high = all_reduce_range(low, high)  # DDP: each process saw a share of the validation set
         if high >= low:
             self.model.fusion_scale.fill_((high + low) / 2)
             logger.info("onenip: fusion scale %.4g from validation maps (min %.4g, max %.4g).",

@@ -14,6 +14,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 
+from uad_plugins.components.distributed import broadcast_from_zero, world_size
 from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.components.settings import check_settings, schedule_checks
@@ -54,6 +55,7 @@ class Pbas(UadModule):
 
     #: training reads only the frozen backbone's maps of unaugmented images (``uad fit --feature_cache``)
     supports_feature_cache = True
+    distributed_training = True  # learns by gradients only (adaptor and discriminator)
 
     def __init__(
         self,
@@ -132,6 +134,8 @@ class Pbas(UadModule):
             self.model.init_centers(self._center_batches())
         finally:
             self.model.train(was_training)
+        # several processes (DDP): every one computed the centres over the whole training set; rank 0's are kept
+        broadcast_from_zero(self.model.centers, self.model.centers_initialized)
         logger.info("pbas: initialised %d centres.", self.model.centers.shape[0])
 
     def frozen_feature_modules(self) -> list[nn.Module]:
@@ -140,7 +144,11 @@ class Pbas(UadModule):
 
     def _center_batches(self) -> Iterator[torch.Tensor | list[torch.Tensor]]:
         """Each training batch, pre-processed: its backbone maps when a feature cache serves them, else the images."""
-        for batch in self.trainer.train_dataloader:
+        loader = self.trainer.train_dataloader
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if world_size() > 1 and datamodule is not None:  # DDP: the whole training set, not this process's share
+            loader = datamodule.train_dataloader()
+        for batch in loader:
             dict_batch = isinstance(batch, dict)
             images = self.preprocess(batch["image"] if dict_batch else batch.image)
             paths = batch.get("image_path") if dict_batch else getattr(batch, "image_path", None)

@@ -16,6 +16,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
+from uad_plugins.components.distributed import all_reduce_sum, world_size
 from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.components.settings import check_settings, positive_int, schedule_checks
@@ -61,6 +62,8 @@ class Pradot(UadModule):
 
     #: training reads only the frozen backbone's maps of unaugmented images (``uad fit --feature_cache``)
     supports_feature_cache = True
+    #: the prototype updates and the validation-based selection are summed over processes (DDP)
+    distributed_training = True
 
     def __init__(
         self,
@@ -103,6 +106,10 @@ class Pradot(UadModule):
             ema=ema, normalize_per_image=normalize_per_image, tolerance=tolerance,
         )
         self._warned_no_normals = False
+        # each training step moves the prototypes itself and then counts one (empty) optimiser step, so that the
+        # step count and --trainer.max_steps mean what they mean for other models; Lightning's automatic
+        # optimisation would need a loss to back-propagate, and refuses a step without one under DDP
+        self.automatic_optimization = False
 
     # ------------------------------------------------------------------ anomalib configuration
     @classmethod
@@ -130,6 +137,8 @@ class Pradot(UadModule):
         del batch_idx
         maps = self.frozen_features(batch.image, getattr(batch, "image_path", None), self.model.feature_extractor)
         output = self.model.training_update(batch.image, maps)
+        optimizer = self.optimizers()  # Lightning's stand-in when there is no optimiser: stepping it only counts
+        (optimizer[0] if isinstance(optimizer, list) else optimizer).step()
         if not self._selects_on_validation():
             self.model.select_current()
         size = batch.image.shape[0]
@@ -175,6 +184,14 @@ class Pradot(UadModule):
             losses = self.model.transport_losses(images) * len(images)
             total = losses if total is None else total + losses
             count += len(images)
+        # data-parallel training: each process validates a share; every process decides on the sums of all
+        # (an empty share adds zeros), so all select the same prototypes
+        if world_size() > 1:
+            shared = torch.zeros(len(self.model.banks), device=self.device) if total is None \
+                else total.to(self.device)
+            counted = torch.tensor([float(count)], device=self.device)
+            all_reduce_sum(shared, counted)
+            total, count = (shared, int(counted.item())) if counted.item() > 0 else (None, 0)
         if total is None:
             if not self._warned_no_normals:
                 logger.warning("pradot: the validation set has no normal image; using the last prototypes.")

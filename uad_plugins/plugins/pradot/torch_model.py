@@ -18,6 +18,7 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from uad_plugins.components.backbones import create_feature_extractor
+from uad_plugins.components.distributed import all_reduce_sum
 from uad_plugins.errors import ConfigError
 
 __all__ = [
@@ -346,7 +347,11 @@ class PrototypeBank(nn.Module):
         plan, cost = self.transport(features, reg, num_iterations, tolerance)
         flat = features.float().reshape(-1, features.shape[-1])
         mass = plan.sum(dim=0)
-        means = (plan.T @ flat) / mass.clamp_min(_TINY)[:, None]
+        weighted = plan.T @ flat
+        # data-parallel training: every process moves the prototypes by the mean transported onto them from all
+        # processes' batches, so the prototypes stay identical everywhere (nothing happens in one process)
+        all_reduce_sum(weighted, mass)
+        means = weighted / mass.clamp_min(_TINY)[:, None]
         current = self.prototypes.float()
         means = torch.where(mass[:, None] > 0, means, current)
         self.prototypes.copy_((ema * current + (1.0 - ema) * means).to(self.prototypes.dtype))

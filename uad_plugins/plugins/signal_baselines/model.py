@@ -39,6 +39,8 @@ class SignalBaseline(UadModule):
         pre_processor: kept for the CLI signature; signals are normalised by the datamodule (``False``).
         post_processor, evaluator, visualizer: anomalib components (``True`` builds the signal defaults).
     """
+    distributed_training = ("it keeps statistics or a bank of training windows collected in one pass, and under DDP "
+                            "each process would collect its own share only")
 
     #: the data kind, read by the uad engine
     modality: ClassVar[str] = "signal"

@@ -47,6 +47,7 @@ class Uniad(UadModule):
 
     #: training reads only frozen backbone features of unaugmented images (``uad fit --feature_cache``)
     supports_feature_cache = True
+    distributed_training = True  # learns by gradients only
 
     def __init__(
         self,
