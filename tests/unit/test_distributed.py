@@ -51,6 +51,20 @@ class _Trainable(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(2))
 
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _NoOptimiser(_Trainable):
+    """Trainable-looking parameters (a frozen backbone that keeps requires_grad) but no optimiser."""
+
+    def configure_optimizers(self) -> None:
+        return None
+
+
+class _OneDevice(_Trainable):
+    trainer_arguments = {"devices": 1}  # what anomalib's Padim and Patchcore suggest
+
 
 def test_models_are_refused_or_let_through_for_several_processes() -> None:
     from uad_plugins.engine.distributed import GradientFreeDDPStrategy, check_distributed_model, strategy_for
@@ -59,8 +73,9 @@ def test_models_are_refused_or_let_through_for_several_processes() -> None:
     for model in (_Frozen(), _Trainable()):
         check_distributed_model(model, "m", 1)  # one process: always fine
     check_distributed_model(_Trainable(), "m", 2)  # gradients only: DDP averages them
-    with pytest.raises(ConfigError, match="learns without gradients"):
-        check_distributed_model(_Frozen(), "padim", 2)
+    for model in (_Frozen(), _NoOptimiser(), _OneDevice()):
+        with pytest.raises(ConfigError, match="learns without gradients"):
+            check_distributed_model(model, "padim", 2)
     refusing = _Trainable()
     refusing.distributed_training = "it collects training windows in memory"
     with pytest.raises(ConfigError, match="collects training windows") as info:

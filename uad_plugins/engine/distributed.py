@@ -24,9 +24,9 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from uad_plugins.errors import ConfigError
 
-__all__ = ["GradientFreeDDPStrategy", "check_distributed_model", "end_process_group", "is_global_zero",
-           "planned_processes", "private_run_dir", "remove_private_run_dir", "single_device_arguments",
-           "strategy_for"]
+__all__ = ["GradientFreeDDPStrategy", "batch_norm_note", "check_distributed_model", "end_process_group",
+           "is_global_zero", "planned_processes", "private_run_dir", "remove_private_run_dir",
+           "single_device_arguments", "strategy_for"]
 
 #: a model's optional attribute: True (trains under DDP with the same result as one process), or a sentence saying
 #: why it cannot (see ``uad_plugins.protocols``)
@@ -77,8 +77,8 @@ def check_distributed_model(model: Any, name: str, world_size: int) -> None:
         return
     if isinstance(declared, str) and declared:
         reason = declared
-    elif any(p.requires_grad for p in model.parameters()):
-        return  # learns by gradients only: DDP averages them
+    elif _learns_by_gradient(model):
+        return  # DDP averages the gradients
     else:
         reason = ("it learns without gradients (statistics, prototypes or a memory bank), and under DDP each "
                   "process would learn from its own share of the data only")
@@ -105,6 +105,20 @@ def end_process_group() -> None:
 
 def _trains_by_gradient(model: Any) -> bool:
     return any(p.requires_grad for p in model.parameters())
+
+
+def _learns_by_gradient(model: Any) -> bool:
+    """Whether an undeclared model learns by gradients: it has trainable parameters, an optimiser, and does not
+    ask for one device (anomalib's Padim and Patchcore suggest ``devices=1`` and return no optimiser, while their
+    frozen backbones keep ``requires_grad``)."""
+    if not _trains_by_gradient(model):
+        return False
+    if (getattr(model, "trainer_arguments", None) or {}).get("devices") == 1:
+        return False
+    try:
+        return model.configure_optimizers() is not None
+    except Exception:  # noqa: BLE001 - an optimiser that needs a trainer to be built: it has one
+        return True
 
 
 class GradientFreeDDPStrategy(DDPStrategy):
@@ -140,3 +154,20 @@ def strategy_for(strategy: Any, model: Any) -> Any:
 def planned_processes(strategy: Any) -> int:
     """How many processes a trainer's strategy will train in (1 for a single-device strategy)."""
     return int(getattr(strategy, "num_processes", 1) or 1) * int(getattr(strategy, "num_nodes", 1) or 1)
+
+
+def batch_norm_note(model: Any, name: str, processes: int, sync_batchnorm: bool) -> str | None:
+    """A sentence for the log when ``model`` trains BatchNorm layers in several processes without
+    ``sync_batchnorm``: each process then normalises with its own share of the batch, which is not what one
+    process does (``None`` when that does not apply)."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    if processes <= 1 or sync_batchnorm:
+        return None
+    learning = [m for m in model.modules()
+                if isinstance(m, _BatchNorm) and any(p.requires_grad for p in m.parameters())]
+    if not learning:
+        return None
+    return (f"{name} trains {len(learning)} BatchNorm layer(s): under DDP each process normalises its own share of "
+            "the batch. On GPUs, --trainer.sync_batchnorm true normalises over the whole batch, as one process does "
+            "(torch's SyncBatchNorm needs GPUs).")

@@ -587,6 +587,10 @@ class UadEngine(Engine):
             self._setup_trainer(model)
             processes = distributed.planned_processes(self.trainer.strategy)
             distributed.check_distributed_model(model, self._model_name(model), processes)
+            note = distributed.batch_norm_note(model, self._model_name(model), processes,
+                                               bool(self._cache.args.get("sync_batchnorm")))
+            if note and distributed.is_global_zero():
+                logger.info(note)
             self._restore_metric_states_from(model)
             start = time.perf_counter()
             with _no_optimizer_notices(model), self._feature_cache_attached(model, datamodule), \
