@@ -101,21 +101,28 @@ def _config_has_categories(data: Any) -> bool:
     return "categories" in data or (isinstance(init_args, Mapping) and "categories" in init_args)
 
 
-def _data_option_names(value: Any) -> set[str]:
-    """Option names in a data value: a ``{class_path, init_args}`` mapping, its JSON/YAML text or a YAML file."""
+def _mapping_value(value: Any) -> Any:
+    """A value given as a mapping, as JSON/YAML text or as a YAML file, read into Python (``None`` when it cannot
+    be read)."""
     import yaml
 
-    if isinstance(value, str):
-        text = value
-        try:
-            if "\n" not in value and not value.lstrip().startswith("{") and Path(value).is_file():
-                text = Path(value).read_text(encoding="utf-8")
-        except OSError:
-            return set()
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            return set()
+    if not isinstance(value, str):
+        return value
+    text = value
+    try:
+        if "\n" not in value and not value.lstrip().startswith("{") and Path(value).is_file():
+            text = Path(value).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def _data_option_names(value: Any) -> set[str]:
+    """Option names in a data value: a ``{class_path, init_args}`` mapping, its JSON/YAML text or a YAML file."""
+    value = _mapping_value(value)
     if not isinstance(value, Mapping):
         return set()
     init_args = value.get("init_args")
@@ -127,19 +134,7 @@ def _data_option_names(value: Any) -> set[str]:
 
 def _trainer_option_names(value: Any) -> set[str]:
     """Option names in a trainer value: a mapping, its JSON/YAML text or a YAML file."""
-    import yaml
-
-    if isinstance(value, str):
-        text = value
-        try:
-            if "\n" not in value and not value.lstrip().startswith("{") and Path(value).is_file():
-                text = Path(value).read_text(encoding="utf-8")
-        except OSError:
-            return set()
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            return set()
+    value = _mapping_value(value)
     return {str(k) for k in value} if isinstance(value, Mapping) else set()
 
 
