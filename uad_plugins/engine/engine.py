@@ -330,6 +330,8 @@ class UadEngine(Engine):
                 f"asks for {ours[key]!r:.200}.",
                 hint="Resume with the run's settings (leave out --data to use the run's data), or start a new run "
                      "from the weights by fitting without --ckpt_path.")
+        if not distributed.is_global_zero():  # DDP: rank 0 continues the run; the others work aside as always
+            return
         self.run_dir = run
         self._cache.args["default_root_dir"] = run
         self.run_info["resumed_from"] = str(Path(ckpt_path).resolve())
@@ -598,9 +600,10 @@ class UadEngine(Engine):
                 if "resumed_from" in self.run_info:  # the run's own checkpoint folder, continued on purpose
                     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
                 self.trainer.fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only=True)
-            self._record_fit(time.perf_counter() - start)
             if processes > 1:
                 self.run_info["processes"] = processes
+            self._record_fit(time.perf_counter() - start)
+            if processes > 1:
                 self._fitted_distributed = True
                 distributed.end_process_group()
 
