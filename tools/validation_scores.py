@@ -1,0 +1,60 @@
+"""Image and pixel AUROC of checkpoints on their own run's honest VALIDATION split (held-back training normals +
+synthetic anomalies, rebuilt from each checkpoint's record exactly as the fit built it; never test data), computed
+on raw outputs. For choosing settings between runs without looking at test results.
+
+    python tools/validation_scores.py RUN_A/weights/lightning/model.ckpt RUN_B/... [--json scores.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def validation_scores(ckpt: str | Path) -> dict[str, Any]:
+    """``image_AUROC`` and ``pixel_AUROC`` of one checkpoint on its run's validation split."""
+    from learning_curve import evaluate
+
+    from uad_plugins.engine.checkpoint import load_checkpoint
+    from uad_plugins.engine.engine import UadEngine
+
+    model, record = load_checkpoint(ckpt)
+    datamodule = record.build_datamodule()
+    with tempfile.TemporaryDirectory(prefix="uad-val-") as tmp:
+        engine = UadEngine(default_root_dir=tmp, seed=record.seed, heatmaps=False,
+                           honest_validation=record.honest_validation,
+                           validation_synthesizer=record.validation_synthesizer,
+                           validation_ratio=record.validation_ratio)
+        engine.open_run(model, datamodule, run_dir=Path(tmp) / "run")
+        engine.prepare_data(datamodule, "validate")
+        scores = evaluate(model, datamodule.val_dataloader())
+    return {"checkpoint": str(ckpt), **scores}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(2)
+    rows = []
+    for ckpt in args.checkpoints:
+        row = validation_scores(ckpt)
+        rows.append(row)
+        print(f"{row['image_AUROC']:.4f} image  {row.get('pixel_AUROC') or float('nan'):.4f} pixel  {ckpt}",
+              flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
