@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from uad_plugins.errors import ComponentLoadError, ConfigError
+from uad_plugins.errors import ComponentLoadError, ConfigError, WeightsError
 from uad_plugins.imports import import_object
 from uad_plugins.registry import get_registry
 from uad_plugins.specs import SPEC_TYPES, ComponentSpec
@@ -79,22 +79,26 @@ def resolve_component(kind: str, reference: Reference, init_args: Mapping[str, A
 def _create(kind: str, reference: Reference, init_args: dict[str, Any], flag: str) -> Any:
     cls, merged, spec = resolve_component(kind, reference, init_args, flag=flag)
     merged = {k: _instantiate_nested(v, field=f"{flag}.{k}") for k, v in merged.items()}
+    name = spec.reference if spec else reference
     try:
-        obj = cls(**merged)
+        if kind == "model" and spec is None:  # anomalib's models fetch ImageNet weights when built
+            from uad_plugins.components.backbones import hub_offline_unless_reachable
+
+            with hub_offline_unless_reachable():  # cached weights load; missing ones fail at once, not after retries
+                obj = cls(**merged)
+        else:
+            obj = cls(**merged)
     except (TypeError, ValueError) as exc:  # options the class does not take, or values it refuses
-        name = spec.reference if spec else reference
         raise ConfigError(f"cannot build {kind} {name} with {sorted(merged)}: {exc}",
                           hint=f"'uad plugins show {spec.name if spec else name}' lists its options.") from exc
     except Exception as exc:
         if not _is_download_failure(exc):
             raise
-        name = spec.reference if spec else reference
-        raise ComponentLoadError(
-            f"cannot build {kind} {name}: it downloads pretrained weights when built, and the download failed "
-            f"({type(exc).__name__}).",
-            hint="Offline, build it without them (anomalib models: --model.pre_trained false; uad plugins: "
-                 "pretrained: false or a local weights file, see the model's docs page), or run once where the "
-                 "model hub is reachable so the weights are cached.") from exc
+        raise WeightsError(
+            f"cannot build {kind} {name}: it downloads pretrained weights when built, and they cannot be had "
+            f"offline ({type(exc).__name__}).",
+            hint="Build it without them (anomalib models: --model.pre_trained false), or run once where the model "
+                 "hub is reachable so the weights are cached.") from exc
     return obj
 
 

@@ -17,6 +17,8 @@ from anomalib.models.components import AnomalibModule
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
+from uad_plugins.components.distributed import world_size
+
 if TYPE_CHECKING:
     from uad_plugins.components.feature_cache import FeatureCache, Features
 
@@ -39,7 +41,8 @@ class UadModule(AnomalibModule):
     * :meth:`validation_step`: ``self.model(batch.image)`` (a ``NamedTuple`` of predictions) merged into the batch.
     * :meth:`load_from_checkpoint`: :attr:`checkpoint_overrides` (``pretrained=False``) unless passed, so a
       checkpoint's backbone weights are not fetched again before they are replaced.
-    * :meth:`preprocessed_images`: the pre-processed images of a dataloader, for passes outside the training loop.
+    * :meth:`preprocessed_images`: the pre-processed images of a dataloader, for passes outside the training loop;
+      :meth:`whole_training_loader`: the training batches a statistic taken before training must read in full.
     * the feature-cache protocol (:attr:`supports_feature_cache`, :meth:`attach_feature_cache`,
       :meth:`frozen_features`): a model whose training reads only frozen features of unaugmented images sets
       ``supports_feature_cache = True``, names its frozen modules in :meth:`frozen_feature_modules` and asks
@@ -89,6 +92,15 @@ class UadModule(AnomalibModule):
         ``PreProcessor`` only transforms batches inside the Lightning loops)."""
         for batch in loader:
             yield self.preprocess(batch["image"] if isinstance(batch, dict) else batch.image)
+
+    def whole_training_loader(self) -> Iterable[Any]:
+        """The training loader for a pass that must see every training image (centres, prompt banks taken before
+        training): the trainer's own, except under DDP, where that holds only this process's share and the
+        datamodule's whole loader is read instead (each process then takes rank 0's result)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if world_size() > 1 and datamodule is not None:
+            return datamodule.train_dataloader()
+        return self.trainer.train_dataloader
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` on this module's device, through the pre-processor's transform when there is one."""

@@ -24,8 +24,8 @@ from uad_plugins.trust import (
     untrusted,
 )
 
-__all__ = ["RunRecord", "UadCheckpointMetadata", "WeightsOnlyCheckpointIO", "load_checkpoint",
-           "load_model_from_checkpoint", "read_checkpoint", "read_checkpoint_metadata"]
+__all__ = ["RunRecord", "UadCheckpointMetadata", "WeightsOnlyCheckpointIO", "data_without_workers",
+           "load_checkpoint", "load_model_from_checkpoint", "read_checkpoint", "read_checkpoint_metadata"]
 
 KEY = "uad_plugins"
 
@@ -198,11 +198,19 @@ class RunRecord:
             if unknown and not takes_any:
                 raise ConfigError(f"--data.{unknown[0]}: {cls.__name__} has no option '{unknown[0]}'.",
                                   hint=f"Its options: {', '.join(sorted(names))}.")
-        data = dict(self.data)
-        if isinstance(data.get("init_args"), Mapping):  # worker count is this machine's, not the run's
-            data["init_args"] = {k: v for k, v in data["init_args"].items() if k != "num_workers"}
         with untrusted(self.origin):
-            return create_datamodule(data, **dict(overrides or {}))
+            return create_datamodule(data_without_workers(self.data), **dict(overrides or {}))
+
+
+def data_without_workers(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A ``{class_path, init_args}`` data record without ``num_workers``: the worker count is the machine's, not the
+    run's (``None`` for no record)."""
+    if not data:
+        return None
+    init_args = data.get("init_args")
+    if isinstance(init_args, Mapping):
+        return {**data, "init_args": {k: v for k, v in init_args.items() if k != "num_workers"}}
+    return dict(data)
 
 
 def _checked_threshold(block: Any, origin: str) -> tuple[str, float]:

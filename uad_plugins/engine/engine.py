@@ -46,7 +46,7 @@ from uad_plugins.components.feature_cache import (
     deterministic_transform,
 )
 from uad_plugins.engine import distributed
-from uad_plugins.engine.checkpoint import RunRecord, UadCheckpointMetadata
+from uad_plugins.engine.checkpoint import RunRecord, UadCheckpointMetadata, data_without_workers
 from uad_plugins.engine.metrics import RawOutputs, attach_metrics
 from uad_plugins.engine.progress import LogProgress, output_is_a_terminal
 from uad_plugins.engine.run import discard_run, new_run_dir, plugins_manifest, publish_run
@@ -125,16 +125,6 @@ def _no_optimizer_notices(model: Any) -> Iterator[None]:
     if trainer is not None and all(isinstance(o, _MockOptimizer) for o in trainer.optimizers):
         logger.info("%s has no optimizer: its training steps fit statistics or prototypes, not weights by gradient.",
                     type(model).__name__)
-
-
-def _without_workers(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A ``{class_path, init_args}`` record without ``num_workers`` (a machine setting, not the data)."""
-    if not data:
-        return None
-    init_args = data.get("init_args")
-    if isinstance(init_args, Mapping):
-        return {**data, "init_args": {k: v for k, v in init_args.items() if k != "num_workers"}}
-    return dict(data)
 
 
 class UadEngine(Engine):
@@ -294,34 +284,31 @@ class UadEngine(Engine):
             self._unpublished_run = None
 
     @staticmethod
-    def _check_resume(model: Any, ckpt_path: str | Path) -> None:
-        """A resume checkpoint must be readable (tensors and plain data only) and hold this model's class."""
-        from uad_plugins.engine.checkpoint import read_checkpoint_metadata
-
-        meta, _ = read_checkpoint_metadata(ckpt_path)
+    def _check_resume(model: Any, ckpt_path: str | Path, meta: Mapping[str, Any]) -> None:
+        """A resume checkpoint (``meta``: its uad block, read with tensors and plain data only) must hold this
+        model's class."""
         stored = meta.get("class_path")
         own = f"{type(model).__module__}.{type(model).__qualname__}"
         if stored and stored != own:
             raise ConfigError(f"--ckpt_path {ckpt_path} holds a {stored}; it cannot resume training of a {own}.",
                               hint="Resume with a checkpoint of the same model, or drop --ckpt_path.")
 
-    def _continue_run_of(self, ckpt_path: str | Path, datamodule: Any) -> None:
-        """Resuming from a checkpoint inside a run folder continues that run (same folder, same honest validation
-        split): the seed, validation settings and data must be the run's, else ConfigError. A checkpoint outside
-        any run folder starts a new run."""
-        from uad_plugins.engine.checkpoint import read_checkpoint_metadata
+    def _continue_run_of(self, ckpt_path: str | Path, meta: Mapping[str, Any], datamodule: Any) -> None:
+        """Resuming from a run's checkpoint (``RUN/weights/lightning/*.ckpt``, where the engine writes it) continues
+        that run (same folder, same honest validation split): the seed, validation settings and data must be the
+        run's, else ConfigError. A checkpoint anywhere else starts a new run."""
         from uad_plugins.engine.run import find_run_dir
 
         run = find_run_dir(ckpt_path)
-        if run is None or self.run_dir is not None:
+        if run is None or self.run_dir is not None or Path(ckpt_path).resolve().parent != run / "weights" / "lightning":
             return
-        record = RunRecord.from_metadata(ckpt_path, read_checkpoint_metadata(ckpt_path)[0])
+        record = RunRecord.from_metadata(ckpt_path, meta)
         ours = {"seed": self.seed, "validation ratio": self.validation_ratio,
                 "validation synthesizer": self.validation_synthesizer, "honest validation": self.honest_validation,
-                "data": _without_workers(self._data_record(datamodule))}
+                "data": data_without_workers(self._data_record(datamodule))}
         theirs = {"seed": record.seed, "validation ratio": record.validation_ratio,
                   "validation synthesizer": record.validation_synthesizer,
-                  "honest validation": record.honest_validation, "data": _without_workers(record.data)}
+                  "honest validation": record.honest_validation, "data": data_without_workers(record.data)}
         differ = [k for k in ours if ours[k] != theirs[k] and not (k == "data" and ours[k] is None)]
         if differ:
             key = differ[0]
@@ -577,8 +564,11 @@ class UadEngine(Engine):
         self._seed()
         self._check_modalities(model, datamodule)
         if ckpt_path is not None:
-            self._check_resume(model, ckpt_path)
-            self._continue_run_of(ckpt_path, datamodule)
+            from uad_plugins.engine.checkpoint import read_checkpoint_metadata
+
+            meta, _ = read_checkpoint_metadata(ckpt_path)  # read once, tensors and plain data only
+            self._check_resume(model, ckpt_path, meta)
+            self._continue_run_of(ckpt_path, meta, datamodule)
         self._check_feature_cache(model, datamodule)
         attach_metrics(model, self._metrics_for(model))
         self._use_threshold_rule(model)

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
 from uad_plugins.components.backbones import backbone_normalization
-from uad_plugins.components.distributed import all_reduce_range, broadcast_from_zero, world_size
+from uad_plugins.components.distributed import all_reduce_range, broadcast_from_zero
 from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.optim import adamw_with_one_decay
 from uad_plugins.components.preprocessing import backbone_pre_processor
@@ -150,10 +150,7 @@ class Onenip(UadModule):
         if bool(self.model.prompt_bank_filled):
             logger.info("onenip: prompt bank already filled (restored); keeping it.")
             return
-        loader = self.trainer.train_dataloader
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if world_size() > 1 and datamodule is not None:  # DDP: the whole training set, not this process's share
-            loader = datamodule.train_dataloader()
+        loader = self.whole_training_loader()
         dataset = getattr(loader, "dataset", None)
         total = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
         with torch.no_grad():

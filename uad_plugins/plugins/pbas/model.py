@@ -14,7 +14,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 
-from uad_plugins.components.distributed import broadcast_from_zero, world_size
+from uad_plugins.components.distributed import broadcast_from_zero
 from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.components.settings import check_settings, schedule_checks
@@ -144,11 +144,7 @@ class Pbas(UadModule):
 
     def _center_batches(self) -> Iterator[torch.Tensor | list[torch.Tensor]]:
         """Each training batch, pre-processed: its backbone maps when a feature cache serves them, else the images."""
-        loader = self.trainer.train_dataloader
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if world_size() > 1 and datamodule is not None:  # DDP: the whole training set, not this process's share
-            loader = datamodule.train_dataloader()
-        for batch in loader:
+        for batch in self.whole_training_loader():
             dict_batch = isinstance(batch, dict)
             images = self.preprocess(batch["image"] if dict_batch else batch.image)
             paths = batch.get("image_path") if dict_batch else getattr(batch, "image_path", None)
