@@ -3,7 +3,7 @@
 The two networks are built from the same backbone and timed interleaved (one training step, one batch-1 inference
 each, per repeat), so a busy machine slows both alike and the ratio stays meaningful; report the medians.
 
-    python tools/pbas_embedding_speed.py                      # 1536 (paper) vs sized to the backbone (default)
+    python tools/pbas_embedding_speed.py                      # 1536 (paper, default) vs sized to the backbone (opt-in)
     python tools/pbas_embedding_speed.py --dims 1536 720 auto --image-size 288 --repeats 7
 """
 
