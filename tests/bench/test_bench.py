@@ -106,11 +106,12 @@ def test_shipped_recipes_load(name: str) -> None:
     if name == "time_to_model":  # issue 15: each speed change beside the setting it replaces, in one run
         rows = {m.name: m for m in recipe.models}
         assert rows["pbas_1536"].init_args["target_embed_dimension"] == 1536
-        assert rows["pbas"].init_args["target_embed_dimension"] is None
+        assert rows["pbas"].init_args["target_embed_dimension"] == 1536  # the default again (chosen on validation)
+        assert rows["pbas_sized"].init_args["target_embed_dimension"] is None  # the opt-in speed setting
         assert rows["pbas_768"].init_args["target_embed_dimension"] == 768  # the middle size, chosen on validation
         cached = {name for name, m in rows.items() if m.fit.get("feature_cache") == "memory"}
-        assert cached == {"pbas", "pbas_768", "pbas_default", "pradot_cached", "pradot_default", "hetnet_cached",
-                          "uniad_cached"}
+        assert cached == {"pbas", "pbas_sized", "pbas_768", "pbas_default", "pradot_cached", "pradot_default",
+                          "hetnet_cached", "uniad_cached"}
         assert all("max_epochs" not in recipe.trainer_for(rows[n]) for n in ("pbas_default", "pradot_default"))
         assert all(recipe.trainer_for(m).get("max_epochs") == 3 for n, m in rows.items()
                    if n not in ("padim", "pbas_default", "pradot_default"))
