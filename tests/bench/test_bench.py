@@ -114,7 +114,8 @@ def test_shipped_recipes_load(name: str) -> None:
                           "hetnet_cached", "uniad_cached"}
         assert all("max_epochs" not in recipe.trainer_for(rows[n]) for n in ("pbas_default", "pradot_default"))
         assert all(recipe.trainer_for(m).get("max_epochs") == 3 for n, m in rows.items()
-                   if n not in ("padim", "pbas_default", "pradot_default"))
+                   if n not in ("padim", "pbas_default", "pradot_default", "fader"))
+        assert recipe.trainer_for(rows["fader"])["max_epochs"] == 3 + rows["fader"].init_args["fader_epochs"]
     if name == "fader_gates":  # one trained checkpoint per dataset, scored with FADeR's gates on and off
         fader, off = recipe.models
         assert fader.init_args["fader_epochs"] == 5 and not fader.trainer
