@@ -82,6 +82,23 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 
 
 @pytest.fixture(scope="session")
+def import_tool():
+    """``import_tool(name)``: a script of ``tools/`` imported as a module (``tools/`` is not a package)."""
+    import importlib
+
+    tools = str(REPO / "tools")
+
+    def load(name: str):
+        sys.path.insert(0, tools)
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.path.remove(tools)
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def tiny_pbas() -> list[str]:
     return list(TINY_PBAS)
 

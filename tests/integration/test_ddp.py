@@ -4,7 +4,6 @@ in rank 0; and the metrics match one process with the same global batch and seed
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -13,7 +12,6 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
 #: largest |DDP - one process| of image and pixel AUROC on the tiny setting (random weights, 64 px, 1 epoch of 60
 #: demo images): the processes' batches differ from one process's by sample order and, for PRADOT, by one
 #: transport plan per share instead of one over the whole batch
@@ -21,12 +19,8 @@ TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
-def ddp_check():
-    sys.path.insert(0, str(TOOLS))
-    try:
-        yield importlib.import_module("ddp_check")
-    finally:
-        sys.path.remove(str(TOOLS))
+def ddp_check(import_tool):
+    return import_tool("ddp_check")
 
 
 @pytest.mark.parametrize("model", ["pbas", "pradot"])

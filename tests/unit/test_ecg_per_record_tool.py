@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
 MITBIH = Path(__file__).resolve().parents[3] / "shared" / "data" / "ecg" / "mitbih_subset"
 
 
 @pytest.fixture(scope="module")
-def tool():
-    sys.path.insert(0, str(TOOLS))
-    try:
-        return importlib.import_module("ecg_per_record")
-    finally:
-        sys.path.remove(str(TOOLS))
+def tool(import_tool):
+    return import_tool("ecg_per_record")
 
 
 def test_within_record_ranking_can_be_perfect_while_the_pooled_one_is_inverted(tool) -> None:

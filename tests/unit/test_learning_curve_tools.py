@@ -3,15 +3,11 @@ the GPU command would run."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
 
 @pytest.fixture(autouse=True)
@@ -20,12 +16,8 @@ def _threads() -> None:
 
 
 @pytest.fixture(scope="module")
-def tools() -> tuple:
-    sys.path.insert(0, str(TOOLS))
-    try:
-        return importlib.import_module("learning_curve"), importlib.import_module("unified_paper_gpu")
-    finally:
-        sys.path.remove(str(TOOLS))
+def tools(import_tool) -> tuple:
+    return import_tool("learning_curve"), import_tool("unified_paper_gpu")
 
 
 def test_auroc_on_raw_scores(tools: tuple) -> None:
