@@ -22,19 +22,11 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learning_curve import auroc  # the one rank AUROC of tools/ (ties averaged, None without a class)
+
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "configs" / "bench" / "mmae_ecg_protocol.yaml"
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Rank AUROC (ties count half); ``None`` when one class is missing."""
-    from scipy.stats import rankdata
-
-    n_pos, n_neg = int((labels == 1).sum()), int((labels == 0).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    ranks = rankdata(scores)
-    return float((ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def per_record(scores: np.ndarray, labels: np.ndarray, records: Sequence[str]) -> dict[str, Any]:
