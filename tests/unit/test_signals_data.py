@@ -292,6 +292,28 @@ def test_single_record_validation_falls_back_to_windows() -> None:
     np.testing.assert_array_equal(val.signals, again.signals)  # seeded: the same set every time
 
 
+
+@pytest.mark.parametrize("mode", ["minmax", "zscore"])
+def test_synthetic_validation_windows_are_scaled_like_real_ones(mode: str) -> None:
+    """Regression: perturbed validation windows were left unscaled after the beat was injected, so under a
+    per-window scaling they could stand outside the range a real anomalous window is squashed into."""
+    from uad_plugins import create_synthesizer
+    from uad_plugins.data.signals import synthetic_signal_validation
+    from uad_plugins.data.signals.io import normalize_windows
+
+    windows, _ = synthetic_ecg_windows(40, 1, 256)
+    data = SignalDataset(normalize_windows(windows, mode), np.zeros(40), [f"r{i % 4}" for i in range(40)])
+    ectopic = create_synthesizer("plugin:ecg_anomaly", kinds=["ectopic"])
+    _, val, info = synthetic_signal_validation(data, ectopic, ratio=0.25, renormalize=mode)
+    _, raw, _ = synthetic_signal_validation(data, ectopic, ratio=0.25)
+    anomalous = val.signals[val.labels == 1]
+    assert info["renormalize"] == mode and len(anomalous)
+    np.testing.assert_allclose(anomalous, normalize_windows(anomalous, mode), atol=1e-5)  # already scaled
+    np.testing.assert_allclose(anomalous, normalize_windows(raw.signals[raw.labels == 1], mode), atol=1e-5)
+    assert not np.allclose(anomalous, raw.signals[raw.labels == 1], atol=1e-3)  # the scaling changed them
+    np.testing.assert_array_equal(val.signals[val.labels == 0], raw.signals[raw.labels == 0])  # normals untouched
+
+
 # --------------------------------------------------------------------------------------------------- leads
 def test_records_of_other_leads_are_refused_unless_allowed(tmp_path: Path) -> None:
     """MLII and V5 records do not mix in one split, nor at predict time; channels or the opt-out resolve it."""

@@ -93,6 +93,11 @@ def test_overlapping_training_windows_and_honest_validation_by_record(tmp_path: 
     assert description["by"] == "records" and len(held) == 1 and not held & set(dm.test_records)
     assert not held & set(dm.train_data.records)
     assert dm.val_data is not None and dm.val_data.has_anomalous and dm.val_data.has_normal
+    # the perturbed windows are min-max scaled like every real window (regression: they were left unscaled)
+    signals = dm.val_data.signals
+    np.testing.assert_allclose(signals.min(axis=-1), -1.0, atol=1e-6)
+    np.testing.assert_allclose(signals.max(axis=-1), 1.0, atol=1e-6)
+    assert description["renormalize"] == "minmax"
 
 
 def test_the_short_name_and_bad_settings(tmp_path: Path) -> None:

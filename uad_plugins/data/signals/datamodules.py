@@ -93,6 +93,9 @@ class SignalDataModule(AnomalibDataModule):
     modality: ClassVar[str] = "signal"
     #: synthesizer used for honest validation when none is named (a reference or a class_path/init_args mapping)
     default_validation_synthesizer: ClassVar[str | Mapping[str, Any]] = "plugin:ecg_anomaly"
+    #: how windows are scaled (subclasses set it from their ``normalize`` argument); validation windows perturbed
+    #: by a synthesizer are scaled again the same way, as a real window holding that anomaly would be
+    normalize: str = "none"
 
     def __init__(self, train_batch_size: int = 64, eval_batch_size: int = 64, num_workers: int = 0, seed: int = 0,
                  max_validation_windows: int | None = 1000) -> None:
@@ -154,7 +157,7 @@ class SignalDataModule(AnomalibDataModule):
         assert self.train_data is not None
         train, val, description = synthetic_signal_validation(
             self.train_data, synthesizer, ratio=ratio, seed=seed, anomalous_fraction=anomalous_fraction,
-            max_windows=self.max_validation_windows, output_dir=output_dir)
+            max_windows=self.max_validation_windows, output_dir=output_dir, renormalize=self.normalize)
         self.train_data, self.val_data = train, val
         self.uad_validation = description
         return description

@@ -17,6 +17,7 @@ import torch
 
 from uad_edge.atomic import atomic_path
 from uad_plugins.data.signals.dataset import SignalDataset
+from uad_plugins.data.signals.io import normalize_windows
 from uad_plugins.errors import ConfigError, DataError
 from uad_plugins.protocols import modality_of
 
@@ -61,7 +62,7 @@ def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
 
 def synthetic_signal_validation(train: SignalDataset, synthesizer: Synthesizer, *, ratio: float = 0.2,
                                 seed: int = 0, anomalous_fraction: float = 0.5, max_windows: int | None = 1000,
-                                output_dir: str | Path | None = None
+                                output_dir: str | Path | None = None, renormalize: str = "none"
                                 ) -> tuple[SignalDataset, SignalDataset, dict[str, Any]]:
     """Split ``train`` into (training, validation) and make part of the validation windows anomalous.
 
@@ -69,7 +70,11 @@ def synthetic_signal_validation(train: SignalDataset, synthesizer: Synthesizer, 
     single training record, windows are held back instead (the description says ``"by": "windows"``). At most
     ``max_windows`` held-back windows are used for validation (a seeded subset; ``None``: all). A share
     ``anomalous_fraction`` of them is perturbed by ``synthesizer`` (seed ``seed + i``, retried with other seeds
-    while the mask is empty). Returns the new training set, the validation set and a description.
+    while the mask is empty). ``renormalize`` is the per-window scaling the datamodule gave its windows (``minmax``
+    or ``zscore``; ``none``/``record`` change nothing): each perturbed window is scaled again with it, so a synthetic
+    anomaly passes through the same scaling as a real one (unscaled, an injected beat could stand outside the range a
+    real anomalous window is squashed into, and validation would be easier than the test). Returns the new training
+    set, the validation set and a description.
     """
     if not 0.0 < ratio < 1.0:
         raise ConfigError(f"Synthetic validation: ratio must be in (0, 1), got {ratio}.",
@@ -121,7 +126,7 @@ def synthetic_signal_validation(train: SignalDataset, synthesizer: Synthesizer, 
         window = torch.from_numpy(train.materialize([index])[0])
         seeds = [seed + k + t * max(n_anomalous, 1) for t in range(MAX_TRIES)]
         out, mask = synthesize_checked(synthesizer, window, seeds, f"{train.paths[index]}@{train.starts[index]}")
-        synthetic.append(out.astype(np.float32))
+        synthetic.append(normalize_windows(out[None].astype(np.float32), renormalize)[0])
         synthetic_masks.append(mask)
     if synthetic:
         signals = np.concatenate([signals, np.stack(synthetic)])
@@ -134,6 +139,7 @@ def synthetic_signal_validation(train: SignalDataset, synthesizer: Synthesizer, 
     new_train = train.subset(keep, split="train")
     description: dict[str, Any] = {
         "mode": "synthetic", "by": by, "synthesizer": type(synthesizer).__name__, "ratio": ratio, "seed": seed,
+        "renormalize": renormalize,
         "n_train": len(new_train), "n_val_normal": int((labels == 0).sum()),
         "n_val_anomalous": int((labels == 1).sum()),
         "validation_records": sorted(held_groups) if by == "records" else groups,
