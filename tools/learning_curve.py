@@ -58,18 +58,30 @@ def auroc(scores: Any, labels: Any) -> float | None:
 
 def evaluate(model: Any, loader: Iterable[Any], max_batches: int | None = None) -> dict[str, float | None]:
     """``image_AUROC``, ``pixel_AUROC`` and, for a model with ``component_maps``, ``pixel_AUROC_<map>`` per map;
-    all on the model's raw outputs over ``loader`` (its first ``max_batches`` batches when given)."""
+    all on the model's raw outputs over ``loader`` (its first ``max_batches`` batches when given). Signal batches
+    (``batch.signal``) go through the model's own validation step and give ``sample_AUROC`` and ``point_AUROC``
+    (raw per-sample maps, no smoothing)."""
     import torch
     import torch.nn.functional as F
 
     net = model.model
     components = getattr(net, "component_maps", None)
     scores, labels, pixels, masks = [], [], {}, []
+    is_signal = False
     model.eval()
     with torch.no_grad():
         for index, batch in enumerate(loader):
             if max_batches is not None and index >= max_batches:
                 break
+            if getattr(batch, "signal", None) is not None:
+                is_signal = True
+                out = model.validation_step(batch, index)
+                scores.append(out.pred_score.detach().float().cpu().view(-1))
+                labels.append(torch.as_tensor(out.gt_label).view(-1).cpu())
+                if out.gt_mask is not None and out.anomaly_map is not None:
+                    pixels.setdefault("", []).append(out.anomaly_map.detach().float().cpu().flatten())
+                    masks.append(torch.as_tensor(out.gt_mask).cpu().flatten() > 0.5)
+                continue
             images = model.preprocess(batch.image)
             out = net(images)
             scores.append(out.pred_score.detach().float().cpu().view(-1))
@@ -87,11 +99,12 @@ def evaluate(model: Any, loader: Iterable[Any], max_batches: int | None = None) 
                                         align_corners=False)
                 pixels.setdefault(key, []).append(resized.flatten())
             masks.append(mask.flatten() > 0.5)
-    result: dict[str, float | None] = {"image_AUROC": auroc(torch.cat(scores), torch.cat(labels))}
+    whole, local = ("sample", "point") if is_signal else ("image", "pixel")
+    result: dict[str, float | None] = {f"{whole}_AUROC": auroc(torch.cat(scores), torch.cat(labels))}
     if masks:
         target = torch.cat(masks)
         for key, values in pixels.items():
-            result[f"pixel_AUROC{key}"] = auroc(torch.cat(values), target)
+            result[f"{local}_AUROC{key}"] = auroc(torch.cat(values), target)
     return result
 
 

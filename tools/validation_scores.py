@@ -1,6 +1,7 @@
-"""Image and pixel AUROC of checkpoints on their own run's honest VALIDATION split (held-back training normals +
-synthetic anomalies, rebuilt from each checkpoint's record exactly as the fit built it; never test data), computed
-on raw outputs. For choosing settings between runs without looking at test results.
+"""Image and pixel AUROC (signals: sample and point AUROC) of checkpoints on their own run's honest
+VALIDATION split (held-back training normals + synthetic anomalies, rebuilt from each checkpoint's record exactly as
+the fit built it; never test data), computed on raw outputs. For choosing settings between runs without looking at
+test results.
 
     python tools/validation_scores.py RUN_A/weights/lightning/model.ckpt RUN_B/... [--json scores.json]
 """
@@ -18,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def validation_scores(ckpt: str | Path) -> dict[str, Any]:
-    """``image_AUROC`` and ``pixel_AUROC`` of one checkpoint on its run's validation split."""
+    """``image_AUROC`` and ``pixel_AUROC`` (signals: ``sample_AUROC``, ``point_AUROC``) of one checkpoint on its
+    run's validation split."""
     from learning_curve import evaluate
 
     from uad_plugins.engine.checkpoint import load_checkpoint
@@ -49,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     for ckpt in args.checkpoints:
         row = validation_scores(ckpt)
         rows.append(row)
-        print(f"{row['image_AUROC']:.4f} image  {row.get('pixel_AUROC') or float('nan'):.4f} pixel  {ckpt}",
-              flush=True)
+        cells = [f"{value:.4f} {key.removesuffix('_AUROC')}" for key, value in row.items()
+                 if key.endswith("_AUROC") and value is not None]
+        print("  ".join([*cells, str(ckpt)]), flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import enum
 import inspect
+import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -27,7 +29,7 @@ from uad_plugins.errors import ConfigError
 from uad_plugins.imports import import_object
 from uad_plugins.specs import SPEC_TYPES
 
-__all__ = ["ALLOWED_PREFIXES", "BASE_CLASSES", "UntrustedSettingError", "check_init_args", "checked_class",
+__all__ = ["ALLOWED_PREFIXES", "BASE_CLASSES", "UntrustedSettingError", "as_plain", "check_init_args", "checked_class",
            "is_untrusted", "option_names", "untrusted", "untrusted_origin"]
 
 #: module prefixes whose classes a stored setting may name, per kind (registered components are always allowed)
@@ -161,6 +163,32 @@ def check_plain(value: Any, *, field: str, origin: str | None = None, depth: int
             check_plain(item, field=f"{field}.{key}", origin=origin, depth=depth + 1, components=components)
         return
     raise _refuse(field, origin, f"holds a {type(value).__name__}, not plain data")
+
+
+def as_plain(value: Any, *, field: str) -> Any:
+    """A copy of ``value`` as plain data, the only kind a checkpoint may hold (see :func:`check_plain`): paths
+    become strings, enums their values, tuples lists; dunder keys (a config parser's bookkeeping, e.g.
+    jsonargparse's ``__path__``) are dropped. Anything else is a :class:`ConfigError` naming ``field``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, enum.Enum):
+        return as_plain(value.value, field=field)
+    if isinstance(value, (list, tuple)):
+        return [as_plain(item, field=f"{field}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{field} has a non-string key {key!r:.40}; it cannot be recorded in a checkpoint.",
+                                  hint="Use string keys.")
+            if not (key.startswith("__") and key.endswith("__")):
+                out[key] = as_plain(item, field=f"{field}.{key}")
+        return out
+    raise ConfigError(f"{field} holds a {type(value).__name__}, which cannot be recorded in a checkpoint (plain data "
+                      "only: strings, numbers, booleans, None, lists and string-keyed mappings).",
+                      hint="Pass the value as a string or number.")
 
 
 def option_names(cls: type) -> tuple[set[str], bool]:

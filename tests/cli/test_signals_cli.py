@@ -55,6 +55,29 @@ def test_fit_writes_metrics_validation_and_plots(signal_run: tuple[Path, Path]) 
     assert any(c.get("reference") == "plugin:mmae_ecg" for c in meta["components"])
 
 
+
+def test_data_given_as_a_file_gives_a_readable_checkpoint(tmp_path: Path, import_tool) -> None:
+    """Regression: ``--data FILE.yaml`` recorded jsonargparse's ``__path__`` (a Path object) in the checkpoint, which
+    our own weights-only reader then refused; the record is plain data now, and the validation tool reads it."""
+    import yaml
+
+    from uad_plugins.cli.main import main
+    from uad_plugins.engine.checkpoint import load_checkpoint
+
+    root = make_synthetic_signal_folder(tmp_path / "data", length=64)
+    data_file = tmp_path / "data.yaml"
+    data_file.write_text(yaml.safe_dump({"class_path": "SignalFolder", "init_args": {
+        "root": str(root), "normal_dir": "train/good", "normal_test_dir": "test/good", "abnormal_dir": "test/bad",
+        "mask_dir": "ground_truth/bad", "train_batch_size": 8}}))
+    assert main(["fit", "--model", "plugin:signal_std", "--data", str(data_file), "--default_root_dir",
+                 str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false"]) == 0
+    ckpt = next((tmp_path / "runs").rglob("model.ckpt"))
+    _, record = load_checkpoint(ckpt)
+    assert "__path__" not in record.data and record.data["init_args"]["root"] == str(root)
+    scores = import_tool("validation_scores").validation_scores(ckpt)
+    assert 0.0 <= scores["sample_AUROC"] <= 1.0 and 0.0 <= scores["point_AUROC"] <= 1.0
+
+
 def test_test_and_predict_from_the_checkpoint(signal_run: tuple[Path, Path], uad, tmp_path: Path,
                                              caplog: pytest.LogCaptureFixture) -> None:
     root, run = signal_run

@@ -54,6 +54,7 @@ from uad_plugins.engine.stopping import StopWhenStable, check_stability_toleranc
 from uad_plugins.engine.thresholds import apply_threshold_rule, check_threshold_rule
 from uad_plugins.errors import ConfigError, DataError
 from uad_plugins.protocols import modality_of
+from uad_plugins.trust import as_plain
 
 __all__ = ["UadEngine"]
 
@@ -213,7 +214,7 @@ class UadEngine(Engine):
         check_stability_tolerance(stop_when_stable)
         self.stop_when_stable = None if stop_when_stable is None else float(stop_when_stable)
         self._stability: StopWhenStable | None = None
-        self.data_config = dict(data_config) if data_config else None
+        self.data_config = as_plain(data_config, field="data_config") if data_config else None
         self.model_reference = model_reference
         if feature_cache is not None:
             check_cache_options(feature_cache, feature_cache_budget_mb)
