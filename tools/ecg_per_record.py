@@ -4,9 +4,11 @@ pooled numbers: that a window's score says more about whose heart it is than abo
 
     python tools/ecg_per_record.py --models plugin:signal_mean_distance plugin:signal_std plugin:signal_nearest
     python tools/ecg_per_record.py --checkpoints bench_results/mmae_ecg_single_scale/checkpoints/*.ckpt
+    python tools/ecg_per_record.py --data mitbih_ecgad_minmax --models plugin:signal_std    (ECGAD's scaling)
 
 Baselines are fitted here (seconds; the recipe's seed and data); checkpoints are scored as they are. The data are
-the ``MitBihWindows`` entry of ``configs/bench/mmae_ecg_protocol.yaml``. This is an analysis of the test split, not
+a ``MitBihWindows`` entry of ``configs/bench/mmae_ecg_protocol.yaml`` (``--data``, default its first,
+``mitbih_record``). This is an analysis of the test split, not
 a way to choose settings: nothing here feeds back into a recipe or a default.
 """
 
@@ -40,12 +42,13 @@ def per_record(scores: np.ndarray, labels: np.ndarray, records: Sequence[str]) -
     return {"pooled_auroc": auroc(scores, labels), "records": rows}
 
 
-def datamodule() -> Any:
+def datamodule(name: str | None = None) -> Any:
+    """The recipe's data entry ``name`` (default: its first) as a datamodule."""
     from uad_plugins.bench.recipe import load_recipe
     from uad_plugins.factory import create_datamodule
 
     recipe = load_recipe(RECIPE, cwd=REPO)
-    entry = recipe.data[0]
+    entry = recipe.with_data([name]).data[0] if name else recipe.data[0]
     return create_datamodule(entry.class_path, **entry.init_args)
 
 
@@ -64,11 +67,11 @@ def test_scores(model: Any, dm: Any) -> tuple[np.ndarray, np.ndarray, list[str]]
     return np.concatenate(scores), np.concatenate(labels).astype(int), records
 
 
-def fitted(reference: str, root: Path) -> Any:
+def fitted(reference: str, root: Path, data: str | None = None) -> Any:
     from uad_plugins.engine.engine import UadEngine
     from uad_plugins.factory import create_model
 
-    dm = datamodule()
+    dm = datamodule(data)
     model = create_model(reference)
     engine = UadEngine(default_root_dir=str(root), seed=0, heatmaps=False)
     engine.fit(model, datamodule=dm)
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", default=[], help="signal baselines to fit and score")
     parser.add_argument("--checkpoints", nargs="*", default=[], help="trained checkpoints to score")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--data", default=None, help="the recipe's data entry (default: its first, mitbih_record)")
     args = parser.parse_args(argv)
     import torch
 
@@ -89,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="uad-ecg-") as tmp:
         for reference in args.models:
-            model, dm = fitted(reference, Path(tmp))
+            model, dm = fitted(reference, Path(tmp), args.data)
             dm.setup("test")
             results[reference] = per_record(*test_scores(model, dm))
         for ckpt in args.checkpoints:
             model, _ = load_checkpoint(ckpt)
-            dm = datamodule()
+            dm = datamodule(args.data)
             dm.setup("test")
             results[str(ckpt)] = per_record(*test_scores(model, dm))
     for name, result in results.items():

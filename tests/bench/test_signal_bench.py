@@ -158,8 +158,12 @@ def test_protocol_recipe_loads_with_baselines_and_smoothed_point_auroc() -> None
     from uad_plugins.bench.runner import metrics_for
 
     recipe = load_recipe(REPO / "configs" / "bench" / "mmae_ecg_protocol.yaml", cwd=REPO)
-    (data,) = recipe.data
-    assert data.class_path == "uad_plugins.data.signals.MitBihWindows"
+    record, minmax = recipe.data  # the scaling chosen on validation data, and ECGAD's
+    assert {record.class_path, minmax.class_path} == {"uad_plugins.data.signals.MitBihWindows"}
+    assert (record.name, record.init_args["normalize"]) == ("mitbih_record", "record")
+    assert (minmax.name, minmax.init_args["normalize"]) == ("mitbih_ecgad_minmax", "minmax")
+    assert {k: v for k, v in minmax.init_args.items() if k != "normalize"} == \
+        {k: v for k, v in record.init_args.items() if k != "normalize"}  # otherwise the same protocol
     assert [m.model for m in recipe.models] == ["plugin:mmae_ecg", "plugin:mmae_ecg", "plugin:signal_mean_distance",
                                                 "plugin:signal_std", "plugin:signal_nearest"]
     assert recipe.models[1].init_args == {"single_scale": True}

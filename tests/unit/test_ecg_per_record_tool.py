@@ -47,3 +47,4 @@ def test_a_baseline_is_scored_per_test_record(tool, tmp_path: Path) -> None:
     assert set(result["records"]) == {"106", "116", "119", "200"}
     assert sum(row["windows"] for row in result["records"].values()) == 720  # every 10-s test window once
     assert 0.0 <= result["pooled_auroc"] <= 1.0
+    assert tool.datamodule().normalize == "record" and tool.datamodule("mitbih_ecgad_minmax").normalize == "minmax"

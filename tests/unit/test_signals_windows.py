@@ -83,7 +83,7 @@ def test_overlapping_training_windows_and_honest_validation_by_record(tmp_path: 
         write_npz_record(tmp_path, name, 1050, beats, [], seed=i)
     write_npz_record(tmp_path, "9", 1050, sorted([*beats, 517]), [517], seed=9)
     dm = MitBihWindows(root=str(tmp_path), train_records=["1", "2", "3"], test_records=["9"], window_seconds=2.0,
-                       train_stride_seconds=1.0, filter_band=None)
+                       train_stride_seconds=1.0, filter_band=None, normalize="minmax")
     dm.setup()
     assert len(dm.train_data) == 3 * 9 and dm.train_data.starts[:3].tolist() == [0, 100, 200]
     assert dm.test_data.starts.tolist() == [0, 200, 400, 600, 800]  # test windows never overlap
@@ -104,6 +104,7 @@ def test_the_short_name_and_bad_settings(tmp_path: Path) -> None:
     write_npz_record(tmp_path, "1", 300, [50, 150, 250], [])
     assert isinstance(create_datamodule("MitBihWindows", root=str(tmp_path), train_records="1", test_records="2"),
                       MitBihWindows)
+    assert MitBihWindows(root=str(tmp_path)).normalize == "record"  # chosen on validation data over ECGAD's minmax
     with pytest.raises(ConfigError, match="window_seconds"):
         MitBihWindows(root=str(tmp_path), window_seconds=0)
     with pytest.raises(ConfigError, match="label_span"):

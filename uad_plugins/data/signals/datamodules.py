@@ -421,9 +421,11 @@ class MitBihWindows(MitBihBeats):
     window's label is 1 when it holds at least one labelled point (an abnormal beat whose span reaches into it).
     Training uses only the windows of ``train_records`` with no labelled point (``train_stride_seconds`` apart;
     default: not overlapping); the test set is every window of ``test_records`` (not overlapping, so every point
-    is scored once). Windows are normalised per window and lead (``normalize``, default ``minmax`` to [-1, 1], as
-    ECGAD). Honest validation holds back whole training records and adds one ectopic-like beat per anomalous window
-    (``plugin:ecg_anomaly``, ``kinds: [ectopic]``, region 5-8 % of the window: about one beat in 10 s).
+    is scored once). Scaling (``normalize``): by default robust per record and lead (``record``), chosen on
+    validation data over ECGAD's per-window min-max (``minmax``), which squashes a window around its largest beat so
+    that a PVC window looks flatter than a normal one (docs/models/mmae_ecg.md). Honest validation holds back whole
+    training records and adds one ectopic-like beat per anomalous window (``plugin:ecg_anomaly``, ``kinds:
+    [ectopic]``, region 5-8 % of the window: about one beat in 10 s).
 
     Args:
         root, train_records, test_records, channels, leads, anomaly_symbols, record_format, allow_mixed_leads: see
@@ -432,7 +434,8 @@ class MitBihWindows(MitBihBeats):
         train_stride_seconds: step between training windows in seconds (``None``: one window length).
         label_span: seconds labelled before and after each anomalous beat annotation (default 0.25 and 0.45: the
             QRS complex and the T wave of a PVC at normal heart rates).
-        normalize: ``minmax`` (per window and lead to [-1, 1], ECGAD), ``zscore``, ``record`` or ``none``.
+        normalize: ``record`` (robust per-record, per-lead scaling; default), ``minmax`` (per window and lead to
+            [-1, 1], ECGAD), ``zscore`` or ``none``.
         filter_band: band-pass ``[low_hz, high_hz]`` of the whole record (default 1-25 Hz, ECGAD's 1 Hz high-pass
             and 25 Hz low-pass; ``None``: off).
         train_batch_size, eval_batch_size, num_workers, seed, max_validation_windows: see
@@ -446,7 +449,7 @@ class MitBihWindows(MitBihBeats):
                  test_records: Sequence[str | int] | str = DEFAULT_MITBIH_TEST, channels: Sequence[int] | None = None,
                  leads: Sequence[str] | None = None, window_seconds: float = 10.0,
                  train_stride_seconds: float | None = None, label_span: Sequence[float] = (0.25, 0.45),
-                 normalize: str = "minmax", filter_band: Sequence[float] | None = (1.0, 25.0),
+                 normalize: str = "record", filter_band: Sequence[float] | None = (1.0, 25.0),
                  anomaly_symbols: Sequence[str] = ("V",), record_format: str = "auto",
                  allow_mixed_leads: bool = False, train_batch_size: int = 32, eval_batch_size: int = 64,
                  num_workers: int = 0, seed: int = 0, max_validation_windows: int | None = 1000) -> None:
