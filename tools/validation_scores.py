@@ -1,9 +1,13 @@
 """Image and pixel AUROC (signals: sample and point AUROC) of checkpoints on their own run's honest
 VALIDATION split (held-back training normals + synthetic anomalies, rebuilt from each checkpoint's record exactly as
 the fit built it; never test data), computed on raw outputs. For choosing settings between runs without looking at
-test results.
+test results. A model with ``component_maps`` (OneNIP) also gets a pixel AUROC per map.
 
     python tools/validation_scores.py RUN_A/weights/lightning/model.ckpt RUN_B/... [--json scores.json]
+    python tools/validation_scores.py RUN/weights/lightning/model.ckpt --split test    (reporting only)
+
+``--split test`` scores the test split instead, to REPORT a fixed checkpoint (for example OneNIP's three maps of a
+benchmarked run); it must never be used to choose between settings.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def validation_scores(ckpt: str | Path) -> dict[str, Any]:
+def validation_scores(ckpt: str | Path, split: str = "validation") -> dict[str, Any]:
     """``image_AUROC`` and ``pixel_AUROC`` (signals: ``sample_AUROC``, ``point_AUROC``) of one checkpoint on its
-    run's validation split."""
+    run's validation split (``split="test"``: its test split, for reporting only)."""
     from learning_curve import evaluate
 
     from uad_plugins.engine.checkpoint import load_checkpoint
@@ -34,25 +38,31 @@ def validation_scores(ckpt: str | Path) -> dict[str, Any]:
                            validation_synthesizer=record.validation_synthesizer,
                            validation_ratio=record.validation_ratio)
         engine.open_run(model, datamodule, run_dir=Path(tmp) / "run")
-        engine.prepare_data(datamodule, "validate")
-        scores = evaluate(model, datamodule.val_dataloader())
-    return {"checkpoint": str(ckpt), **scores}
+        if split == "test":
+            engine.prepare_data(datamodule, "test")
+            scores = evaluate(model, datamodule.test_dataloader())
+        else:
+            engine.prepare_data(datamodule, "validate")
+            scores = evaluate(model, datamodule.val_dataloader())
+    return {"checkpoint": str(ckpt), "split": split, **scores}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--split", choices=["validation", "test"], default="validation",
+                        help="test: report a fixed checkpoint; never choose settings with it")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(2)
     rows = []
     for ckpt in args.checkpoints:
-        row = validation_scores(ckpt)
+        row = validation_scores(ckpt, args.split)
         rows.append(row)
-        cells = [f"{value:.4f} {key.removesuffix('_AUROC')}" for key, value in row.items()
-                 if key.endswith("_AUROC") and value is not None]
+        cells = [f"{value:.4f} {key.replace('_AUROC', '')}" for key, value in row.items()
+                 if "_AUROC" in key and value is not None]
         print("  ".join([*cells, str(ckpt)]), flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

@@ -74,8 +74,12 @@ def test_data_given_as_a_file_gives_a_readable_checkpoint(tmp_path: Path, import
     ckpt = next((tmp_path / "runs").rglob("model.ckpt"))
     _, record = load_checkpoint(ckpt)
     assert "__path__" not in record.data and record.data["init_args"]["root"] == str(root)
-    scores = import_tool("validation_scores").validation_scores(ckpt)
+    tool = import_tool("validation_scores")
+    scores = tool.validation_scores(ckpt)
+    assert scores["split"] == "validation"
     assert 0.0 <= scores["sample_AUROC"] <= 1.0 and 0.0 <= scores["point_AUROC"] <= 1.0
+    test = tool.validation_scores(ckpt, "test")  # reporting a fixed checkpoint on its test windows
+    assert test["split"] == "test" and 0.0 <= test["sample_AUROC"] <= 1.0
 
 
 def test_test_and_predict_from_the_checkpoint(signal_run: tuple[Path, Path], uad, tmp_path: Path,
