@@ -54,6 +54,12 @@ def test_test_from_checkpoint_reuses_recorded_data(fitted, uad, quiet) -> None:
     code, out, err = uad("test", "--ckpt_path", ckpt, *quiet)
     assert code == 0, err
     assert "image_AUROC" in out and str(run_dir) in out
+    # regression: 'uad test' let anomalib move half the test images into validation (its default split mode), so a
+    # checkpoint's test numbers differed from its fit's; the same checkpoint now scores the same whole test set
+    fit_test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    (record,) = run_dir.glob("test_*.json")
+    again = json.loads(record.read_text())["test"]
+    assert again == pytest.approx(fit_test, abs=1e-6)
 
 
 def test_validate_from_checkpoint(fitted, uad, quiet) -> None:

@@ -142,6 +142,23 @@ def test_from_test_split_is_given_back(data_root: Path, tmp_path: Path) -> None:
     assert len(dm.test_data) == 4 and sorted(dm.test_data.samples.label_index) == [0, 0, 1, 1]
 
 
+
+@pytest.mark.parametrize("stage", ["test", "predict"])
+def test_the_engine_keeps_a_folders_test_split_whole_at_every_stage(data_root: Path, tmp_path: Path,
+                                                                     stage: str) -> None:
+    """Regression: anomalib's Folder moves half its test images into validation by default (from_test); the engine
+    undid that only while fitting (its honest split gives the images back), so 'uad test' of a Folder checkpoint
+    scored half the test set."""
+    from anomalib.data import Folder
+
+    from uad_plugins.engine.engine import UadEngine
+
+    dm = Folder(name="thing", root=data_root / "thing", normal_dir="train/good", abnormal_dir="test/bad",
+                normal_test_dir="test/good", mask_dir="ground_truth/bad", num_workers=0, seed=0)
+    UadEngine(default_root_dir=tmp_path / "runs", seed=0, heatmaps=False).prepare_data(dm, stage)
+    assert len(dm.test_data) == 4 and sorted(dm.test_data.samples.label_index) == [0, 0, 1, 1]
+
+
 def test_anomalib_synthetic_split_is_given_back(data_root: Path, tmp_path: Path) -> None:
     dm = _datamodule(data_root, val_split_mode="synthetic", val_split_ratio=0.5)
     assert len(dm.train_data) == N_TRAIN // 2

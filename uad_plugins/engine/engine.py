@@ -393,11 +393,14 @@ class UadEngine(Engine):
         from uad_plugins.data.validation import apply_synthetic_validation, needs_honest_validation
 
         image = modality_of(datamodule) == "image"
+        ours = self.honest_validation and needs_honest_validation(datamodule)
         # validation is honest wherever it fits thresholds: while fitting and in 'uad validate'
-        honest = stage in ("fit", "validate") and self.honest_validation and needs_honest_validation(datamodule)
-        if honest and image:
+        honest = stage in ("fit", "validate") and ours
+        if ours and image:
             from anomalib.data.utils import ValSplitMode
 
+            # our validation is made from the training set, so the test split stays whole at EVERY stage (anomalib's
+            # default would move half the test images into validation when 'uad test' sets the data up)
             datamodule.val_split_mode = ValSplitMode.NONE
         setup_stage = "fit" if honest else stage  # the honest split is made from the training set
         if image:
