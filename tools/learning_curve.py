@@ -162,13 +162,18 @@ def run_curve(model_reference: str, model_args: Mapping[str, Any], data: Mapping
                **evaluate(loaded.to(device), val_loader, eval_batches)}
         rows.append(row)
         log(f"epoch {epoch:5d}  validation  " + _format(row))
+    fitted_on_validation = any(row["in_fit_validation"] for row in rows)
+    if not fitted_on_validation:
+        log("warning: no validation loop ran during the fit (the time cap or the epochs came first): statistics a "
+            "model takes from validation (OneNIP's fusion scale) were never fitted, so maps built on them are void")
     last, _ = load_checkpoint(_checkpoint_files(folder)[-1])
     test = {"epoch": rows[-1]["epoch"], **evaluate(last.to(device), datamodule.test_dataloader(), eval_batches)}
     log(f"epoch {test['epoch']:5d}  TEST (last checkpoint only)  " + _format(test))
     result = {"model": model_reference, "model_args": dict(model_args), "data": dict(data), "seed": seed,
               "trainer": {k: v for k, v in trainer_args.items() if k != "callbacks"},
               "epochs_done": done, "steps_done": int(engine.trainer.global_step),
-              "fit_seconds": round(fit_seconds, 1), "validation": rows, "test_last": test}
+              "fit_seconds": round(fit_seconds, 1), "validation_statistics_fitted": fitted_on_validation,
+              "validation": rows, "test_last": test}
     output.mkdir(parents=True, exist_ok=True)
     (output / "curve.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
@@ -193,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", default="bottle", help="bottle, demo (unified), demo:<category>")
     parser.add_argument("--data-config", help="a YAML/JSON file holding {class_path, init_args} (wins over --data)")
     parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--every", type=int, default=20, help="checkpoint and validation every N epochs")
+    parser.add_argument("--every", type=int, default=None,
+                        help="checkpoint and validation every N epochs (default 20; --quick: 1)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--accelerator", default="auto")
@@ -201,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="curves/run")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke test: the model's tiny test settings, demo weave, 2 epochs, every epoch")
+                        help="smoke test: the model's tiny test settings, demo weave, 2 epochs, every epoch "
+                             "unless --every says otherwise")
     args = parser.parse_args(argv)
     import torch
 
@@ -209,8 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_args = json.loads(args.model_args)
     if args.quick:
         model_args = {**quick_settings(args.model), **model_args}
-        args.data, args.epochs, args.every, args.batch_size, args.num_workers = "demo:weave", 2, 1, 8, 0
+        args.data, args.epochs, args.batch_size, args.num_workers = "demo:weave", 2, 8, 0
         args.accelerator = "cpu"
+    if args.every is None:
+        args.every = 1 if args.quick else 20
     if args.data_config:
         import yaml
 

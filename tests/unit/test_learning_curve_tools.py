@@ -34,12 +34,26 @@ def test_quick_curve_checkpoints_validation_rows_and_last_test_with_onenip_maps(
     result = json.loads((tmp_path / "curve.json").read_text())
     assert result["epochs_done"] == 2 and [row["epoch"] for row in result["validation"]] == [1, 2]
     assert all(Path(row["checkpoint"]).is_file() and row["in_fit_validation"] for row in result["validation"])
+    assert result["validation_statistics_fitted"] is True
     assert result["test_last"]["epoch"] == 2  # the test split is scored for the last checkpoint only
     keys = {"pixel_AUROC", "pixel_AUROC_reconstruction", "pixel_AUROC_refiner", "pixel_AUROC_fused"}
     assert keys <= set(result["test_last"]) and keys <= set(result["validation"][-1])
     test = result["test_last"]
     assert test["pixel_AUROC_fused"] == test["pixel_AUROC"]  # the fused map is the model's map
     assert all(isinstance(test[k], float) and 0 <= test[k] <= 1 for k in keys)
+
+
+
+def test_a_fit_without_any_validation_pass_says_its_validation_statistics_are_void(
+        tools: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A time cap (here: checkpoints every 5 epochs, 2 epochs run) can end the fit before any validation loop, so
+    OneNIP's fusion scale keeps its initial value; the curve says so instead of reporting a fused map as if fitted."""
+    curve, _ = tools
+    assert curve.main(["--quick", "--model", "plugin:onenip", "--every", "5", "--output", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "curve.json").read_text())
+    assert result["validation_statistics_fitted"] is False
+    assert not any(row["in_fit_validation"] for row in result["validation"])
+    assert "never fitted" in capsys.readouterr().out
 
 
 def test_gpu_plan_is_the_papers_protocol(tools: tuple) -> None:
