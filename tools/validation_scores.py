@@ -38,12 +38,9 @@ def validation_scores(ckpt: str | Path, split: str = "validation") -> dict[str, 
                            validation_synthesizer=record.validation_synthesizer,
                            validation_ratio=record.validation_ratio)
         engine.open_run(model, datamodule, run_dir=Path(tmp) / "run")
-        if split == "test":
-            engine.prepare_data(datamodule, "test")
-            scores = evaluate(model, datamodule.test_dataloader())
-        else:
-            engine.prepare_data(datamodule, "validate")
-            scores = evaluate(model, datamodule.val_dataloader())
+        stage = "test" if split == "test" else "validate"
+        engine.prepare_data(datamodule, stage)
+        scores = evaluate(model, datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader())
     return {"checkpoint": str(ckpt), "split": split, **scores}
 
 

@@ -30,7 +30,7 @@ from uad_plugins.imports import import_object
 from uad_plugins.specs import SPEC_TYPES
 
 __all__ = ["ALLOWED_PREFIXES", "BASE_CLASSES", "UntrustedSettingError", "as_plain", "check_init_args", "checked_class",
-           "is_untrusted", "option_names", "untrusted", "untrusted_origin"]
+           "is_bookkeeping_key", "is_untrusted", "option_names", "untrusted", "untrusted_origin"]
 
 #: module prefixes whose classes a stored setting may name, per kind (registered components are always allowed)
 ALLOWED_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -165,6 +165,11 @@ def check_plain(value: Any, *, field: str, origin: str | None = None, depth: int
     raise _refuse(field, origin, f"holds a {type(value).__name__}, not plain data")
 
 
+def is_bookkeeping_key(key: Any) -> bool:
+    """A dunder key (``__path__``): a config parser's bookkeeping, never a setting to record."""
+    return isinstance(key, str) and key.startswith("__") and key.endswith("__")
+
+
 def as_plain(value: Any, *, field: str) -> Any:
     """A copy of ``value`` as plain data, the only kind a checkpoint may hold (see :func:`check_plain`): paths
     become strings, enums their values, tuples lists; dunder keys (a config parser's bookkeeping, e.g.
@@ -183,7 +188,7 @@ def as_plain(value: Any, *, field: str) -> Any:
             if not isinstance(key, str):
                 raise ConfigError(f"{field} has a non-string key {key!r:.40}; it cannot be recorded in a checkpoint.",
                                   hint="Use string keys.")
-            if not (key.startswith("__") and key.endswith("__")):
+            if not is_bookkeeping_key(key):
                 out[key] = as_plain(item, field=f"{field}.{key}")
         return out
     raise ConfigError(f"{field} holds a {type(value).__name__}, which cannot be recorded in a checkpoint (plain data "

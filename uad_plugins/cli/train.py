@@ -149,19 +149,17 @@ def _parse(command: str, argv: list[str]):
     return parser, cfg, norm
 
 
-def _bookkeeping_key(key: Any) -> bool:
-    return isinstance(key, str) and key.startswith("__") and key.endswith("__")
-
-
 def _ns_dict(ns: Any) -> Any:
     """A parsed namespace as plain data (it is recorded in checkpoints, which hold plain data only): jsonargparse's
     bookkeeping keys (``__path__``: the file a group was read from) are dropped, paths become strings."""
     from jsonargparse import Namespace
 
+    from uad_plugins.trust import is_bookkeeping_key
+
     if isinstance(ns, Namespace):
-        return {k: _ns_dict(v) for k, v in vars(ns).items() if not _bookkeeping_key(k)}
+        return {k: _ns_dict(v) for k, v in vars(ns).items() if not is_bookkeeping_key(k)}
     if isinstance(ns, dict):
-        return {k: _ns_dict(v) for k, v in ns.items() if not _bookkeeping_key(k)}
+        return {k: _ns_dict(v) for k, v in ns.items() if not is_bookkeeping_key(k)}
     if isinstance(ns, (list, tuple)):
         return [_ns_dict(v) for v in ns]
     if isinstance(ns, Enum):

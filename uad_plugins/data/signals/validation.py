@@ -126,10 +126,10 @@ def synthetic_signal_validation(train: SignalDataset, synthesizer: Synthesizer, 
         window = torch.from_numpy(train.materialize([index])[0])
         seeds = [seed + k + t * max(n_anomalous, 1) for t in range(MAX_TRIES)]
         out, mask = synthesize_checked(synthesizer, window, seeds, f"{train.paths[index]}@{train.starts[index]}")
-        synthetic.append(normalize_windows(out[None].astype(np.float32), renormalize)[0])
+        synthetic.append(out.astype(np.float32))
         synthetic_masks.append(mask)
     if synthetic:
-        signals = np.concatenate([signals, np.stack(synthetic)])
+        signals = np.concatenate([signals, normalize_windows(np.stack(synthetic), renormalize)])
         masks = np.concatenate([masks, np.stack(synthetic_masks)])
         labels = np.concatenate([labels, np.ones(len(synthetic), np.int64)])
         records += [train.records[i] for i in anomalous_idx]
