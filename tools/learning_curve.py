@@ -57,16 +57,20 @@ def auroc(scores: Any, labels: Any) -> float | None:
 
 
 def evaluate(model: Any, loader: Iterable[Any], max_batches: int | None = None) -> dict[str, float | None]:
-    """``image_AUROC``, ``pixel_AUROC`` and, for a model with ``component_maps``, ``pixel_AUROC_<map>`` per map;
-    all on the model's raw outputs over ``loader`` (its first ``max_batches`` batches when given). Signal batches
-    (``batch.signal``) go through the model's own validation step and give ``sample_AUROC`` and ``point_AUROC``
-    (raw per-sample maps, no smoothing)."""
+    """``image_AUROC``, ``pixel_AUROC`` and, for a model with ``component_maps``, ``pixel_AUROC_<map>`` and
+    ``image_AUROC_<map>`` per map (image score: the model's own pooling, max of the ``pool_size`` average-pooled
+    map, as if that map were the one scored); all on the model's raw outputs over ``loader`` (its first
+    ``max_batches`` batches when given). Signal batches (``batch.signal``) go through the model's own validation
+    step and give ``sample_AUROC`` and ``point_AUROC`` (raw per-sample maps, no smoothing)."""
     import torch
     import torch.nn.functional as F
+
+    from uad_plugins.components.scoring import max_avgpool_score
 
     net = model.model
     components = getattr(net, "component_maps", None)
     scores, labels, pixels, masks = [], [], {}, []
+    component_scores: dict[str, list[Any]] = {}
     is_signal = False
     model.eval()
     with torch.no_grad():
@@ -86,14 +90,16 @@ def evaluate(model: Any, loader: Iterable[Any], max_batches: int | None = None) 
             out = net(images)
             scores.append(out.pred_score.detach().float().cpu().view(-1))
             labels.append(torch.as_tensor(batch.gt_label).view(-1).cpu())
+            component = components(images) if callable(components) else {}
+            for key, value in component.items():
+                component_scores.setdefault(key, []).append(
+                    max_avgpool_score(value, net.pool_size).detach().float().cpu().view(-1))
             mask = getattr(batch, "gt_mask", None)
             if mask is None:
                 continue
             mask = torch.as_tensor(mask).cpu()
             mask = mask.view(mask.shape[0], 1, *mask.shape[-2:])
-            maps = {"": out.anomaly_map}
-            if callable(components):
-                maps.update({f"_{k}": v for k, v in components(images).items()})
+            maps = {"": out.anomaly_map, **{f"_{k}": v for k, v in component.items()}}
             for key, value in maps.items():
                 resized = F.interpolate(value.detach().float().cpu(), size=mask.shape[-2:], mode="bilinear",
                                         align_corners=False)
@@ -101,6 +107,8 @@ def evaluate(model: Any, loader: Iterable[Any], max_batches: int | None = None) 
             masks.append(mask.flatten() > 0.5)
     whole, local = ("sample", "point") if is_signal else ("image", "pixel")
     result: dict[str, float | None] = {f"{whole}_AUROC": auroc(torch.cat(scores), torch.cat(labels))}
+    for key, values in component_scores.items():
+        result[f"{whole}_AUROC_{key}"] = auroc(torch.cat(values), torch.cat(labels))
     if masks:
         target = torch.cat(masks)
         for key, values in pixels.items():

@@ -103,6 +103,13 @@ def test_shipped_recipes_load(name: str) -> None:
         tiny = {"pretrained": False, "image_size": 64, "vit_layers": [1], "fusion_dim": 8, "embed_dim": 16}
         for args in rows.values():  # every row's settings are accepted (tiny sizes, random weights)
             HetNet(**{**args, **tiny})
+    if name == "onenip_score_maps":  # one OneNIP fit per dataset scored with each of its three maps
+        assert [(m.name, m.ckpt_from, m.overrides) for m in recipe.models] == [
+            ("onenip", None, {}), ("onenip_refiner", "onenip", {"score_map": "refiner"}),
+            ("onenip_reconstruction", "onenip", {"score_map": "reconstruction"})]
+        from uad_plugins.plugins.onenip.torch_model import COMPONENT_MAPS
+
+        assert {m.overrides["score_map"] for m in recipe.models[1:]} | {"fused"} == set(COMPONENT_MAPS)
     if name == "time_to_model":  # issue 15: each speed change beside the setting it replaces, in one run
         rows = {m.name: m for m in recipe.models}
         assert rows["pbas_1536"].init_args["target_embed_dimension"] == 1536

@@ -80,6 +80,11 @@ def test_data_given_as_a_file_gives_a_readable_checkpoint(tmp_path: Path, import
     assert 0.0 <= scores["sample_AUROC"] <= 1.0 and 0.0 <= scores["point_AUROC"] <= 1.0
     test = tool.validation_scores(ckpt, "test")  # reporting a fixed checkpoint on its test windows
     assert test["split"] == "test" and 0.0 <= test["sample_AUROC"] <= 1.0
+    other = tool.validation_scores(ckpt, synthesizer="plugin:ecg_anomaly")  # validation anomalies of another kind
+    assert other["synthesizer"] == "plugin:ecg_anomaly" and 0.0 <= other["sample_AUROC"] <= 1.0
+    with pytest.raises(SystemExit) as refused:  # the test split has real anomalies: nothing to re-synthesize
+        tool.main([str(ckpt), "--split", "test", "--synthesizer", "plugin:cutpaste"])
+    assert refused.value.code == 2
 
 
 def test_test_and_predict_from_the_checkpoint(signal_run: tuple[Path, Path], uad, tmp_path: Path,

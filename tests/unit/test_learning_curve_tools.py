@@ -40,6 +40,8 @@ def test_quick_curve_checkpoints_validation_rows_and_last_test_with_onenip_maps(
     assert keys <= set(result["test_last"]) and keys <= set(result["validation"][-1])
     test = result["test_last"]
     assert test["pixel_AUROC_fused"] == test["pixel_AUROC"]  # the fused map is the model's map
+    assert test["image_AUROC_fused"] == test["image_AUROC"]  # and its pooled maximum the model's score
+    keys |= {"image_AUROC_reconstruction", "image_AUROC_refiner"}
     assert all(isinstance(test[k], float) and 0 <= test[k] <= 1 for k in keys)
 
 

@@ -108,6 +108,43 @@ def test_three_component_maps_and_the_fused_one_is_what_the_model_returns() -> N
     assert not torch.allclose(maps["fused"], maps["reconstruction"])
 
 
+@pytest.mark.parametrize("score_map", ["reconstruction", "refiner", "fused"])
+def test_score_map_picks_the_map_forward_returns_and_scores(score_map: str) -> None:
+    net = filled_net(score_map=score_map).eval()
+    net.fusion_scale.fill_(2.5)
+    images = textures(2, seed=7)
+    with torch.no_grad():
+        maps = net.component_maps(images)
+        out = net(images)
+    torch.testing.assert_close(out.anomaly_map, maps[score_map])
+    expected = F.avg_pool2d(maps[score_map], 16, stride=1).flatten(1).max(dim=1).values
+    torch.testing.assert_close(out.pred_score, expected)
+
+
+def test_score_map_is_checked_and_switches_a_trained_checkpoint(tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+
+    with pytest.raises(ConfigError, match="score_map"):
+        Onenip(**{**TINY, "score_map": "refined"})
+    with pytest.raises(ValueError, match="score_map"):
+        tiny_net(score_map="both")
+    torch.manual_seed(0)
+    model = Onenip(**TINY)
+    model.model.build_prompt_bank([textures(4, seed=3)])
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.strategy.connect(model)
+    path = tmp_path / "onenip.ckpt"
+    trainer.save_checkpoint(path)
+    refiner = Onenip.load_from_checkpoint(path, score_map="refiner").eval()
+    assert refiner.hparams["score_map"] == "refiner"
+    images = textures(2, seed=9)
+    with torch.no_grad():
+        maps = model.eval().model.component_maps(images)
+        out = refiner.model(images)
+    torch.testing.assert_close(out.anomaly_map, maps["refiner"])  # same weights, the refiner's map scored
+
+
 def test_training_needs_the_bank_and_loss_decreases() -> None:
     net = tiny_net()
     images = textures(2)

@@ -21,7 +21,7 @@ from uad_plugins.components.lightning import UadModule
 from uad_plugins.components.optim import adamw_with_one_decay
 from uad_plugins.components.preprocessing import backbone_pre_processor
 from uad_plugins.components.settings import check_settings, positive_int, transformer_checks
-from uad_plugins.plugins.onenip.torch_model import OnenipModel
+from uad_plugins.plugins.onenip.torch_model import COMPONENT_MAPS, OnenipModel
 
 __all__ = ["Onenip"]
 
@@ -46,6 +46,11 @@ class Onenip(UadModule):
         synthesizer: synthesizer plugin reference (or ``{"class_path": ..., "init_args": ...}``) making the
             training anomalies; ``plugin:perlin`` by default.
         pool_size: average-pooling kernel of the image score (16).
+        score_map: the map scored and returned: ``"fused"`` (the paper's ``0.5 rec + 0.5 fusion_scale ref``, the
+            default), ``"refiner"`` (the refiner's probability alone) or ``"reconstruction"`` (UniAD's error map
+            alone). An inference switch: ``uad bench`` entries score one checkpoint three ways with
+            ``overrides: {score_map: refiner}`` (docs/models/onenip.md: validation data prefers the refiner on our
+            short CPU schedules; the default stays the paper's).
         lr, weight_decay, lr_decay_at, gradient_clip_val, max_epochs, max_steps: as ``plugin:uniad``.
         pre_processor, post_processor, evaluator, visualizer: anomalib components (``True`` builds the default).
     """
@@ -73,6 +78,7 @@ class Onenip(UadModule):
         dice_factor_two: bool = False,
         synthesizer: str | Mapping[str, Any] = "plugin:perlin",
         pool_size: int = 16,
+        score_map: str = "fused",
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
         lr_decay_at: float = 0.8,
@@ -91,7 +97,7 @@ class Onenip(UadModule):
                   dim_feedforward=dim_feedforward, dropout=dropout, neighbor_size=neighbor_size,
                   jitter_scale=jitter_scale, jitter_prob=jitter_prob, refiner_width=refiner_width,
                   prompt_bank_size=prompt_bank_size, prompt_topk=prompt_topk, dice_weight=dice_weight,
-                  pool_size=pool_size, lr=lr, weight_decay=weight_decay, lr_decay_at=lr_decay_at,
+                  pool_size=pool_size, score_map=score_map, lr=lr, weight_decay=weight_decay, lr_decay_at=lr_decay_at,
                   gradient_clip_val=gradient_clip_val, max_epochs=max_epochs, max_steps=max_steps)
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(image_size, backbone=backbone)
@@ -116,7 +122,7 @@ class Onenip(UadModule):
             num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward, dropout=dropout,
             neighbor_size=neighbor_size, jitter_scale=jitter_scale, jitter_prob=jitter_prob,
             refiner_width=refiner_width, prompt_bank_size=prompt_bank_size, prompt_topk=prompt_topk,
-            dice_weight=dice_weight, dice_factor_two=dice_factor_two, pool_size=pool_size,
+            dice_weight=dice_weight, dice_factor_two=dice_factor_two, pool_size=pool_size, score_map=score_map,
         )
 
     # ------------------------------------------------------------------ anomalib configuration
@@ -205,5 +211,6 @@ def _validate(**values: Any) -> None:
         ("dice_weight", values["dice_weight"] >= 0, ">= 0 (0.5)"),
         ("pool_size", positive_int(values["pool_size"]) and values["pool_size"] <= values["image_size"],
          "a positive integer <= image_size (16)"),
+        ("score_map", values["score_map"] in COMPONENT_MAPS, f"one of {', '.join(COMPONENT_MAPS)} (fused)"),
     ]
     check_settings("onenip", values, checks)

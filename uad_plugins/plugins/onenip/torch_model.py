@@ -25,7 +25,8 @@ from uad_plugins.errors import DataError
 __all__ = ["COMPONENT_MAPS", "OnenipModel", "OnenipTrainOutput", "RefinerHead", "TwoWayDecoderLayer", "dice_loss"]
 
 
-#: the maps :meth:`OnenipModel.component_maps` returns; the last (``fused``) is the one ``forward`` scores
+#: the maps :meth:`OnenipModel.component_maps` returns; ``forward`` scores the one named by ``score_map`` (``fused``
+#: by default, the paper's)
 COMPONENT_MAPS = ("reconstruction", "refiner", "fused")
 
 
@@ -105,9 +106,12 @@ class OnenipModel(FeatureTokenEncoder):
             itself); at inference the single most similar entry is used.
         dice_weight: weight of the Dice term (0.5); dice_factor_two: standard Dice numerator instead of OneNIP's.
         pool_size: average-pooling kernel of the image score (16).
+        score_map: the map :meth:`forward` returns and scores, one of :data:`COMPONENT_MAPS`: ``"fused"`` (the
+            paper's ``0.5 * rec + 0.5 * fusion_scale * ref``), ``"refiner"`` or ``"reconstruction"``. An inference
+            switch only: the weights are the same whichever map is scored.
 
-    Eval mode: ``forward(images) -> InferenceBatch(pred_score, anomaly_map)`` with the fused map
-    ``0.5 * rec + 0.5 * fusion_scale * ref``; training mode: see :meth:`training_losses`.
+    Eval mode: ``forward(images) -> InferenceBatch(pred_score, anomaly_map)`` with the ``score_map`` map;
+    training mode: see :meth:`training_losses`.
     """
 
     def __init__(
@@ -131,11 +135,15 @@ class OnenipModel(FeatureTokenEncoder):
         dice_weight: float = 0.5,
         dice_factor_two: bool = False,
         pool_size: int = 16,
+        score_map: str = "fused",
     ) -> None:
+        if score_map not in COMPONENT_MAPS:
+            raise ValueError(f"score_map must be one of {COMPONENT_MAPS}, got {score_map!r}")
         super().__init__("onenip", backbone, layers, pretrained, image_size, hidden_dim, num_heads,
                          num_encoder_layers, dim_feedforward, dropout, neighbor_size, jitter_scale, jitter_prob)
         channels = self.features.channels
         self.pool_size = int(pool_size)
+        self.score_map = score_map
         self.prompt_topk = int(prompt_topk)
         self.dice_weight = float(dice_weight)
         self.dice_factor_two = bool(dice_factor_two)
@@ -267,8 +275,13 @@ class OnenipModel(FeatureTokenEncoder):
         return {"reconstruction": rec_map, "refiner": ref_map, "fused": self.fuse(rec_map, ref_map)}
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        """Eval: fused map ``0.5 rec + 0.5 fusion_scale ref``; score = max of its average-pooled map."""
+        """Eval: the ``score_map`` map (fused by default); score = max of its average-pooled map."""
         rec_map, ref_map, _ = self.maps(images)
-        anomaly_map = self.fuse(rec_map, ref_map)
+        if self.score_map == "refiner":
+            anomaly_map = ref_map
+        elif self.score_map == "reconstruction":
+            anomaly_map = rec_map
+        else:
+            anomaly_map = self.fuse(rec_map, ref_map)
         pred_score = max_avgpool_score(anomaly_map, self.pool_size)
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
