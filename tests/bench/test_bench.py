@@ -341,3 +341,39 @@ def test_compute_quality_ranks_raw_outputs_of_any_range() -> None:
     assert small["image_AUROC"] == pytest.approx(large["image_AUROC"], abs=1e-5)
     assert small["pixel_AUROC"] == pytest.approx(large["pixel_AUROC"], abs=1e-5)
     assert large["image_AUROC"] > 0.8
+
+
+def test_a_checkpoint_row_whose_overrides_change_the_output_gets_thresholds_fitted_on_validation(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: a ``ckpt_from`` row with ``overrides`` (OneNIP's ``score_map``, FADeR's ``gates``) was tested with
+    the thresholds its source had fitted for the other output, so its P/R/F1 at the threshold were meaningless (the
+    OneNIP refiner row on bottle read F1 0.0 at a fused-map threshold). Now they are fitted again on the same honest
+    validation split and stored in the copy the OpenVINO rows export; threshold-free metrics are unchanged."""
+    import torch
+
+    tiny = {"pretrained": False, "image_size": 64, "hidden_dim": 32, "num_heads": 4, "num_encoder_layers": 1,
+            "num_decoder_layers": 1, "dim_feedforward": 64, "dropout": 0.0, "neighbor_size": 3,
+            "refiner_width": 8, "prompt_bank_size": 4}
+    recipe = _write(tmp_path / "maps.yaml", {
+        **TINY_RECIPE, "name": "maps",
+        "models": [{"name": "onenip", "model": "plugin:onenip", "init_args": tiny, "trainer": {"max_epochs": 1}},
+                   {"name": "onenip_refiner", "model": "plugin:onenip", "ckpt_from": "onenip",
+                    "overrides": {"score_map": "refiner"}}],
+        "precisions": [], "batch_sizes": [1], "timing": {"warmup": 1, "iterations": 1}})
+    out = tmp_path / "bench"
+    code = main(["bench", "--recipe", str(recipe), "--output", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout[-3000:]
+    assert "2/2 onenip_refiner on UadDemo/washer: fitting thresholds again on validation" in stdout
+    fused, refiner = json.loads((out / "bench.json").read_text(encoding="utf-8"))["rows"]
+    assert refiner["training"]["thresholds_refitted_on_validation"] is True
+    assert "thresholds_refitted_on_validation" not in fused["training"]
+
+    source = torch.load(fused["training"]["checkpoint"], weights_only=True)["state_dict"]
+    copy = torch.load(out / "checkpoints" / "onenip_refiner__UadDemo__washer" / "model.ckpt",
+                      weights_only=True)["state_dict"]
+    key = "post_processor._image_threshold"
+    assert not torch.equal(source[key], copy[key])  # fitted for the refiner's map, not the fused one
+    assert 0.0 <= float(copy[key]) <= 1.0  # the refiner's image scores are pooled probabilities
+    weights = [k for k in source if k.startswith("model.")]
+    assert weights and all(torch.equal(source[k], copy[k]) for k in weights)  # the weights are the source's
