@@ -367,6 +367,12 @@ def test_a_checkpoint_row_whose_overrides_change_the_output_gets_thresholds_fitt
     assert "2/2 onenip_refiner on UadDemo/washer: fitting thresholds again on validation" in stdout
     fused, refiner = json.loads((out / "bench.json").read_text(encoding="utf-8"))["rows"]
     assert refiner["training"]["thresholds_refitted_on_validation"] is True
+    # the same threshold-free metrics on raw outputs as the source row (validating first once left the model's
+    # default anomalib evaluator in place: AUPRO, AP and F1-max were missing, pixel AUROC read normalised maps)
+    assert set(refiner["quality"]) == set(fused["quality"])
+    assert all(refiner["quality"][k] is not None for k, v in fused["quality"].items() if v is not None)
+    assert refiner["quality"]["pixel_AUROC"] == pytest.approx(refiner["quality_resized_inputs"]["pixel_AUROC"],
+                                                              abs=0.05)
     assert "thresholds_refitted_on_validation" not in fused["training"]
 
     source = torch.load(fused["training"]["checkpoint"], weights_only=True)["state_dict"]

@@ -501,6 +501,11 @@ class _Bench:
                 # normalisation the checkpoint carries belong to the other output, so they are fitted again on the
                 # same honest validation split and stored in the copy the OpenVINO rows export
                 say(f"[bench] {label}: fitting thresholds again on validation (the overrides change the output)")
+                from uad_plugins.engine.metrics import attach_metrics
+
+                # the raw-output metrics first, as a fit attaches them: the trainer validate creates is the one the
+                # test below reuses, and the test then keeps the evaluator it finds
+                attach_metrics(model, list(quality_fields.values()))
                 engine.validate(model, datamodule=datamodule, verbose=False)
                 _store_post_processor_state(ckpt, model)
                 eager["training"]["thresholds_refitted_on_validation"] = True
