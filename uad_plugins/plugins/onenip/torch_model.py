@@ -269,19 +269,14 @@ class OnenipModel(FeatureTokenEncoder):
 
     def component_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The three maps of one forward, keyed by :data:`COMPONENT_MAPS`: reconstruction only (``|f - f_hat|``
-        map), refiner only (its probability) and fused (what :meth:`forward` returns), each ``[B, 1, H, W]``.
-        Lets one checkpoint show the refiner's share (``tools/learning_curve.py`` reports all three)."""
+        map), refiner only (its probability) and fused, each ``[B, 1, H, W]``; :meth:`forward` returns the
+        ``score_map`` one. Lets one checkpoint show the refiner's share (``tools/learning_curve.py`` reports all
+        three)."""
         rec_map, ref_map, _ = self.maps(images)
         return {"reconstruction": rec_map, "refiner": ref_map, "fused": self.fuse(rec_map, ref_map)}
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Eval: the ``score_map`` map (fused by default); score = max of its average-pooled map."""
-        rec_map, ref_map, _ = self.maps(images)
-        if self.score_map == "refiner":
-            anomaly_map = ref_map
-        elif self.score_map == "reconstruction":
-            anomaly_map = rec_map
-        else:
-            anomaly_map = self.fuse(rec_map, ref_map)
+        anomaly_map = self.component_maps(images)[self.score_map]
         pred_score = max_avgpool_score(anomaly_map, self.pool_size)
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
